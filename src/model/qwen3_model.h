@@ -1,0 +1,73 @@
+// The Qwen3 training path: an explicit forward and backward over the decoder stack (no autograd),
+// with the causal-LM loss fused into the last step so that fp32 logits never exist for all tokens at
+// once. The model knows nothing about parallelism: a distributed step wraps calls to this class.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/ATen.h>
+
+#include "model/lora.h"
+#include "model/qwen3_config.h"
+#include "model/qwen3_weights.h"
+
+namespace qft::model {
+
+// One micro-batch. Rows may be packed: tokens attend only to earlier tokens of the same segment.
+struct Batch {
+  at::Tensor input_ids;     // [B, T] int64
+  at::Tensor labels;        // [B, T] int64, unshifted as in HF (position t is predicted by t-1); -100 ignored
+  at::Tensor position_ids;  // [B, T] int64, restarting at 0 for each packed sample
+  at::Tensor segment_ids;   // [B, T] int64, sample index within its row; -1 marks padding
+  // Causal rows 0..T-1 with one segment and no padding: segment_ids may be left undefined.
+  static Batch causal(at::Tensor input_ids, at::Tensor labels);
+};
+
+struct StepOptions {
+  bool gradient_checkpointing = false;  // save only each layer's input, recompute in backward
+  // Loss and gradients are sums over target tokens divided by this: the number of target tokens in
+  // the whole optimizer step (all micro-batches, later all ranks), so accumulation == one big batch.
+  double loss_denominator = 1.0;
+  bool train_lora_dropout = true;  // apply lora_dropout (training) or not (evaluation)
+  uint64_t dropout_seed = 0;       // dropout masks are a pure function of (seed, layer, projection)
+  int64_t loss_chunk_tokens = 1024;  // tokens per lm_head/cross-entropy chunk
+};
+
+struct StepResult {
+  double loss_sum = 0.0;       // sum of per-token losses over targets in this micro-batch (unscaled)
+  int64_t target_tokens = 0;   // number of labels != -100 after the shift
+};
+
+// Trainable state: either LoRA adapters (base frozen) or the base weights themselves (full fine-tune).
+struct Gradients {
+  std::optional<LoraWeights> lora;      // same structure as the adapters, accumulated (+=)
+  std::optional<Qwen3Weights> weights;  // full fine-tuning; accumulated (+=)
+};
+
+class Qwen3Model {
+ public:
+  // `weights` in the compute dtype (fp32 on CPU, bf16/fp16 on GPU); `lora` (may be null) in fp32
+  // masters, cast to the compute dtype inside each step.
+  Qwen3Model(Qwen3Config config, Qwen3Weights weights);
+
+  const Qwen3Config& config() const { return config_; }
+  Qwen3Weights& weights() { return weights_; }
+  const Qwen3Weights& weights() const { return weights_; }
+
+  // Forward + loss + backward for one micro-batch; adds (grad / loss_denominator) into `grads`.
+  StepResult forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
+                              const StepOptions& options);
+
+  // Loss only (no gradients, no dropout).
+  StepResult forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens = 1024);
+
+  // Full logits [B, T, V] in fp32 (small inputs: tests, chat, eval).
+  at::Tensor logits(const Batch& batch, const LoraWeights* lora);
+
+ private:
+  Qwen3Config config_;
+  Qwen3Weights weights_;
+};
+
+}  // namespace qft::model

@@ -1,0 +1,42 @@
+// Qwen3 base weights, named and shaped as in the Hugging Face checkpoint (formats.md §1.2).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "model/qwen3_config.h"
+
+namespace qft::model {
+
+struct LayerWeights {
+  at::Tensor input_layernorm;           // [H]
+  at::Tensor q_proj, k_proj, v_proj;    // [nH*D, H], [nKV*D, H], [nKV*D, H]
+  at::Tensor q_norm, k_norm;            // [D]
+  at::Tensor o_proj;                    // [H, nH*D]
+  at::Tensor post_attention_layernorm;  // [H]
+  at::Tensor gate_proj, up_proj;        // [I, H]
+  at::Tensor down_proj;                 // [H, I]
+};
+
+struct Qwen3Weights {
+  at::Tensor embed_tokens;  // [V, H]
+  std::vector<LayerWeights> layers;
+  at::Tensor norm;     // [H]
+  at::Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
+
+  // Reads config.json's model from `model_dir` (model.safetensors or model.safetensors.index.json),
+  // checks every name and shape against `config`, converts to `dtype` on `device`.
+  static Qwen3Weights load(const std::string& model_dir, const Qwen3Config& config, at::ScalarType dtype,
+                           at::Device device);
+  // Random init as transformers does for a fresh model (normal(0, initializer_range), norms = 1).
+  static Qwen3Weights random(const Qwen3Config& config, uint64_t seed, double initializer_range = 0.02,
+                             at::ScalarType dtype = at::kFloat);
+  // HF checkpoint names -> tensors (lm_head omitted when tied).
+  std::vector<std::pair<std::string, at::Tensor>> named_tensors(const Qwen3Config& config) const;
+  Qwen3Weights to(at::ScalarType dtype, at::Device device) const;
+};
+
+}  // namespace qft::model

@@ -1,0 +1,62 @@
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "core/config_reader.h"
+#include "core/error.h"
+
+namespace {
+
+qft::ConfigReader reader_of(const std::string& yaml) { return qft::ConfigReader(YAML::Load(yaml), "cfg.yaml"); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const qft::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ConfigReader, ReadsTypedValues) {
+  auto r = reader_of("a: 3\nb: 1e-4\nc: true\nd: [x, y]\ne: hello\n");
+  EXPECT_EQ(r.get_int("a"), 3);
+  EXPECT_DOUBLE_EQ(r.get_double("b"), 1e-4);
+  EXPECT_TRUE(r.get_bool("c", false));
+  EXPECT_EQ(r.get_string_list("d", {}), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(r.get_string("e"), "hello");
+  EXPECT_EQ(r.get_int("missing", 7), 7);
+  EXPECT_NO_THROW(r.finish());
+}
+
+TEST(ConfigReader, UnknownKeySuggestsClosest) {
+  auto r = reader_of("training:\n  learning_rat: 0.1\n");
+  auto t = r.section("training");
+  t.get_double("learning_rate", 1e-4);
+  const std::string message = error_of([&] { t.finish(); });
+  EXPECT_NE(message.find("cfg.yaml:2"), std::string::npos) << message;
+  EXPECT_NE(message.find("training.learning_rat"), std::string::npos) << message;
+  EXPECT_NE(message.find("did you mean 'learning_rate'"), std::string::npos) << message;
+}
+
+TEST(ConfigReader, WrongTypeNamesKeyAndValue) {
+  auto r = reader_of("x:\n  steps: 1.5\n");
+  auto x = r.section("x");
+  const std::string message = error_of([&] { x.get_int("steps", 1); });
+  EXPECT_NE(message.find("x.steps"), std::string::npos) << message;
+  EXPECT_NE(message.find("integer"), std::string::npos) << message;
+  EXPECT_NE(message.find("1.5"), std::string::npos) << message;
+}
+
+TEST(ConfigReader, ChoiceRejectsOthers) {
+  auto r = reader_of("s: cosin\n");
+  const std::string message = error_of([&] { r.get_choice("s", {"linear", "cosine"}, "linear"); });
+  EXPECT_NE(message.find("did you mean 'cosine'"), std::string::npos) << message;
+}
+
+TEST(ConfigReader, MissingRequiredKey) {
+  auto r = reader_of("a: 1\n");
+  EXPECT_NE(error_of([&] { r.get_string("path"); }).find("missing required key 'path'"), std::string::npos);
+}
+
+}  // namespace
