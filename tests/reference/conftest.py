@@ -1,0 +1,40 @@
+"""Shared helpers for the reference tests: qft's binaries against transformers + peft on the same weights.
+
+The binaries come from the environment the `reference` ctest sets (QFT_BIN, QFT_PROBE_BIN, ...); run by
+hand with QFT_BUILD_DIR=build python3 -m pytest tests/reference.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SOURCE_DIR = Path(os.environ.get("QFT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+BUILD_DIR = Path(os.environ.get("QFT_BUILD_DIR", SOURCE_DIR / "build"))
+
+
+def binary(env_name: str, default_name: str) -> str:
+    path = os.environ.get(env_name) or str(BUILD_DIR / default_name)
+    if not Path(path).exists():
+        pytest.fail(f"{path} does not exist: build the project first (make build) or set {env_name}")
+    return path
+
+
+def run(cmd, check=True, **kwargs):
+    """Runs a command, returning CompletedProcess; on failure the output is part of the assertion."""
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"command failed ({result.returncode}): {' '.join(map(str, cmd))}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def qft_bin():
+    return binary("QFT_BIN", "qft-dist")
+
+
+@pytest.fixture(scope="session")
+def probe_bin():
+    return binary("QFT_PROBE_BIN", "qft-probe")

@@ -1,0 +1,115 @@
+// qft-probe: runs one forward (and optionally backward) of the training path on a batch given as a
+// safetensors file and writes logits, loss and LoRA gradients to another safetensors file. The Python
+// reference tests (tests/reference/) compare those numbers with transformers + peft on the same weights.
+//
+//   qft-probe --model DIR [--adapter DIR] --batch IN.safetensors --output OUT.safetensors
+//             [--grads] [--dtype fp32|bf16|fp16] [--device cpu|cuda] [--gradient-checkpointing]
+//             [--no-logits]
+// IN holds input_ids and labels [B, T] (I64), optionally position_ids and segment_ids.
+// OUT holds logits [B, T, V] (F32), loss [1] (F64, mean over targets) and, with --grads,
+// each LoRA gradient under its PEFT key.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/qwen3_model.h"
+#include "train/peft_adapter.h"
+
+namespace {
+
+struct Options {
+  std::string model, adapter, batch, output, dtype = "fp32", device = "cpu";
+  bool grads = false, gradient_checkpointing = false, logits = true;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      QFT_CHECK(i + 1 < argc, "qft-probe: {} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--model") o.model = value();
+    else if (a == "--adapter") o.adapter = value();
+    else if (a == "--batch") o.batch = value();
+    else if (a == "--output") o.output = value();
+    else if (a == "--dtype") o.dtype = value();
+    else if (a == "--device") o.device = value();
+    else if (a == "--grads") o.grads = true;
+    else if (a == "--gradient-checkpointing") o.gradient_checkpointing = true;
+    else if (a == "--no-logits") o.logits = false;
+    else qft::fail("qft-probe: unknown argument '{}'", a);
+  }
+  QFT_CHECK(!o.model.empty() && !o.batch.empty() && !o.output.empty(),
+            "qft-probe: --model, --batch and --output are required");
+  return o;
+}
+
+at::ScalarType dtype_of(const std::string& name) {
+  if (name == "fp32") return at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp16") return at::kHalf;
+  qft::fail("qft-probe: --dtype must be fp32, bf16 or fp16, got '{}'", name);
+}
+
+int run(const Options& o) {
+  const at::Device device(o.device == "cuda" ? at::kCUDA : at::kCPU);
+  const auto config = qft::model::Qwen3Config::from_file(o.model + "/config.json");
+  auto weights = qft::model::Qwen3Weights::load(o.model, config, dtype_of(o.dtype), device);
+  qft::model::Qwen3Model model(config, std::move(weights));
+
+  std::optional<qft::model::LoraWeights> lora;
+  if (!o.adapter.empty()) lora = qft::train::load_peft_adapter(o.adapter, config, device);
+
+  const auto batch_file = qft::io::SafetensorsFile::open(o.batch);
+  auto load = [&](const char* name) {
+    return batch_file.contains(name) ? batch_file.tensor(name).to(device, at::kLong) : at::Tensor();
+  };
+  qft::model::Batch batch;
+  batch.input_ids = load("input_ids");
+  batch.labels = load("labels");
+  batch.position_ids = load("position_ids");
+  batch.segment_ids = load("segment_ids");
+  if (!batch.position_ids.defined()) {
+    batch = qft::model::Batch::causal(batch.input_ids, batch.labels);
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  const qft::model::LoraWeights* adapters = lora ? &*lora : nullptr;
+  if (o.logits) out.emplace_back("logits", model.logits(batch, adapters).to(at::kCPU, at::kFloat).contiguous());
+  if (o.grads) {
+    QFT_CHECK(lora.has_value(), "qft-probe: --grads needs --adapter");
+    qft::model::Gradients grads;
+    grads.lora = lora->zeros_like();
+    const auto counted = model.forward_loss(batch, adapters);
+    qft::model::StepOptions options;
+    options.gradient_checkpointing = o.gradient_checkpointing;
+    options.loss_denominator = static_cast<double>(counted.target_tokens);
+    options.train_lora_dropout = false;
+    const auto result = model.forward_backward(batch, adapters, grads, options);
+    out.emplace_back("loss", at::full({1}, result.loss_sum / result.target_tokens, at::kDouble));
+    for (auto& [name, grad] : grads.lora->named_tensors()) out.emplace_back(name, grad.to(at::kCPU).contiguous());
+  } else {
+    const auto result = model.forward_loss(batch, adapters);
+    out.emplace_back("loss", at::full({1}, result.loss_sum / result.target_tokens, at::kDouble));
+  }
+  qft::io::save_safetensors(o.output, out, {{"format", "pt"}});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}
