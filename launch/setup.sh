@@ -11,7 +11,7 @@ set -euo pipefail
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config xz-utils
               libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
               libgtest-dev nlohmann-json3-dev libpcre2-dev)
-PIP_PACKAGES=("torch==2.11.0" "transformers>=5.0,<6" "peft>=0.18" "tokenizers>=0.22" "safetensors" "numpy"
+PIP_PACKAGES=("torch==2.11.0" "transformers>=5.0,<6" "peft>=0.18" "tokenizers==0.23.*" "safetensors" "numpy"
               "h5py" "pytest")
 
 missing=()
@@ -35,6 +35,9 @@ for pkg in ["transformers", "peft", "tokenizers", "safetensors", "numpy", "h5py"
 if not m.version("torch").startswith(need["torch"]):
     sys.exit(1)
 if int(m.version("transformers").split(".")[0]) < 5:
+    sys.exit(1)
+# The split regex's extra Unicode ranges match the Oniguruma tables of tokenizers 0.23 (src/text/gen_unicode_tables.py).
+if not m.version("tokenizers").startswith("0.23."):
     sys.exit(1)
 PY
 then

@@ -1,0 +1,53 @@
+// Rows for the trainer. With packing, several samples share a row of at most max_seq_length tokens;
+// position ids restart at 0 for each sample and segment ids tell the model where the block-diagonal
+// causal attention blocks are. Labels follow the trainer contract (src/model/qwen3_model.h): unshifted
+// HF labels, id where target else -100, and -100 on each sample's FIRST token so that no sample is
+// trained to predict across a boundary. Torch-free: the trainer turns BatchData into tensors.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/tokenize_sample.h"
+
+namespace qft::data {
+
+constexpr int64_t kIgnoreLabel = -100;
+
+// Which samples go into which row, from sample lengths only (so every rank computes the same plan from
+// the cache's offsets without reading tokens). Best fit in the given order: each sample goes to the
+// open row with the least room that still fits it, otherwise a new row. Rows are closed every `window`
+// samples, so a row's samples lie close together in the cache and a slice of rows is one short read.
+// Without packing, one sample per row. Samples longer than `max_tokens` are an error (prepare fits them).
+constexpr int64_t kPackingWindow = 4096;
+std::vector<std::vector<int64_t>> plan_rows(const std::vector<int64_t>& lengths, int64_t max_tokens, bool packing,
+                                            int64_t window = kPackingWindow);
+
+struct RowData {
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;
+  std::vector<int64_t> position_ids;
+  std::vector<int64_t> segment_ids;  // 0, 1, ... per sample in the row
+  int64_t target_tokens() const;     // labels that will be trained on after the shift (labels[1:] != -100)
+};
+
+RowData build_row(const std::vector<const TokenizedSample*>& samples);
+
+// Row-major [rows, columns] arrays for qft::model::Batch.
+struct BatchData {
+  int64_t rows = 0;
+  int64_t columns = 0;
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;
+  std::vector<int64_t> position_ids;
+  std::vector<int64_t> segment_ids;  // -1 marks padding
+};
+
+// Padding-free (the default for packed data): all rows concatenated into one row of their total
+// length; segment ids are renumbered so every sample stays its own attention block.
+BatchData collate_flattened(const std::vector<RowData>& rows);
+
+// Rows padded to the longest one with `pad_id`, label -100, position 0 and segment -1.
+BatchData collate_padded(const std::vector<RowData>& rows, int64_t pad_id);
+
+}  // namespace qft::data
