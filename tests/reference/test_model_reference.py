@@ -73,9 +73,9 @@ def make_batch(vocab, batch=2, seq=11, seed=2):
     return ids, labels
 
 
-def peft_eval_model(base_dir, adapter_dir):
+def peft_eval_model(base_dir, adapter_dir, trainable=False):
     base = Qwen3ForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
-    return PeftModel.from_pretrained(base, adapter_dir).eval()
+    return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable).eval()
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -85,7 +85,7 @@ def test_logits_and_lora_gradients(tmp_path, probe_bin, name):
     make_adapter(model, adapter_dir, use_rslora=(name == "mha_untied"))
     ids, labels = make_batch(CONFIGS[name]["vocab_size"])
 
-    ref = peft_eval_model(base_dir, adapter_dir)
+    ref = peft_eval_model(base_dir, adapter_dir, trainable=True)
     out = ref(input_ids=ids, labels=labels)
     out.loss.backward()
     ref_grads = {}

@@ -67,7 +67,7 @@ int run(const Options& o) {
   std::optional<qft::model::LoraWeights> lora;
   if (!o.adapter.empty()) lora = qft::train::load_peft_adapter(o.adapter, config, device);
 
-  const auto batch_file = qft::io::SafetensorsFile::open(o.batch);
+  const qft::io::SafetensorsFile batch_file(o.batch);
   auto load = [&](const char* name) {
     return batch_file.contains(name) ? batch_file.tensor(name).to(device, at::kLong) : at::Tensor();
   };

@@ -1,0 +1,83 @@
+// qft-dist init-model --preset NAME | --config FILE.json --output DIR [--seed N] [--dtype bf16|fp32]
+//                     [--tokenizer DIR] [--max-shard-size 5GB]
+#include <cstdio>
+#include <string>
+
+#include <fmt/ranges.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "train/dtype_names.h"
+#include "train/hf_model_dir.h"
+#include "train/init_model.h"
+
+namespace qft::cli {
+
+namespace {
+
+void print_init_model_usage() {
+  std::fprintf(stderr,
+               "usage: qft-dist init-model (--preset NAME | --config FILE.json) --output DIR [--seed N]\n"
+               "                           [--dtype bf16|fp16|fp32] [--tokenizer DIR] [--max-shard-size 5GB]\n"
+               "                           [--initializer-range STD]\n\n"
+               "Writes a random-init Hugging Face Qwen3 model directory (config.json + safetensors).\n"
+               "presets: %s\n",
+               fmt::format("{}", fmt::join(train::init_model_preset_names(), ", ")).c_str());
+}
+
+}  // namespace
+
+int cmd_init_model(const Args& args) {
+  std::string preset, config_file, output, tokenizer, dtype = "bf16", shard = "5GB";
+  uint64_t seed = 0;
+  double initializer_range = 0.02;  // transformers' Qwen3 default
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      print_init_model_usage();
+      return 0;
+    }
+    QFT_CHECK(i + 1 < args.size(), "init-model: {} needs a value (see qft-dist init-model --help)", a);
+    const std::string& value = args[++i];
+    if (a == "--preset") preset = value;
+    else if (a == "--config") config_file = value;
+    else if (a == "--output") output = value;
+    else if (a == "--tokenizer") tokenizer = value;
+    else if (a == "--dtype") dtype = value;
+    else if (a == "--max-shard-size") shard = value;
+    else if (a == "--initializer-range") {
+      try {
+        size_t used = 0;
+        initializer_range = std::stod(value, &used);
+        QFT_CHECK(used == value.size() && initializer_range > 0, "");
+      } catch (const std::exception&) {
+        fail("init-model: --initializer-range '{}' is not a positive number", value);
+      }
+    }
+    else if (a == "--seed") {
+      try {
+        size_t used = 0;
+        seed = std::stoull(value, &used);
+        QFT_CHECK(used == value.size(), "");
+      } catch (const std::exception&) {
+        fail("init-model: --seed '{}' is not a non-negative integer", value);
+      }
+    } else {
+      fail("init-model: unknown option '{}' (see qft-dist init-model --help)", a);
+    }
+  }
+  QFT_CHECK(preset.empty() != config_file.empty(), "init-model: give exactly one of --preset NAME or --config FILE");
+  QFT_CHECK(!output.empty(), "init-model: --output DIR is required");
+  train::InitModelOptions options;
+  options.config = preset.empty() ? model::Qwen3Config::from_file(config_file) : train::init_model_preset(preset);
+  options.output_dir = output;
+  options.seed = seed;
+  options.initializer_range = initializer_range;
+  options.dtype = train::parse_dtype(dtype, "init-model --dtype");
+  options.tokenizer_dir = tokenizer;
+  options.max_shard_bytes = train::parse_byte_size(shard, "init-model --max-shard-size");
+  train::init_model(options);
+  return 0;
+}
+
+}  // namespace qft::cli

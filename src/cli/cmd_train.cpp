@@ -1,0 +1,56 @@
+// qft-dist CONFIG.yaml [--override section.key=value ...]
+// qft-dist train CONFIG.yaml [--override section.key=value ...]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "train/train_config.h"
+#include "train/trainer.h"
+
+namespace qft::cli {
+
+namespace {
+
+void print_train_usage() {
+  std::fprintf(stderr,
+               "usage: qft-dist CONFIG.yaml [--override section.key=value ...]\n"
+               "       qft-dist train CONFIG.yaml [--override section.key=value ...]\n\n"
+               "Trains as the YAML config says (docs/CONFIG.md lists every key). An override replaces one\n"
+               "key before validation, e.g. --override training.learning_rate=1e-4 --override\n"
+               "lora.target_modules=[q_proj,v_proj]. Launch with mpirun -np N for data parallelism.\n");
+}
+
+}  // namespace
+
+int cmd_train(const Args& args) {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      print_train_usage();
+      return 0;
+    }
+    if (a == "--override") {
+      QFT_CHECK(i + 1 < args.size(), "train: --override needs a section.key=value argument");
+      overrides.push_back(args[++i]);
+    } else if (a.rfind("--override=", 0) == 0) {
+      overrides.push_back(a.substr(11));
+    } else if (config_path.empty() && a.rfind("--", 0) != 0) {
+      config_path = a;
+    } else {
+      fail("train: unexpected argument '{}' (see qft-dist train --help)", a);
+    }
+  }
+  if (config_path.empty()) {
+    print_train_usage();
+    return 2;
+  }
+  const train::TrainConfig config = train::load_train_config(config_path, overrides);
+  train::run_training(config);
+  return 0;
+}
+
+}  // namespace qft::cli

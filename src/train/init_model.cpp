@@ -1,0 +1,119 @@
+#include "train/init_model.h"
+
+#include <filesystem>
+
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "model/qwen3_weights.h"
+#include "train/dtype_names.h"
+#include "train/hf_model_dir.h"
+#include "train/remove_tree.h"
+
+namespace qft::train {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Preset {
+  const char* name;
+  int64_t hidden, intermediate, layers, heads, kv_heads, head_dim, vocab;
+  bool tied;
+};
+
+// Dense Qwen3 sizes from the released config.json files; the tiny ones keep the real vocabulary so the
+// Qwen3 tokenizer's ids (chat demo, data pipeline) stay valid.
+constexpr Preset kPresets[] = {
+    {"0.6B", 1024, 3072, 28, 16, 8, 128, 151936, true},
+    {"1.7B", 2048, 6144, 28, 16, 8, 128, 151936, true},
+    {"4B", 2560, 9728, 36, 32, 8, 128, 151936, true},
+    {"8B", 4096, 12288, 36, 32, 8, 128, 151936, false},
+    {"14B", 5120, 17408, 40, 40, 8, 128, 151936, false},
+    {"32B", 5120, 25600, 64, 64, 8, 128, 151936, false},
+    {"tiny", 64, 192, 2, 4, 2, 16, 151936, true},
+    {"tiny-gqa4", 64, 192, 2, 8, 2, 16, 151936, true},
+    {"tiny-untied", 64, 192, 2, 4, 4, 16, 151936, false},
+};
+
+}  // namespace
+
+std::vector<std::string> init_model_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& p : kPresets) names.push_back(p.name);
+  return names;
+}
+
+model::Qwen3Config init_model_preset(const std::string& name) {
+  for (const auto& p : kPresets) {
+    if (name != p.name) continue;
+    // Keys of a released Qwen3 config.json that Qwen3Config does not interpret itself.
+    nlohmann::json raw = {{"architectures", {"Qwen3ForCausalLM"}},
+                          {"attention_bias", false},
+                          {"attention_dropout", 0.0},
+                          {"hidden_act", "silu"},
+                          {"initializer_range", 0.02},
+                          {"max_window_layers", p.layers},
+                          {"model_type", "qwen3"},
+                          {"rope_scaling", nullptr},
+                          {"sliding_window", nullptr},
+                          {"use_cache", true},
+                          {"use_sliding_window", false}};
+    model::Qwen3Config c;
+    c.raw = raw;
+    c.vocab_size = p.vocab;
+    c.hidden_size = p.hidden;
+    c.intermediate_size = p.intermediate;
+    c.num_hidden_layers = p.layers;
+    c.num_attention_heads = p.heads;
+    c.num_key_value_heads = p.kv_heads;
+    c.head_dim = p.head_dim;
+    c.rms_norm_eps = 1e-6;
+    c.rope_theta = 1000000.0;
+    c.max_position_embeddings = 40960;
+    c.tie_word_embeddings = p.tied;
+    c.bos_token_id = 151643;
+    c.eos_token_id = 151645;
+    c.torch_dtype = "bfloat16";
+    // Round-trip through the validating reader so a preset is exactly what a file would give.
+    return model::Qwen3Config::from_json(c.to_json(), std::string("preset ") + p.name);
+  }
+  fail("init-model: unknown preset '{}' (presets: {})", name, fmt::join(init_model_preset_names(), ", "));
+}
+
+void init_model(const InitModelOptions& options) {
+  QFT_CHECK(!options.output_dir.empty(), "init-model: --output is required");
+  QFT_CHECK(!fs::exists(options.output_dir), "init-model: --output {} already exists; choose a new directory",
+            options.output_dir);
+  model::Qwen3Config config = options.config;
+  config.torch_dtype = torch_dtype_name(options.dtype);
+  const model::Qwen3Weights weights =
+      model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
+
+  const fs::path output(options.output_dir);
+  const std::string tmp_dir = (output.parent_path() / ("." + output.filename().string() + ".init-tmp")).string();
+  remove_tree(tmp_dir);
+  try {
+    write_hf_model_dir(tmp_dir, config, weights.named_tensors(config), options.max_shard_bytes);
+    if (!options.tokenizer_dir.empty()) {
+      const int copied = copy_tokenizer_files(options.tokenizer_dir, tmp_dir);
+      QFT_CHECK(copied > 0, "init-model: --tokenizer {} has no tokenizer files (tokenizer.json, ...)",
+                options.tokenizer_dir);
+    }
+    move_into_place(tmp_dir, options.output_dir);
+  } catch (...) {
+    try {
+      remove_tree(tmp_dir);
+    } catch (const Error&) {
+      // The original error matters more than a leftover temporary directory.
+    }
+    throw;
+  }
+  int64_t parameters = 0;
+  for (const auto& [name, t] : weights.named_tensors(config)) parameters += t.numel();
+  spdlog::info("wrote {} ({} parameters, {}, seed {})", options.output_dir, parameters, config.torch_dtype,
+               options.seed);
+}
+
+}  // namespace qft::train

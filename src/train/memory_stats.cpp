@@ -1,0 +1,36 @@
+#include "train/memory_stats.h"
+
+#include <fstream>
+#include <string>
+
+#ifdef QFT_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace qft::train {
+
+namespace {
+
+int64_t resident_high_water_mark_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // the file says kB
+  }
+  return 0;
+}
+
+}  // namespace
+
+int64_t peak_memory_bytes(at::Device device) {
+#ifdef QFT_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  (void)device;
+  return resident_high_water_mark_bytes();
+}
+
+}  // namespace qft::train

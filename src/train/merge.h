@@ -1,0 +1,31 @@
+// Merging a PEFT LoRA adapter into its base model: W += scaling * B @ A for every adapted projection,
+// computed in fp32 and cast to the output dtype (PEFT get_delta_weight / merge_and_unload).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <c10/core/ScalarType.h>
+
+#include "model/lora.h"
+#include "model/qwen3_weights.h"
+
+namespace qft::train {
+
+struct MergeOptions {
+  std::string base_dir;
+  std::string adapter_dir;
+  std::string output_dir;
+  std::optional<at::ScalarType> dtype;     // default: the base config's torch_dtype
+  uint64_t max_shard_bytes = 5000000000ULL;  // huggingface_hub's default "5GB"
+};
+
+// Adds the adapter's deltas into `weights` in place (each result rounded once to its dtype).
+void merge_lora_into(model::Qwen3Weights& weights, const model::LoraWeights& lora);
+
+// Writes the merged model directory (config.json, safetensors, tokenizer files). Everything goes to a
+// temporary sibling directory that is renamed at the end, so a failure leaves no partial output.
+void merge_adapter(const MergeOptions& options);
+
+}  // namespace qft::train

@@ -1,0 +1,32 @@
+// The `data.pretokenized` escape hatch: already tokenized rows in a JSONL file, one row per line,
+// {"input_ids": [...], "labels": [...]} with optional "position_ids" and "segment_ids" for packed rows.
+// Labels are unshifted as in Hugging Face (the model predicts labels[t] from tokens < t; -100 = no
+// loss). Reference tests feed the same rows to transformers, so nothing here changes a row.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "model/qwen3_model.h"
+
+namespace qft::train {
+
+struct TokenRow {
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;
+  std::vector<int64_t> position_ids;  // empty: 0..T-1, or restarting per segment when segment_ids given
+  std::vector<int64_t> segment_ids;   // empty: one sample; -1 marks padding
+  int64_t target_tokens = 0;          // labels[1:] != -100: the tokens this row contributes to the loss
+};
+
+// Reads and validates every row (ids in [0, vocab_size), equal lengths); errors name file:line.
+std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size);
+
+// Stacks rows into one micro-batch on `device`, padding shorter rows at the end (segment -1, label
+// -100). Rows of one length without packing information become a plain causal batch.
+model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device);
+
+}  // namespace qft::train

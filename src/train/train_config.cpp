@@ -1,0 +1,335 @@
+#include "train/train_config.h"
+
+#include "data/prepare.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "train/target_modules.h"
+
+namespace qft::train {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Accepts the short names and the torch names HF configs use; returns the short name.
+std::string read_dtype(ConfigReader& section, const std::string& key, const std::string& fallback) {
+  const std::string value = section.get_choice(
+      key, {"auto", "bf16", "fp16", "fp32", "bfloat16", "float16", "float32"}, fallback);
+  if (value == "bfloat16") return "bf16";
+  if (value == "float16") return "fp16";
+  if (value == "float32") return "fp32";
+  return value;
+}
+
+// `check` false -> "file:line: 'key path' must be <requirement>, got <value>".
+template <typename T>
+void require(bool check, const ConfigReader& section, const std::string& key, const char* requirement, T value) {
+  if (!check) fail("{} must be {}, got {}", section.where(key), requirement, value);
+}
+
+ModelOptions read_model_section(ConfigReader section) {
+  ModelOptions model;
+  model.model_name_or_path = section.get_string("model_name_or_path");
+  const fs::path dir(model.model_name_or_path);
+  QFT_CHECK(fs::is_directory(dir), "{}: directory '{}' does not exist (expected a Hugging Face model directory)",
+            section.where("model_name_or_path"), model.model_name_or_path);
+  QFT_CHECK(fs::exists(dir / "config.json"), "{}: '{}' has no config.json (expected a Hugging Face model directory)",
+            section.where("model_name_or_path"), model.model_name_or_path);
+  model.torch_dtype = read_dtype(section, "torch_dtype", model.torch_dtype);
+  model.device = section.get_choice("device", {"auto", "cpu", "cuda"}, model.device);
+  section.finish();
+  return model;
+}
+
+std::string read_init_lora_weights(ConfigReader& section) {
+  if (!section.has("init_lora_weights")) {
+    section.raw("init_lora_weights");  // marks the key as known for suggestions
+    return "true";
+  }
+  const YAML::Node node = section.raw("init_lora_weights");
+  const std::string value = node.IsScalar() ? node.Scalar() : "";
+  if (value == "true" || value == "True") return "true";
+  if (value == "gaussian") return "gaussian";
+  fail("{} must be true (kaiming-uniform A, as PEFT) or gaussian (A ~ N(0, 1/r)); got '{}' "
+       "(PEFT's other init schemes are not supported)",
+       section.where("init_lora_weights"), value);
+}
+
+LoraOptions read_lora_section(ConfigReader section) {
+  LoraOptions lora;
+  const std::string type = section.get_choice("finetuning_type", {"lora", "full"}, "lora");
+  lora.finetuning_type = type == "full" ? FinetuningType::full : FinetuningType::lora;
+  lora.r = section.get_int("r", lora.r);
+  require(lora.r >= 1, section, "r", "a positive integer", lora.r);
+  lora.lora_alpha = section.get_double("lora_alpha", lora.lora_alpha);
+  require(lora.lora_alpha > 0, section, "lora_alpha", "positive", lora.lora_alpha);
+  lora.lora_dropout = section.get_double("lora_dropout", lora.lora_dropout);
+  require(lora.lora_dropout >= 0 && lora.lora_dropout < 1, section, "lora_dropout", "in [0, 1)", lora.lora_dropout);
+  lora.target_modules = section.get_string_list("target_modules", lora.target_modules);
+  try {
+    validate_target_modules_spec(lora.target_modules);
+  } catch (const Error& e) {
+    fail("{}: {}", section.where("target_modules"), e.what());
+  }
+  lora.use_rslora = section.get_bool("use_rslora", lora.use_rslora);
+  lora.init_lora_weights = read_init_lora_weights(section);
+  lora.adapter_name_or_path = section.get_string("adapter_name_or_path", "");
+  if (!lora.adapter_name_or_path.empty()) {
+    QFT_CHECK(lora.finetuning_type == FinetuningType::lora, "{}: an adapter can only be continued with finetuning_type: lora",
+              section.where("adapter_name_or_path"));
+    QFT_CHECK(fs::exists(fs::path(lora.adapter_name_or_path) / "adapter_config.json"),
+              "{}: '{}' has no adapter_config.json (expected a PEFT adapter directory)",
+              section.where("adapter_name_or_path"), lora.adapter_name_or_path);
+  }
+  section.finish();
+  return lora;
+}
+
+TrainingOptions read_training_section(ConfigReader section) {
+  TrainingOptions t;
+  t.learning_rate = section.get_double("learning_rate", t.learning_rate);
+  require(t.learning_rate >= 0, section, "learning_rate", "non-negative", t.learning_rate);
+  t.weight_decay = section.get_double("weight_decay", t.weight_decay);
+  require(t.weight_decay >= 0, section, "weight_decay", "non-negative", t.weight_decay);
+  t.adam_beta1 = section.get_double("adam_beta1", t.adam_beta1);
+  require(t.adam_beta1 >= 0 && t.adam_beta1 < 1, section, "adam_beta1", "in [0, 1)", t.adam_beta1);
+  t.adam_beta2 = section.get_double("adam_beta2", t.adam_beta2);
+  require(t.adam_beta2 >= 0 && t.adam_beta2 < 1, section, "adam_beta2", "in [0, 1)", t.adam_beta2);
+  t.adam_epsilon = section.get_double("adam_epsilon", t.adam_epsilon);
+  require(t.adam_epsilon > 0, section, "adam_epsilon", "positive", t.adam_epsilon);
+  t.max_grad_norm = section.get_double("max_grad_norm", t.max_grad_norm);
+  t.lr_scheduler_type = section.get_choice("lr_scheduler_type",
+                                           {"linear", "cosine", "constant", "constant_with_warmup"},
+                                           t.lr_scheduler_type);
+  t.warmup_steps = section.get_int("warmup_steps", t.warmup_steps);
+  require(t.warmup_steps >= 0, section, "warmup_steps", "non-negative", t.warmup_steps);
+  t.warmup_ratio = section.get_double("warmup_ratio", t.warmup_ratio);
+  require(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, section, "warmup_ratio", "in [0, 1]", t.warmup_ratio);
+  t.per_device_train_batch_size = section.get_int("per_device_train_batch_size", t.per_device_train_batch_size);
+  require(t.per_device_train_batch_size >= 1, section, "per_device_train_batch_size", "at least 1",
+          t.per_device_train_batch_size);
+  t.gradient_accumulation_steps = section.get_int("gradient_accumulation_steps", t.gradient_accumulation_steps);
+  require(t.gradient_accumulation_steps >= 1, section, "gradient_accumulation_steps", "at least 1",
+          t.gradient_accumulation_steps);
+  t.max_steps = section.get_int("max_steps", t.max_steps);
+  require(t.max_steps == -1 || t.max_steps > 0, section, "max_steps", "-1 (use num_train_epochs) or positive",
+          t.max_steps);
+  t.num_train_epochs = section.get_double("num_train_epochs", t.num_train_epochs);
+  require(t.max_steps > 0 || t.num_train_epochs > 0, section, "num_train_epochs", "positive when max_steps is -1",
+          t.num_train_epochs);
+  t.logging_steps = section.get_int("logging_steps", t.logging_steps);
+  require(t.logging_steps >= 1, section, "logging_steps", "at least 1", t.logging_steps);
+  t.save_steps = section.get_int("save_steps", t.save_steps);
+  require(t.save_steps >= 0, section, "save_steps", "non-negative (0 = only the final save)", t.save_steps);
+  t.seed = section.get_int("seed", t.seed);
+  t.shuffle = section.get_bool("shuffle", t.shuffle);
+  t.dataloader_drop_last = section.get_bool("dataloader_drop_last", t.dataloader_drop_last);
+  t.gradient_checkpointing = section.get_bool("gradient_checkpointing", t.gradient_checkpointing);
+  t.loss_chunk_tokens = section.get_int("loss_chunk_tokens", t.loss_chunk_tokens);
+  require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
+  t.resume_from_checkpoint = section.get_string("resume_from_checkpoint", "");
+  if (!t.resume_from_checkpoint.empty() && t.resume_from_checkpoint != "latest") {
+    QFT_CHECK(fs::exists(fs::path(t.resume_from_checkpoint) / "trainer_state.json"),
+              "{}: '{}' is not a qft checkpoint directory (no trainer_state.json); give a checkpoint-<step> "
+              "directory or 'latest'",
+              section.where("resume_from_checkpoint"), t.resume_from_checkpoint);
+  }
+  section.finish();
+  return t;
+}
+
+OutputOptions read_output_section(ConfigReader section) {
+  OutputOptions o;
+  o.output_dir = section.get_string("output_dir");
+  QFT_CHECK(!o.output_dir.empty(), "{} must not be empty", section.where("output_dir"));
+  o.overwrite_output_dir = section.get_bool("overwrite_output_dir", o.overwrite_output_dir);
+  o.save_total_limit = section.get_int("save_total_limit", o.save_total_limit);
+  require(o.save_total_limit >= 0, section, "save_total_limit", "non-negative (0 = keep all)", o.save_total_limit);
+  o.report_to = section.get_choice("report_to", {"none", "tensorboard"}, o.report_to);
+  QFT_CHECK(o.report_to == "none",
+            "{}: report_to: tensorboard is not implemented yet; use none (the loss curve is in "
+            "output_dir/trainer_log.jsonl)",
+            section.where("report_to"));
+  section.finish();
+  return o;
+}
+
+uint64_t fnv1a64(const std::string& text) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+// Walks "a.b.c" in a YAML tree, creating mappings on the way.
+void set_yaml_path(YAML::Node& root, const std::vector<std::string>& keys, const YAML::Node& value,
+                   const std::string& override_text) {
+  YAML::Node current;
+  current.reset(root);
+  for (size_t i = 0; i + 1 < keys.size(); ++i) {
+    YAML::Node next = current[keys[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      current[keys[i]] = YAML::Node(YAML::NodeType::Map);
+      next.reset(current[keys[i]]);
+    }
+    QFT_CHECK(next.IsMap(), "--override {}: '{}' is not a section", override_text, keys[i]);
+    current.reset(next);
+  }
+  current[keys.back()] = value;
+}
+
+}  // namespace
+
+DataOptions read_data_section(ConfigReader data) {
+  DataOptions options;
+  QFT_CHECK(data.has("datasets") || data.has("pretokenized"),
+            "{}: the data section needs `datasets` (JSONL chat/alpaca/sharegpt/text files) or `pretokenized` "
+            "(rows of token ids); see docs/CONFIG.md", data.where("datasets"));
+  QFT_CHECK(!(data.has("datasets") && data.has("pretokenized")),
+            "{}: give either data.datasets or data.pretokenized, not both", data.where("pretokenized"));
+  if (data.has("pretokenized")) {
+    options.pretokenized = data.get_string("pretokenized");
+    QFT_CHECK(file_exists(options.pretokenized), "{}: file '{}' does not exist", data.where("pretokenized"),
+              options.pretokenized);
+  } else {
+    options.pipeline = data::read_data_config(data);
+  }
+  data.finish();
+  return options;
+}
+
+TrainConfig parse_train_config(const YAML::Node& root, const std::string& source) {
+  ConfigReader top(root, source);
+  TrainConfig config;
+  config.source = source;
+  // Fixed order, so the first error a user sees is the first section in the file layout of the docs.
+  config.model = read_model_section(top.section("model"));
+  config.lora = read_lora_section(top.section("lora"));
+  config.data = read_data_section(top.section("data"));
+  config.training = read_training_section(top.section("training"));
+  ConfigReader output_section = top.section("output");
+  config.output = read_output_section(output_section);
+  top.finish();
+  // overwrite_output_dir deletes model files in output_dir: it must never be an input directory.
+  for (const std::string* input : {&config.model.model_name_or_path, &config.lora.adapter_name_or_path}) {
+    if (input->empty()) continue;
+    QFT_CHECK(fs::weakly_canonical(*input) != fs::weakly_canonical(config.output.output_dir),
+              "{}: output_dir '{}' is the input directory '{}'; choose another output_dir",
+              output_section.where("output_dir"), config.output.output_dir, *input);
+  }
+  return config;
+}
+
+TrainConfig load_train_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_file(yaml_path);
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  QFT_CHECK(root.IsMap(), "{}: the config must be a mapping with sections model, lora, data, training, output",
+            yaml_path);
+  for (const auto& o : overrides) apply_override(root, o);
+  try {
+    return parse_train_config(root, yaml_path);
+  } catch (const Error& e) {
+    // An overridden value has no line in the file: say where it came from.
+    const std::string message = e.what();
+    for (const auto& o : overrides) {
+      const std::string key_path = o.substr(0, o.find('='));
+      if (message.find("'" + key_path + "'") != std::string::npos) fail("{} (set by --override {})", message, o);
+    }
+    throw;
+  }
+}
+
+void apply_override(YAML::Node& root, const std::string& override_text) {
+  const size_t eq = override_text.find('=');
+  QFT_CHECK(eq != std::string::npos && eq > 0, "--override '{}': expected section.key=value", override_text);
+  const std::string path = override_text.substr(0, eq);
+  std::vector<std::string> keys;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = path.find('.', start);
+    keys.push_back(path.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (const auto& k : keys) QFT_CHECK(!k.empty(), "--override '{}': empty key in '{}'", override_text, path);
+  YAML::Node value;
+  try {
+    value = YAML::Load(override_text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail("--override '{}': the value is not valid YAML: {}", override_text, e.msg);
+  }
+  set_yaml_path(root, keys, value, override_text);
+}
+
+nlohmann::json TrainConfig::math_fingerprint() const {
+  nlohmann::json j = to_json();
+  // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
+  // numbers of the steps taken, so a resume may change them.
+  for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
+                          "gradient_checkpointing", "loss_chunk_tokens"}) {
+    j["training"].erase(key);
+  }
+  j.erase("output");
+  return j;
+}
+
+uint64_t TrainConfig::hash() const { return fnv1a64(math_fingerprint().dump()); }
+
+nlohmann::json TrainConfig::to_json() const {
+  nlohmann::json j;
+  j["model"] = {{"model_name_or_path", model.model_name_or_path},
+                {"torch_dtype", model.torch_dtype},
+                {"device", model.device}};
+  j["lora"] = {{"finetuning_type", lora.finetuning_type == FinetuningType::full ? "full" : "lora"},
+               {"r", lora.r},
+               {"lora_alpha", lora.lora_alpha},
+               {"lora_dropout", lora.lora_dropout},
+               {"target_modules", lora.target_modules},
+               {"use_rslora", lora.use_rslora},
+               {"init_lora_weights", lora.init_lora_weights},
+               {"adapter_name_or_path", lora.adapter_name_or_path}};
+  if (data.pipeline) {
+    // The token cache's key hashes the data files, the tokenizer and every option that shapes the tokens.
+    const std::string tokenizer =
+        data.pipeline->tokenizer.empty() ? model.model_name_or_path : data.pipeline->tokenizer;
+    j["data"] = {{"token_cache", data::token_cache_path(*data.pipeline, tokenizer)},
+                 {"max_seq_length", data.pipeline->max_seq_length},
+                 {"packing", data.pipeline->packing}};
+  } else {
+    j["data"] = {{"pretokenized", data.pretokenized}};
+  }
+  const TrainingOptions& t = training;
+  j["training"] = {{"learning_rate", t.learning_rate},
+                   {"weight_decay", t.weight_decay},
+                   {"adam_beta1", t.adam_beta1},
+                   {"adam_beta2", t.adam_beta2},
+                   {"adam_epsilon", t.adam_epsilon},
+                   {"max_grad_norm", t.max_grad_norm},
+                   {"lr_scheduler_type", t.lr_scheduler_type},
+                   {"warmup_steps", t.warmup_steps},
+                   {"warmup_ratio", t.warmup_ratio},
+                   {"per_device_train_batch_size", t.per_device_train_batch_size},
+                   {"gradient_accumulation_steps", t.gradient_accumulation_steps},
+                   {"max_steps", t.max_steps},
+                   {"num_train_epochs", t.num_train_epochs},
+                   {"logging_steps", t.logging_steps},
+                   {"save_steps", t.save_steps},
+                   {"seed", t.seed},
+                   {"shuffle", t.shuffle},
+                   {"dataloader_drop_last", t.dataloader_drop_last},
+                   {"gradient_checkpointing", t.gradient_checkpointing},
+                   {"loss_chunk_tokens", t.loss_chunk_tokens},
+                   {"resume_from_checkpoint", t.resume_from_checkpoint}};
+  j["output"] = {{"output_dir", output.output_dir},
+                 {"overwrite_output_dir", output.overwrite_output_dir},
+                 {"save_total_limit", output.save_total_limit},
+                 {"report_to", output.report_to}};
+  return j;
+}
+
+}  // namespace qft::train

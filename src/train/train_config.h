@@ -1,0 +1,111 @@
+// The training config: one YAML file with the sections model, lora, data, training, output. Key names
+// follow the Hugging Face / PEFT / LLaMA-Factory names a user already knows (docs/CONFIG.md lists every
+// key with its type, default and HF equivalent). Reading is strict: unknown keys, wrong types and bad
+// choices are errors naming file:line and the key path.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "core/config_reader.h"
+#include "data/data_config.h"
+
+namespace qft::train {
+
+struct ModelOptions {
+  std::string model_name_or_path;  // a Hugging Face model directory (config.json + safetensors)
+  std::string torch_dtype = "auto";  // bf16 | fp16 | fp32 | auto (fp32 on CPU, bf16 on GPU)
+  std::string device = "auto";       // auto | cpu | cuda
+};
+
+enum class FinetuningType { lora, full };
+
+struct LoraOptions {
+  FinetuningType finetuning_type = FinetuningType::lora;
+  int64_t r = 8;
+  double lora_alpha = 8.0;
+  double lora_dropout = 0.0;
+  // As written by the user: projection names, "all-linear", or one regex string (PEFT semantics).
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+  bool use_rslora = false;
+  std::string init_lora_weights = "true";  // "true" | "gaussian"
+  std::string adapter_name_or_path;        // continue training an existing PEFT adapter ("" = fresh init)
+};
+
+// The data section: either the text pipeline (data sets -> chat template -> masks -> packing -> HDF5
+// token cache, src/data) or pretokenized rows (tests and reference comparisons).
+struct DataOptions {
+  // JSONL, one row per line: {"input_ids": [...], "labels": [...]} with optional "position_ids" and
+  // "segment_ids" (packed rows). Labels are unshifted, as in HF: -100 marks positions without loss.
+  std::string pretokenized;
+  // Set when the section lists `datasets` (docs/CONFIG.md § data).
+  std::optional<data::DataConfig> pipeline;
+};
+
+struct TrainingOptions {
+  double learning_rate = 5e-5;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;  // <= 0 disables clipping
+  std::string lr_scheduler_type = "linear";  // linear | cosine | constant | constant_with_warmup
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  int64_t per_device_train_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  int64_t max_steps = -1;  // > 0 overrides num_train_epochs
+  double num_train_epochs = 3.0;
+  int64_t logging_steps = 10;
+  int64_t save_steps = 500;  // 0 = only the final save
+  int64_t seed = 42;
+  bool shuffle = true;               // false: rows in file order (reference comparisons)
+  bool dataloader_drop_last = false; // drop the last incomplete micro-batch of each epoch
+  bool gradient_checkpointing = false;
+  int64_t loss_chunk_tokens = 1024;
+  std::string resume_from_checkpoint;  // a checkpoint-<step> directory, "latest", or "" (fresh run)
+};
+
+struct OutputOptions {
+  std::string output_dir;
+  bool overwrite_output_dir = false;
+  int64_t save_total_limit = 0;  // 0 = keep every checkpoint
+  std::string report_to = "none";
+};
+
+struct TrainConfig {
+  ModelOptions model;
+  LoraOptions lora;
+  DataOptions data;
+  TrainingOptions training;
+  OutputOptions output;
+  std::string source;  // the YAML file it was read from (for messages)
+
+  // The values that change the numbers a run computes, as canonical JSON. A checkpoint stores it; a
+  // resume must see the same (everything except the run length, logging, saving and output keys).
+  nlohmann::json math_fingerprint() const;
+  // FNV-1a 64 of math_fingerprint().dump(): compared across ranks and against a checkpoint.
+  uint64_t hash() const;
+  // Every option, for the run's own record (output_dir/train_config.json).
+  nlohmann::json to_json() const;
+};
+
+// Reads and validates a YAML config. `overrides` are "section.key=value" strings (value parsed as
+// YAML) applied before validation, so they get the same checks as the file.
+TrainConfig load_train_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
+// Same, from an already loaded YAML tree (tests build configs in memory); `source` names it in errors.
+TrainConfig parse_train_config(const YAML::Node& root, const std::string& source);
+
+// The one place that reads the `data` section (see DataOptions).
+DataOptions read_data_section(ConfigReader data);
+
+// Applies one "a.b.c=value" override to a YAML tree; the value is parsed as YAML (numbers, bools,
+// lists `[q_proj, v_proj]`).
+void apply_override(YAML::Node& root, const std::string& override_text);
+
+}  // namespace qft::train

@@ -1,0 +1,452 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "data/packed_dataset.h"
+#include "data/prepare.h"
+#include "dist/world.h"
+#include "train/dtype_names.h"
+#include "train/hf_model_dir.h"
+#include "train/memory_stats.h"
+#include "train/peft_adapter.h"
+#include "train/remove_tree.h"
+#include "train/target_modules.h"
+
+namespace qft::train {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kLogFile = "trainer_log.jsonl";
+
+// HF excludes biases and normalisation weights from weight decay (Trainer.get_decay_parameter_names).
+bool decays(const std::string& name) { return name.find("norm") == std::string::npos; }
+
+// Files a finished run leaves in output_dir; their presence means "this directory holds a run".
+bool holds_training_output(const std::string& dir) {
+  if (!fs::is_directory(dir)) return false;
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors", "config.json", kLogFile}) {
+    if (fs::exists(fs::path(dir) / name)) return true;
+  }
+  return !list_checkpoints(dir).empty();
+}
+
+void remove_training_output(const std::string& dir) {
+  for (const auto& checkpoint : list_checkpoints(dir)) remove_tree(checkpoint);
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = name == "adapter_config.json" || name == "adapter_model.safetensors" || name == "config.json" ||
+                      name == kLogFile || name == "model.safetensors.index.json" ||
+                      (name.rfind("model", 0) == 0 && entry.path().extension() == ".safetensors");
+    if (ours) fs::remove(entry.path());
+  }
+}
+
+std::string resolve_resume_dir(const TrainConfig& config) {
+  const std::string& value = config.training.resume_from_checkpoint;
+  if (value.empty()) return "";
+  if (value != "latest") return value;
+  const auto checkpoints = list_checkpoints(config.output.output_dir);
+  QFT_CHECK(!checkpoints.empty(), "{}: training.resume_from_checkpoint is 'latest' but {} has no checkpoint-<step> "
+            "directory", config.source, config.output.output_dir);
+  return checkpoints.back();
+}
+
+std::string format_bytes(int64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1 << 30)); }
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
+  const dist::World& world = dist::World::instance();
+  rank_ = world.rank();
+  world_size_ = world.size();
+  world.check_same_on_all_ranks("the training config", config_.hash());
+  full_finetuning_ = config_.lora.finetuning_type == FinetuningType::full;
+  resolve_device_and_dtype();
+
+  const std::string model_dir = config_.model.model_name_or_path;
+  model_config_ = model::Qwen3Config::from_file((fs::path(model_dir) / "config.json").string());
+  rows_ = config_.data.pipeline ? load_token_cache_rows(model_dir)
+                                : read_pretokenized_jsonl(config_.data.pretokenized, model_config_.vocab_size);
+
+  const TrainingOptions& t = config_.training;
+  plan_ = std::make_unique<DataPlan>(static_cast<int64_t>(rows_.size()), t.per_device_train_batch_size,
+                                     t.gradient_accumulation_steps, world_size_, t.shuffle, t.dataloader_drop_last,
+                                     static_cast<uint64_t>(t.seed));
+  total_steps_ = t.max_steps > 0
+                     ? t.max_steps
+                     : static_cast<int64_t>(std::ceil(t.num_train_epochs * static_cast<double>(plan_->steps_per_epoch())));
+  QFT_CHECK(total_steps_ >= 1, "{}: the run has no optimizer step (num_train_epochs {} of {} steps each)",
+            config_.source, t.num_train_epochs, plan_->steps_per_epoch());
+  const int64_t warmup = LrSchedule::warmup_steps_for(t.warmup_steps, t.warmup_ratio, total_steps_);
+  schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
+
+  const std::string resume_dir = resolve_resume_dir(config_);
+  model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_);
+  model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
+  create_trainable_state(resume_dir);
+  if (!resume_dir.empty()) restore_checkpoint(resume_dir);
+  // Only now that everything loaded: overwrite_output_dir deletes the previous run's files.
+  prepare_output_dir();
+
+  if (rank_ == 0) {
+    spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, world size {}",
+                 full_finetuning_ ? "all weights" : fmt::format("LoRA r={} alpha={}", lora_->config.r,
+                                                               lora_->config.lora_alpha),
+                 device_.str(), torch_dtype_name(compute_dtype_), rows_.size(), total_steps_,
+                 plan_->steps_per_epoch(), warmup, world_size_);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+std::vector<TokenRow> Trainer::load_token_cache_rows(const std::string& model_dir) const {
+  const data::DataConfig& data_config = *config_.data.pipeline;
+  const std::string tokenizer = data_config.tokenizer.empty() ? model_dir : data_config.tokenizer;
+  const dist::World& world = dist::World::instance();
+  // One writer: rank 0 prepares (or finds up to date) the cache, then every rank reads it.
+  if (rank_ == 0) {
+    const data::PrepareReport report = data::prepare_dataset(data_config, tokenizer);
+    spdlog::info("token cache {}{}: {} samples, {} tokens, {} target tokens, {} truncated{}", report.cache_path,
+                 report.reused ? " (reused)" : "", report.samples, report.tokens, report.target_tokens,
+                 report.truncated, report.skipped.empty() ? "" : fmt::format(", {} reasons to skip samples "
+                                                                             "(see above)", report.skipped.size()));
+  }
+  world.barrier();
+  const std::string cache_path = data::token_cache_path(data_config, tokenizer);
+  const data::PackedDataset dataset(cache_path, data_config.max_seq_length, data_config.packing);
+  QFT_CHECK(dataset.num_rows() > 0, "{}: the token cache {} holds no sample: nothing to train on", config_.source,
+            cache_path);
+  std::vector<TokenRow> rows;
+  rows.reserve(static_cast<size_t>(dataset.num_rows()));
+  for (data::RowData& r : dataset.read_rows(0, dataset.num_rows())) {
+    TokenRow row;
+    row.target_tokens = r.target_tokens();
+    row.input_ids = std::move(r.input_ids);
+    row.labels = std::move(r.labels);
+    row.position_ids = std::move(r.position_ids);
+    row.segment_ids = std::move(r.segment_ids);
+    for (int64_t id : row.input_ids) {
+      QFT_CHECK(id >= 0 && id < model_config_.vocab_size,
+                "{}: token id {} from the tokenizer is outside the model's vocabulary ({} ids in {}/config.json)",
+                cache_path, id, model_config_.vocab_size, model_dir);
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+void Trainer::resolve_device_and_dtype() {
+  const std::string& choice = config_.model.device;
+  const bool cuda_available = at::hasCUDA();
+  QFT_CHECK(choice != "cuda" || cuda_available,
+            "{}: model.device is cuda but this qft build or machine has no CUDA device", config_.source);
+  if (choice == "cpu" || !cuda_available) {
+    device_ = at::kCPU;
+  } else {
+    const int devices = at::detail::getCUDAHooks().deviceCount();
+    const int local_rank = dist::World::instance().local_rank();
+    QFT_CHECK(local_rank < devices, "rank {} is local rank {} on its node, but the node has {} CUDA devices", rank_,
+              local_rank, devices);
+    device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  }
+  const std::string& dtype = config_.model.torch_dtype;
+  compute_dtype_ = dtype == "auto" ? (device_.is_cuda() ? at::kBFloat16 : at::kFloat)
+                                   : parse_dtype(dtype, config_.source + ": model.torch_dtype");
+  if (compute_dtype_ == at::kHalf && rank_ == 0) {
+    spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");
+  }
+}
+
+void Trainer::prepare_output_dir() {
+  const std::string& dir = config_.output.output_dir;
+  const bool resuming = !config_.training.resume_from_checkpoint.empty();
+  // Checked on every rank (same file system), so no rank waits in the barrier for one that failed.
+  const bool occupied = !resuming && holds_training_output(dir);
+  QFT_CHECK(!occupied || config_.output.overwrite_output_dir,
+            "{}: output.output_dir '{}' already holds a training run; set output.overwrite_output_dir: true to "
+            "replace it, or training.resume_from_checkpoint to continue it",
+            config_.source, dir);
+  dist::World::instance().barrier();
+  if (rank_ == 0) {
+    if (occupied) remove_training_output(dir);
+    fs::create_directories(dir);
+  }
+  dist::World::instance().barrier();
+}
+
+void Trainer::create_trainable_state(const std::string& resume_dir) {
+  if (full_finetuning_) {
+    // fp32 masters; Tensor::to returns the tensor itself when it is already fp32 on this device, so a
+    // CPU fp32 run updates the compute weights in place and keeps one copy.
+    const model::Qwen3Weights masters = model_->weights().to(at::kFloat, device_);
+    full_masters_ = masters.named_tensors(model_config_);
+    grads_.weights = model_->weights().zeros_like(at::kFloat);
+  } else {
+    const std::string adapter_dir = !resume_dir.empty() ? resume_dir : config_.lora.adapter_name_or_path;
+    if (!adapter_dir.empty()) {
+      lora_ = load_peft_adapter(adapter_dir, model_config_, device_);
+      // Dropout is a training choice, not part of the stored adapter.
+      lora_->config.lora_dropout = config_.lora.lora_dropout;
+    } else {
+      model::LoraConfig lora_config;
+      lora_config.r = config_.lora.r;
+      lora_config.lora_alpha = config_.lora.lora_alpha;
+      lora_config.lora_dropout = config_.lora.lora_dropout;
+      lora_config.use_rslora = config_.lora.use_rslora;
+      try {
+        lora_config.target_modules =
+            resolve_target_modules(config_.lora.target_modules, model_config_.num_hidden_layers);
+      } catch (const Error& e) {
+        fail("{}: lora.target_modules: {}", config_.source, e.what());
+      }
+      lora_ = init_lora_weights(model_config_, lora_config, config_.lora.init_lora_weights,
+                                static_cast<uint64_t>(config_.training.seed), device_);
+    }
+    grads_.lora = lora_->zeros_like();
+  }
+
+  AdamWOptions options;
+  options.beta1 = config_.training.adam_beta1;
+  options.beta2 = config_.training.adam_beta2;
+  options.eps = config_.training.adam_epsilon;
+  options.weight_decay = config_.training.weight_decay;
+  optimizer_ = std::make_unique<AdamW>(options);
+  if (full_finetuning_) {
+    for (const auto& [name, master] : full_masters_) optimizer_->add_param(name, master, decays(name));
+  } else {
+    for (const auto& [name, tensor] : lora_->named_tensors()) optimizer_->add_param(name, tensor, true);
+  }
+}
+
+void Trainer::restore_checkpoint(const std::string& resume_dir) {
+  const TrainerState state = read_trainer_state(resume_dir);
+  const nlohmann::json fingerprint = config_.math_fingerprint();
+  if (state.config_fingerprint != fingerprint) {
+    std::string list;
+    for (const auto& d : fingerprint_differences(state.config_fingerprint, fingerprint)) list += "\n  " + d;
+    fail("{}: the checkpoint {} was trained with a different config (checkpoint vs now):{}", config_.source,
+         resume_dir, list);
+  }
+  QFT_CHECK(state.world_size == world_size_,
+            "{}: the checkpoint {} was written by {} ranks, this run has {}; the data order depends on the world size",
+            config_.source, resume_dir, state.world_size, world_size_);
+  QFT_CHECK(state.global_step < total_steps_, "{}: the checkpoint {} is at step {}, the run has only {} steps",
+            config_.source, resume_dir, state.global_step, total_steps_);
+  // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
+  // masters stored with the optimizer state.
+  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), *optimizer_, full_finetuning_);
+  QFT_CHECK(optimizer_->step_count() == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir,
+            optimizer_->step_count(), state.global_step);
+  if (full_finetuning_) refresh_compute_weights();
+  start_step_ = state.global_step;
+  for (const auto& row : state.log_history) {
+    if (row.at("step").get<int64_t>() <= start_step_) log_history_.push_back(row);
+  }
+  if (rank_ == 0) spdlog::info("resumed from {} at step {}", resume_dir, start_step_);
+}
+
+std::vector<at::Tensor> Trainer::gradient_tensors() const {
+  std::vector<at::Tensor> out;
+  if (full_finetuning_) {
+    for (auto& [name, g] : grads_.weights->named_tensors(model_config_)) out.push_back(g);
+  } else {
+    for (auto& [name, g] : grads_.lora->named_tensors()) out.push_back(g);
+  }
+  return out;
+}
+
+Trainer::StepResult Trainer::run_step(int64_t step) {
+  const dist::World& world = dist::World::instance();
+  const TrainingOptions& t = config_.training;
+  const auto micro_batches = plan_->micro_batches(step, rank_);
+
+  // The loss of a step is the mean over all its target tokens, so the denominator is known before the
+  // first micro-batch: count on every rank, sum over ranks.
+  int64_t local_targets = 0;
+  int64_t local_tokens = 0;
+  for (const auto& rows : micro_batches) {
+    for (int64_t r : rows) {
+      local_targets += rows_[r].target_tokens;
+      local_tokens += static_cast<int64_t>(rows_[r].input_ids.size());
+    }
+  }
+  const int64_t global_targets = world.all_reduce_sum(local_targets);
+  QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
+
+  const std::vector<at::Tensor> grads = gradient_tensors();
+  for (const auto& g : grads) g.zero_();
+
+  double local_loss_sum = 0.0;
+  int64_t model_targets = 0;
+  for (size_t m = 0; m < micro_batches.size(); ++m) {
+    std::vector<const TokenRow*> rows;
+    for (int64_t r : micro_batches[m]) rows.push_back(&rows_[r]);
+    const model::Batch batch = collate_rows(rows, device_);
+    model::StepOptions options;
+    options.gradient_checkpointing = t.gradient_checkpointing;
+    options.loss_denominator = static_cast<double>(global_targets);
+    options.train_lora_dropout = true;
+    const uint64_t micro_step =
+        (static_cast<uint64_t>(step) * t.gradient_accumulation_steps + m) * world_size_ + rank_;
+    options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
+    options.loss_chunk_tokens = t.loss_chunk_tokens;
+    const model::StepResult result =
+        model_->forward_backward(batch, full_finetuning_ ? nullptr : &*lora_, grads_, options);
+    local_loss_sum += result.loss_sum;
+    model_targets += result.target_tokens;
+  }
+  QFT_CHECK(model_targets == local_targets,
+            "step {}: the model counted {} target tokens, the data {} (labels at packed-segment starts must be -100)",
+            step + 1, model_targets, local_targets);
+
+  StepResult out;
+  out.loss = world.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
+  out.input_tokens = world.all_reduce_sum(local_tokens);
+  QFT_CHECK(std::isfinite(out.loss),
+            "step {}: the loss is {}; training stopped and no final adapter or model was written "
+            "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
+            step + 1, out.loss);
+
+  // Each rank's gradients are already divided by the global token count: summing them gives the
+  // gradient of the global mean loss.
+  for (at::Tensor g : grads) world.all_reduce_sum(g);
+  out.grad_norm = clip_grad_norm(grads, t.max_grad_norm);
+  QFT_CHECK(std::isfinite(out.grad_norm),
+            "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
+            step + 1, out.grad_norm, out.loss);
+  out.learning_rate = schedule_->learning_rate(step);
+  optimizer_->step(grads, out.learning_rate);
+  if (full_finetuning_) refresh_compute_weights();
+  return out;
+}
+
+void Trainer::refresh_compute_weights() {
+  const auto compute = model_->weights().named_tensors(model_config_);
+  QFT_CHECK(compute.size() == full_masters_.size(), "internal: {} compute tensors, {} masters", compute.size(),
+            full_masters_.size());
+  for (size_t i = 0; i < compute.size(); ++i) {
+    const at::Tensor& target = compute[i].second;
+    const at::Tensor& master = full_masters_[i].second;
+    if (!target.is_same(master)) target.copy_(master);
+  }
+}
+
+void Trainer::log_step(int64_t step, const StepResult& result, double interval_seconds) {
+  const int64_t global_step = step + 1;
+  nlohmann::json row;
+  row["step"] = global_step;
+  // As HF: the mean of the step losses since the previous log line.
+  row["loss"] = interval_loss_sum_ / static_cast<double>(interval_steps_);
+  row["grad_norm"] = result.grad_norm;
+  row["learning_rate"] = result.learning_rate;
+  row["epoch"] = plan_->epoch_after(step);
+  row["tokens_per_second"] = interval_seconds > 0 ? static_cast<double>(interval_tokens_) / interval_seconds : 0.0;
+  row["peak_memory_bytes"] = peak_memory_bytes(device_);
+  log_history_.push_back(row);
+  if (rank_ == 0) {
+    spdlog::info("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | epoch {:.2f} | {:.0f} tok/s | peak {}",
+                 global_step, total_steps_, row["loss"].get<double>(), result.grad_norm, result.learning_rate,
+                 row["epoch"].get<double>(), row["tokens_per_second"].get<double>(),
+                 format_bytes(row["peak_memory_bytes"].get<int64_t>()));
+    std::ofstream log((fs::path(config_.output.output_dir) / kLogFile).string(), std::ios::app);
+    log << row.dump() << "\n";
+    log.flush();
+    QFT_CHECK(log.good(), "{}: cannot append to {}", config_.output.output_dir, kLogFile);
+  }
+}
+
+void Trainer::save_trainable(const std::string& dir) const {
+  if (full_finetuning_) {
+    // The model's stored dtype (config.json torch_dtype), converted from the fp32 masters.
+    const at::ScalarType stored = parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
+    io::NamedTensors tensors;
+    for (const auto& [name, master] : full_masters_) tensors.emplace_back(name, master.to(at::kCPU, stored));
+    write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
+    copy_tokenizer_files(config_.model.model_name_or_path, dir);
+  } else {
+    save_peft_adapter(dir, *lora_, config_.model.model_name_or_path, config_.lora.init_lora_weights);
+  }
+}
+
+void Trainer::save_checkpoint(int64_t global_step) {
+  if (rank_ == 0) {
+    const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
+    const std::string tmp_dir = final_dir.string() + ".tmp";
+    remove_tree(tmp_dir);
+    fs::create_directories(tmp_dir);
+    save_trainable(tmp_dir);
+    // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v
+    // because the model files are in the (usually lower) stored dtype.
+    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), *optimizer_, full_finetuning_);
+    TrainerState state;
+    state.global_step = global_step;
+    state.epoch = plan_->epoch_after(global_step - 1);
+    state.world_size = world_size_;
+    state.config_hash = config_.hash();
+    state.config_fingerprint = config_.math_fingerprint();
+    state.log_history = log_history_;
+    write_trainer_state(tmp_dir, state);
+    move_into_place(tmp_dir, final_dir.string());
+    prune_checkpoints(config_.output.output_dir, config_.output.save_total_limit);
+    spdlog::info("saved {}", final_dir.string());
+  }
+  dist::World::instance().barrier();
+}
+
+void Trainer::save_final() {
+  if (rank_ == 0) {
+    save_trainable(config_.output.output_dir);
+    spdlog::info("saved the final {} to {}", full_finetuning_ ? "model" : "adapter", config_.output.output_dir);
+  }
+  dist::World::instance().barrier();
+}
+
+TrainSummary Trainer::train() {
+  if (rank_ == 0) {
+    // The log restarts from what the checkpoint knew, so a resumed run's file has no steps twice.
+    std::string text;
+    for (const auto& row : log_history_) text += row.dump() + "\n";
+    write_file_atomic((fs::path(config_.output.output_dir) / kLogFile).string(), text);
+  }
+  auto interval_start = std::chrono::steady_clock::now();
+  for (int64_t step = start_step_; step < total_steps_; ++step) {
+    const StepResult result = run_step(step);
+    interval_loss_sum_ += result.loss;
+    interval_steps_ += 1;
+    interval_tokens_ += result.input_tokens;
+    const int64_t global_step = step + 1;
+    if (global_step % config_.training.logging_steps == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      log_step(step, result, std::chrono::duration<double>(now - interval_start).count());
+      interval_loss_sum_ = 0.0;
+      interval_steps_ = 0;
+      interval_tokens_ = 0;
+      interval_start = now;
+    }
+    if (config_.training.save_steps > 0 && global_step % config_.training.save_steps == 0) {
+      save_checkpoint(global_step);
+    }
+  }
+  save_final();
+  TrainSummary summary;
+  summary.global_step = total_steps_;
+  for (const auto& row : log_history_) summary.log.push_back(row);
+  return summary;
+}
+
+TrainSummary run_training(const TrainConfig& config) {
+  Trainer trainer(config);
+  return trainer.train();
+}
+
+}  // namespace qft::train

@@ -1,0 +1,309 @@
+// End-to-end training on a tiny random Qwen3 on the CPU: the loss falls on a memorisable data set,
+// gradient accumulation equals a bigger micro-batch, resume is exact, NaN stops the run.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "model/qwen3_weights.h"
+#include "train/hf_model_dir.h"
+#include "train/peft_adapter.h"
+#include "train/remove_tree.h"
+#include "train/train_config.h"
+#include "train/trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace qft;
+using namespace qft::train;
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "'" << (haystack) << "' lacks '" << (needle) << "'"
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "qft_train_e2e_XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { remove_tree(path_); }
+  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+constexpr int64_t kVocab = 256;
+
+// A tiny Qwen3 (2 layers, GQA 4/2, hidden 64). Weights are random normal(0, 0.02) as transformers
+// initialises them, except the (tied) embedding, drawn with std 0.2: with std 0.02 the logits of a
+// 64-wide model stay within about +-1.3, so no adapter could make any token likely and "the loss
+// falls" would test nothing. Real checkpoints have logits of that larger scale.
+void write_tiny_model(const std::string& dir, bool tied) {
+  const nlohmann::json j = {{"architectures", {"Qwen3ForCausalLM"}},
+                            {"model_type", "qwen3"},
+                            {"vocab_size", kVocab},
+                            {"hidden_size", 64},
+                            {"intermediate_size", 128},
+                            {"num_hidden_layers", 2},
+                            {"num_attention_heads", 4},
+                            {"num_key_value_heads", 2},
+                            {"head_dim", 16},
+                            {"rms_norm_eps", 1e-6},
+                            {"rope_theta", 1000000.0},
+                            {"max_position_embeddings", 256},
+                            {"tie_word_embeddings", tied},
+                            {"torch_dtype", "float32"}};
+  const model::Qwen3Config config = model::Qwen3Config::from_json(j, "tiny");
+  model::Qwen3Weights weights = model::Qwen3Weights::random(config, 1234, 0.02, at::kFloat);
+  weights.embed_tokens.mul_(10.0);
+  if (!tied) weights.lm_head.mul_(10.0);
+  write_hf_model_dir(dir, config, weights.named_tensors(config), 5000000000ULL);
+}
+
+// `rows` rows of `length` random tokens with labels = input_ids (every token after the first is a
+// target): small enough to memorise.
+void write_rows(const std::string& path, int rows, int length, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::ofstream out(path);
+  for (int r = 0; r < rows; ++r) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (int t = 0; t < length; ++t) ids.push_back(static_cast<int64_t>(rng() % kVocab));
+    out << nlohmann::json{{"input_ids", ids}, {"labels", ids}}.dump() << "\n";
+  }
+}
+
+class TrainE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_tiny_model(dir_ / "model", /*tied=*/true);
+    write_rows(dir_ / "data.jsonl", 8, 16, 77);
+  }
+
+  // A LoRA config with test defaults; `overrides` ("training.max_steps=4") replace or add keys, as
+  // qft-dist's --override does.
+  TrainConfig config(const std::string& output, const std::vector<std::string>& overrides) const {
+    YAML::Node root = YAML::Load("model:\n  model_name_or_path: " + (dir_ / "model") +
+                                 "\n  device: cpu\nlora:\n  r: 8\n  lora_alpha: 16\n  target_modules: all-linear\n"
+                                 "data:\n  pretokenized: " + (dir_ / "data.jsonl") +
+                                 "\ntraining:\n  logging_steps: 1\n  save_steps: 0\n  seed: 3\n"
+                                 "output:\n  output_dir: " + output + "\n");
+    for (const auto& o : overrides) apply_override(root, o);
+    return parse_train_config(root, "test.yaml");
+  }
+
+  static std::vector<double> losses(const TrainSummary& summary) {
+    std::vector<double> out;
+    for (const auto& row : summary.log) out.push_back(row.at("loss").get<double>());
+    return out;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(TrainE2E, LoraLearnsAMemorisableDataSet) {
+  const std::string out = dir_ / "run";
+  const TrainSummary summary =
+      run_training(config(out, {"training.learning_rate=1e-2", "training.max_steps=30",
+                                "training.per_device_train_batch_size=4", "training.lr_scheduler_type=constant",
+                                "training.save_steps=10", "output.save_total_limit=2"}));
+  ASSERT_EQ(summary.log.size(), 30u);
+  const std::vector<double> l = losses(summary);
+  std::printf("LoRA loss: step 1 %.4f, step 10 %.4f, step 20 %.4f, step 30 %.4f\n", l[0], l[9], l[19], l[29]);
+  EXPECT_LT(l.back(), 0.5 * l.front());
+
+  // trainer_log.jsonl: one row per logged step with the keys the reference tests read.
+  std::ifstream log(out + "/trainer_log.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(log, line)) {
+    const nlohmann::json row = nlohmann::json::parse(line);
+    ++rows;
+    EXPECT_EQ(row.at("step"), rows);
+    for (const char* key : {"loss", "grad_norm", "learning_rate", "epoch"}) EXPECT_TRUE(row.at(key).is_number());
+    EXPECT_DOUBLE_EQ(row.at("learning_rate").get<double>(), 1e-2);
+  }
+  EXPECT_EQ(rows, 30);
+  EXPECT_DOUBLE_EQ(summary.log.back().at("epoch").get<double>(), 15.0);  // 8 rows, 4 per step
+
+  // The final adapter is a PEFT adapter of the base model.
+  const model::Qwen3Config base = model::Qwen3Config::from_file(dir_ / "model/config.json");
+  const model::LoraWeights adapter = load_peft_adapter(out, base);
+  EXPECT_EQ(adapter.config.r, 8);
+  EXPECT_EQ(adapter.config.target_modules.size(), 7u);
+  EXPECT_GT(adapter.layers[1][0].B.abs().max().item<float>(), 0.0f);  // B left its zero init
+
+  // save_total_limit: 2 keeps the newest two of checkpoint-10/20/30.
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-10"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-20/adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-30/trainer_state.json"));
+}
+
+TEST_F(TrainE2E, AccumulationEqualsABiggerMicroBatch) {
+  // Rows of different lengths, so token-weighted accumulation (HF num_items_in_batch) matters:
+  // averaging per micro-batch would give a different loss and gradient.
+  {
+    std::ofstream out(dir_ / "uneven.jsonl");
+    std::mt19937_64 rng(5);
+    for (int r = 0; r < 8; ++r) {
+      nlohmann::json ids = nlohmann::json::array();
+      const int length = r % 2 == 0 ? 12 : 5;
+      for (int t = 0; t < length; ++t) ids.push_back(static_cast<int64_t>(rng() % kVocab));
+      out << nlohmann::json{{"input_ids", ids}, {"labels", ids}}.dump() << "\n";
+    }
+  }
+  const std::vector<std::string> common = {"training.learning_rate=5e-3", "training.max_steps=8",
+                                           "training.shuffle=false", "data.pretokenized=" + (dir_ / "uneven.jsonl")};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return extra;
+  };
+  const TrainSummary big = run_training(config(dir_ / "big", with({"training.per_device_train_batch_size=2"})));
+  const TrainSummary accumulated = run_training(config(
+      dir_ / "acc", with({"training.per_device_train_batch_size=1", "training.gradient_accumulation_steps=2"})));
+  const auto a = losses(big), b = losses(accumulated);
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(a[i])) << "step " << i + 1;
+    EXPECT_NEAR(big.log[i].at("grad_norm").get<double>(), accumulated.log[i].at("grad_norm").get<double>(),
+                1e-4 * big.log[i].at("grad_norm").get<double>())
+        << "step " << i + 1;
+  }
+  EXPECT_LT(a[4], a[0]);  // steps 1 and 5 see the same two rows (file order, 4 steps per epoch)
+}
+
+TEST_F(TrainE2E, ResumeIsExact) {
+  // Shuffled, several epochs, LoRA dropout, warmup + linear decay: everything a resume must restore.
+  const std::vector<std::string> settings = {
+      "training.learning_rate=1e-2", "training.max_steps=8",    "training.per_device_train_batch_size=3",
+      "training.warmup_steps=2",     "training.weight_decay=0.01", "training.save_steps=4",
+      "lora.lora_dropout=0.1"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), settings.begin(), settings.end());
+    return extra;
+  };
+  const TrainSummary full = run_training(config(dir_ / "full", settings));
+  ASSERT_TRUE(fs::exists(dir_ / "full/checkpoint-4/trainer_state.json"));
+  ASSERT_TRUE(fs::exists(dir_ / "full/checkpoint-8/optimizer.safetensors"));
+
+  const std::string resume = "training.resume_from_checkpoint=" + (dir_ / "full/checkpoint-4");
+  const TrainSummary resumed = run_training(config(dir_ / "resumed", with({resume})));
+  ASSERT_EQ(resumed.log.size(), 8u);  // steps 1-4 from the checkpoint's history, 5-8 run again
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(resumed.log[i].at("loss").get<double>(), full.log[i].at("loss").get<double>()) << "step " << i + 1;
+    EXPECT_EQ(resumed.log[i].at("grad_norm").get<double>(), full.log[i].at("grad_norm").get<double>());
+    EXPECT_EQ(resumed.log[i].at("learning_rate").get<double>(), full.log[i].at("learning_rate").get<double>());
+  }
+  const model::Qwen3Config base = model::Qwen3Config::from_file(dir_ / "model/config.json");
+  const auto a = load_peft_adapter(dir_ / "full", base).named_tensors();
+  const auto b = load_peft_adapter(dir_ / "resumed", base).named_tensors();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+
+  // The resumed log file holds every step once.
+  std::ifstream log(dir_ / "resumed/trainer_log.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(log, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step"), ++rows);
+  EXPECT_EQ(rows, 8);
+
+  // "latest" picks the newest checkpoint of output_dir; resuming at the last step has nothing to do.
+  const std::string latest_error = [&] {
+    try {
+      run_training(config(dir_ / "full", with({"training.resume_from_checkpoint=latest"})));
+    } catch (const qft::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  EXPECT_CONTAINS(latest_error, "checkpoint-8 is at step 8");
+
+  // A checkpoint only resumes the config it was trained with.
+  try {
+    run_training(config(dir_ / "other", with({resume, "training.adam_beta2=0.95"})));
+    ADD_FAILURE() << "resume with another adam_beta2 was accepted";
+  } catch (const qft::Error& e) {
+    EXPECT_CONTAINS(e.what(), "training.adam_beta2: 0.999 vs 0.95");
+  }
+}
+
+TEST_F(TrainE2E, FullFineTuningLearnsAndResumes) {
+  const std::vector<std::string> settings = {"lora.finetuning_type=full", "training.learning_rate=3e-3",
+                                             "training.max_steps=6", "training.per_device_train_batch_size=4",
+                                             "training.save_steps=3", "training.weight_decay=0.1"};
+  const TrainSummary run = run_training(config(dir_ / "full", settings));
+  const auto l = losses(run);
+  ASSERT_EQ(l.size(), 6u);
+  std::printf("full fine-tuning loss: step 1 %.4f, step 6 %.4f\n", l.front(), l.back());
+  EXPECT_LT(l.back(), 0.8 * l.front());
+  // The output is a Hugging Face model directory that loads as a base model.
+  const model::Qwen3Config config_out = model::Qwen3Config::from_file(dir_ / "full/config.json");
+  const model::Qwen3Weights trained = model::Qwen3Weights::load(dir_ / "full", config_out, at::kFloat, at::kCPU);
+  const model::Qwen3Weights original = model::Qwen3Weights::load(dir_ / "model", config_out, at::kFloat, at::kCPU);
+  EXPECT_FALSE(at::equal(trained.layers[0].q_proj, original.layers[0].q_proj));
+
+  std::vector<std::string> resume = settings;
+  resume.push_back("training.resume_from_checkpoint=" + (dir_ / "full/checkpoint-3"));
+  const TrainSummary resumed = run_training(config(dir_ / "resumed", resume));
+  const auto r = losses(resumed);
+  ASSERT_EQ(r.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(r[i], l[i]) << "step " << i + 1;
+  const model::Qwen3Weights again = model::Qwen3Weights::load(dir_ / "resumed", config_out, at::kFloat, at::kCPU);
+  EXPECT_TRUE(at::equal(again.layers[1].down_proj, trained.layers[1].down_proj));
+  EXPECT_TRUE(at::equal(again.embed_tokens, trained.embed_tokens));
+}
+
+TEST_F(TrainE2E, NonFiniteLossStopsNamingTheStepWithoutFinalOutput) {
+  const std::string out = dir_ / "nan";
+  try {
+    run_training(config(out, {"training.learning_rate=1e30", "training.max_steps=10",
+                              "training.per_device_train_batch_size=4", "training.lr_scheduler_type=constant",
+                              "training.max_grad_norm=0"}));
+    ADD_FAILURE() << "a learning rate of 1e30 trained without error";
+  } catch (const qft::Error& e) {
+    const std::string message = e.what();
+    EXPECT_CONTAINS(message, "step 2:");
+    EXPECT_CONTAINS(message, "no final adapter");
+    std::printf("NaN run stopped with: %s\n", message.c_str());
+  }
+  EXPECT_FALSE(fs::exists(out + "/adapter_config.json"));
+  EXPECT_FALSE(fs::exists(out + "/adapter_model.safetensors"));
+}
+
+TEST_F(TrainE2E, BadConfigsAndOccupiedOutputAreErrors) {
+  EXPECT_THROW(config(dir_ / "x", {"training.learning_rate=fast"}), qft::Error);
+  EXPECT_THROW(config(dir_ / "x", {"training.max_step=3"}), qft::Error);
+  EXPECT_THROW(config(dir_ / "x", {"lora.target_modules=[lm_head]"}), qft::Error);
+  // A token id outside the model's vocabulary names the data file and line.
+  {
+    std::ofstream out(dir_ / "bad.jsonl");
+    out << "{\"input_ids\": [1, 2], \"labels\": [1, 2]}\n{\"input_ids\": [1, 999], \"labels\": [1, 2]}\n";
+  }
+  try {
+    run_training(config(dir_ / "y", {"training.max_steps=1", "data.pretokenized=" + (dir_ / "bad.jsonl")}));
+    ADD_FAILURE() << "out-of-vocabulary ids were accepted";
+  } catch (const qft::Error& e) {
+    EXPECT_CONTAINS(e.what(), "bad.jsonl:2");
+  }
+  // A finished run is not silently overwritten; overwrite_output_dir replaces it.
+  const std::vector<std::string> one_step = {"training.max_steps=1", "training.per_device_train_batch_size=8"};
+  run_training(config(dir_ / "z", one_step));
+  try {
+    run_training(config(dir_ / "z", one_step));
+    ADD_FAILURE() << "a second run into a finished output_dir was accepted";
+  } catch (const qft::Error& e) {
+    EXPECT_CONTAINS(e.what(), "overwrite_output_dir");
+  }
+  std::vector<std::string> overwrite = one_step;
+  overwrite.push_back("output.overwrite_output_dir=true");
+  EXPECT_NO_THROW(run_training(config(dir_ / "z", overwrite)));
+}
+
+}  // namespace

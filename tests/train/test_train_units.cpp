@@ -1,0 +1,601 @@
+// Unit tests of the trainer's parts: LR schedules, AdamW, clipping, config reading, target modules,
+// data plan, pretokenized rows, PEFT adapter files, merge and init-model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "io/safetensors.h"
+#include "model/qwen3_model.h"
+#include "train/adamw.h"
+#include "train/data_plan.h"
+#include "train/hf_model_dir.h"
+#include "train/init_model.h"
+#include "train/lr_schedule.h"
+#include "train/merge.h"
+#include "train/peft_adapter.h"
+#include "train/pretokenized.h"
+#include "train/remove_tree.h"
+#include "train/target_modules.h"
+#include "train/train_config.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace qft;
+using namespace qft::train;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const qft::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "'" << (haystack) << "' lacks '" << (needle) << "'"
+
+// A fresh directory under /tmp, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "qft_train_units_XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { remove_tree(path_); }
+  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+// A small Qwen3 shape: GQA (4 heads over 2 kv heads), untied, vocab 128.
+model::Qwen3Config small_config(bool tied = false) {
+  nlohmann::json j = {{"architectures", {"Qwen3ForCausalLM"}},
+                      {"model_type", "qwen3"},
+                      {"vocab_size", 128},
+                      {"hidden_size", 32},
+                      {"intermediate_size", 64},
+                      {"num_hidden_layers", 2},
+                      {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2},
+                      {"head_dim", 8},
+                      {"rms_norm_eps", 1e-6},
+                      {"rope_theta", 1000000.0},
+                      {"max_position_embeddings", 512},
+                      {"tie_word_embeddings", tied},
+                      {"torch_dtype", "float32"}};
+  return model::Qwen3Config::from_json(j, "small_config");
+}
+
+// ---- learning-rate schedules (transformers/optimization.py formulas, values worked out by hand) ----
+
+TEST(LrSchedule, LinearWarmupThenDecayToZero) {
+  LrSchedule s("linear", 2.0, /*warmup=*/2, /*total=*/10);
+  EXPECT_DOUBLE_EQ(s.lambda(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.lambda(1), 0.5);
+  EXPECT_DOUBLE_EQ(s.lambda(2), 1.0);
+  EXPECT_DOUBLE_EQ(s.lambda(5), 5.0 / 8.0);
+  EXPECT_DOUBLE_EQ(s.lambda(9), 1.0 / 8.0);
+  EXPECT_DOUBLE_EQ(s.lambda(10), 0.0);
+  EXPECT_DOUBLE_EQ(s.lambda(12), 0.0);
+  EXPECT_DOUBLE_EQ(s.learning_rate(5), 2.0 * 5.0 / 8.0);
+}
+
+TEST(LrSchedule, CosineHalfCycle) {
+  LrSchedule s("cosine", 1.0, 2, 10);
+  EXPECT_DOUBLE_EQ(s.lambda(1), 0.5);
+  EXPECT_DOUBLE_EQ(s.lambda(2), 1.0);
+  EXPECT_NEAR(s.lambda(4), 0.5 * (1.0 + std::sqrt(0.5)), 1e-15);  // progress 1/4: cos(pi/4)
+  EXPECT_NEAR(s.lambda(6), 0.5, 1e-15);                             // progress 1/2
+  EXPECT_NEAR(s.lambda(10), 0.0, 1e-15);
+  LrSchedule no_warmup("cosine", 1.0, 0, 4);
+  EXPECT_DOUBLE_EQ(no_warmup.lambda(0), 1.0);
+  EXPECT_NEAR(no_warmup.lambda(2), 0.5, 1e-15);
+}
+
+TEST(LrSchedule, ConstantIgnoresWarmupAndConstantWithWarmupRamps) {
+  LrSchedule constant("constant", 3e-4, 5, 10);
+  EXPECT_DOUBLE_EQ(constant.learning_rate(0), 3e-4);
+  EXPECT_DOUBLE_EQ(constant.learning_rate(9), 3e-4);
+  LrSchedule ramp("constant_with_warmup", 1.0, 4, 10);
+  EXPECT_DOUBLE_EQ(ramp.lambda(0), 0.0);
+  EXPECT_DOUBLE_EQ(ramp.lambda(1), 0.25);
+  EXPECT_DOUBLE_EQ(ramp.lambda(3), 0.75);
+  EXPECT_DOUBLE_EQ(ramp.lambda(4), 1.0);
+  EXPECT_DOUBLE_EQ(ramp.lambda(100), 1.0);
+}
+
+TEST(LrSchedule, WarmupStepsAsHuggingFace) {
+  EXPECT_EQ(LrSchedule::warmup_steps_for(5, 0.5, 100), 5);  // explicit steps win
+  EXPECT_EQ(LrSchedule::warmup_steps_for(0, 0.1, 25), 3);   // ceil(2.5)
+  EXPECT_EQ(LrSchedule::warmup_steps_for(0, 0.0, 25), 0);
+  // Python: math.ceil(100 * 0.07) == 8 because 100 * 0.07 == 7.000000000000001.
+  EXPECT_EQ(LrSchedule::warmup_steps_for(0, 0.07, 100), 8);
+}
+
+// ---- AdamW and clipping ----
+
+TEST(AdamW, MatchesTheTextbookFormulaInDouble) {
+  const double lr = 1e-2, beta1 = 0.9, beta2 = 0.99, eps = 1e-8, wd = 0.1;
+  at::manual_seed(3);
+  const at::Tensor p0 = at::randn({5, 3});
+  const at::Tensor q0 = at::randn({4});
+  AdamW optimizer({beta1, beta2, eps, wd});
+  optimizer.add_param("p", p0.clone(), /*decay=*/true);
+  optimizer.add_param("q", q0.clone(), /*decay=*/false);
+
+  at::Tensor p = p0.to(at::kDouble), q = q0.to(at::kDouble);
+  at::Tensor mp = at::zeros_like(p), vp = at::zeros_like(p), mq = at::zeros_like(q), vq = at::zeros_like(q);
+  for (int t = 1; t <= 4; ++t) {
+    const at::Tensor gp = at::randn({5, 3}), gq = at::randn({4}) * 10;
+    const double step_lr = lr * t;  // a different rate every step, as a schedule gives
+    optimizer.step({gp, gq}, step_lr);
+    auto reference = [&](at::Tensor& x, at::Tensor& m, at::Tensor& v, const at::Tensor& g32, bool decay) {
+      const at::Tensor g = g32.to(at::kDouble);
+      if (decay) x = x * (1 - step_lr * wd);
+      m = beta1 * m + (1 - beta1) * g;
+      v = beta2 * v + (1 - beta2) * g * g;
+      const at::Tensor m_hat = m / (1 - std::pow(beta1, t));
+      const at::Tensor v_hat = v / (1 - std::pow(beta2, t));
+      x = x - step_lr * m_hat / (v_hat.sqrt() + eps);
+    };
+    reference(p, mp, vp, gp, true);
+    reference(q, mq, vq, gq, false);
+    EXPECT_TRUE(at::allclose(optimizer.entries()[0].param.to(at::kDouble), p, 1e-6, 1e-6)) << "step " << t;
+    EXPECT_TRUE(at::allclose(optimizer.entries()[1].param.to(at::kDouble), q, 1e-6, 1e-6)) << "step " << t;
+    EXPECT_TRUE(at::allclose(optimizer.entries()[0].exp_avg_sq.to(at::kDouble), vp, 1e-6, 1e-9));
+  }
+  EXPECT_EQ(optimizer.step_count(), 4);
+  // Without decay on q, the first step moves every element by about lr (m_hat / sqrt(v_hat) = sign).
+}
+
+TEST(AdamW, FirstStepMovesEachElementByTheLearningRate) {
+  AdamW optimizer({0.9, 0.999, 1e-8, 0.0});
+  optimizer.add_param("w", at::zeros({3}), true);
+  optimizer.step({at::tensor({2.0f, -0.5f, 1e-3f})}, 0.1);
+  const at::Tensor expected = at::tensor({-0.1f, 0.1f, -0.1f});
+  EXPECT_TRUE(at::allclose(optimizer.entries()[0].param, expected, 1e-4, 1e-5)) << optimizer.entries()[0].param;
+}
+
+TEST(ClipGradNorm, ScalesAllGradientsByOneCoefficient) {
+  at::Tensor a = at::tensor({3.0f, 0.0f}), b = at::tensor({4.0f});
+  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0), 5.0, 1e-6);
+  const double coef = 1.0 / (5.0 + 1e-6);
+  EXPECT_NEAR(a[0].item<double>(), 3.0 * coef, 1e-6);
+  EXPECT_NEAR(b[0].item<double>(), 4.0 * coef, 1e-6);
+  at::Tensor c = at::tensor({0.3f}), d = at::tensor({0.4f});
+  EXPECT_NEAR(clip_grad_norm({c, d}, 1.0), 0.5, 1e-6);  // below the limit: unchanged
+  EXPECT_FLOAT_EQ(c[0].item<float>(), 0.3f);
+  at::Tensor e = at::tensor({30.0f, 40.0f});
+  EXPECT_NEAR(clip_grad_norm({e}, 0.0), 50.0, 1e-4);  // max_norm 0: measure only
+  EXPECT_FLOAT_EQ(e[1].item<float>(), 40.0f);
+}
+
+// ---- config ----
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::create_directories(dir_ / "model");
+    write_text(dir_ / "model/config.json", "{}");
+    write_text(dir_ / "data.jsonl", "{\"input_ids\": [1, 2], \"labels\": [1, 2]}\n");
+  }
+  // A valid config with `extra` appended to the training section.
+  std::string yaml(const std::string& training_extra = "", const std::string& lora = "  r: 4\n") const {
+    return "model:\n  model_name_or_path: " + (dir_ / "model") + "\nlora:\n" + lora + "data:\n  pretokenized: " +
+           (dir_ / "data.jsonl") + "\ntraining:\n  learning_rate: 1e-3\n" + training_extra +
+           "output:\n  output_dir: " + (dir_ / "out") + "\n";
+  }
+  std::string load_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
+    write_text(dir_ / "cfg.yaml", text);
+    return error_of([&] { load_train_config(dir_ / "cfg.yaml", overrides); });
+  }
+  TempDir dir_;
+};
+
+TEST_F(ConfigTest, ReadsValuesAndDefaults) {
+  write_text(dir_ / "cfg.yaml", yaml("  lr_scheduler_type: cosine\n  warmup_ratio: 0.1\n  shuffle: false\n",
+                                     "  r: 16\n  lora_alpha: 32\n  target_modules: all-linear\n"));
+  const TrainConfig c = load_train_config(dir_ / "cfg.yaml");
+  EXPECT_EQ(c.lora.r, 16);
+  EXPECT_DOUBLE_EQ(c.lora.lora_alpha, 32.0);
+  EXPECT_EQ(c.lora.target_modules, std::vector<std::string>{"all-linear"});
+  EXPECT_EQ(c.training.lr_scheduler_type, "cosine");
+  EXPECT_DOUBLE_EQ(c.training.learning_rate, 1e-3);
+  EXPECT_FALSE(c.training.shuffle);
+  EXPECT_EQ(c.training.per_device_train_batch_size, 8);
+  EXPECT_EQ(c.training.gradient_accumulation_steps, 1);
+  EXPECT_EQ(c.model.torch_dtype, "auto");
+  EXPECT_EQ(c.lora.finetuning_type, FinetuningType::lora);
+}
+
+TEST_F(ConfigTest, UnknownKeySuggestsTheClosestWithFileAndLine) {
+  const std::string e = load_error(yaml("  learning_rat: 0.1\n"));
+  EXPECT_CONTAINS(e, "cfg.yaml:");
+  EXPECT_CONTAINS(e, "training.learning_rat");
+  EXPECT_CONTAINS(e, "did you mean 'learning_rate'");
+}
+
+TEST_F(ConfigTest, WrongTypeNamesFileLineAndKey) {
+  const std::string e = load_error(yaml("  per_device_train_batch_size: two\n"));
+  EXPECT_CONTAINS(e, "cfg.yaml:9");
+  EXPECT_CONTAINS(e, "training.per_device_train_batch_size");
+  EXPECT_CONTAINS(e, "integer");
+}
+
+TEST_F(ConfigTest, MissingModelPath) {
+  const std::string e = load_error("model:\n  torch_dtype: bf16\n");
+  EXPECT_CONTAINS(e, "missing required key 'model.model_name_or_path'");
+  const std::string missing_dir = load_error("model:\n  model_name_or_path: /nonexistent/qft-model\n");
+  EXPECT_CONTAINS(missing_dir, "/nonexistent/qft-model");
+  EXPECT_CONTAINS(missing_dir, "does not exist");
+}
+
+TEST_F(ConfigTest, SchedulerTypoSuggestsCosine) {
+  const std::string e = load_error(yaml("  lr_scheduler_type: cosin\n"));
+  EXPECT_CONTAINS(e, "training.lr_scheduler_type");
+  EXPECT_CONTAINS(e, "did you mean 'cosine'");
+}
+
+TEST_F(ConfigTest, BadValuesAndUnsupportedChoices) {
+  EXPECT_CONTAINS(load_error(yaml("  gradient_accumulation_steps: 0\n")), "gradient_accumulation_steps");
+  EXPECT_CONTAINS(load_error(yaml("", "  lora_dropout: 1.5\n")), "lora.lora_dropout");
+  EXPECT_CONTAINS(load_error(yaml("", "  target_modules: [q_proj, v_prj]\n")), "did you mean 'v_proj'");
+  EXPECT_CONTAINS(load_error(yaml("", "  init_lora_weights: pissa\n")), "lora.init_lora_weights");
+  const std::string tb = load_error(yaml() + "  report_to: tensorboard\n");
+  EXPECT_CONTAINS(tb, "output.report_to");
+  EXPECT_CONTAINS(tb, "not implemented");
+  EXPECT_CONTAINS(load_error(yaml() + "extra_section: {}\n"), "unknown key 'extra_section'");
+  // overwrite_output_dir would delete the model's files.
+  EXPECT_CONTAINS(load_error(yaml(), {"output.output_dir=" + (dir_ / "model/")}), "is the input directory");
+}
+
+TEST_F(ConfigTest, OverridesAreValidatedLikeTheFile) {
+  write_text(dir_ / "cfg.yaml", yaml());
+  const TrainConfig c =
+      load_train_config(dir_ / "cfg.yaml", {"training.learning_rate=0.5", "lora.target_modules=[q_proj, o_proj]"});
+  EXPECT_DOUBLE_EQ(c.training.learning_rate, 0.5);
+  EXPECT_EQ(c.lora.target_modules, (std::vector<std::string>{"q_proj", "o_proj"}));
+  EXPECT_CONTAINS(load_error(yaml(), {"training.max_step=3"}), "did you mean 'max_steps'");
+  EXPECT_CONTAINS(load_error(yaml(), {"training.lr_scheduler_type=cosin"}),
+                  "(set by --override training.lr_scheduler_type=cosin)");
+  EXPECT_CONTAINS(load_error(yaml(), {"training.max_steps"}), "section.key=value");
+}
+
+TEST_F(ConfigTest, HashCoversMathButNotRunLength) {
+  write_text(dir_ / "cfg.yaml", yaml());
+  const uint64_t base = load_train_config(dir_ / "cfg.yaml").hash();
+  EXPECT_EQ(load_train_config(dir_ / "cfg.yaml", {"training.max_steps=7", "training.logging_steps=3"}).hash(), base);
+  EXPECT_NE(load_train_config(dir_ / "cfg.yaml", {"training.learning_rate=2e-3"}).hash(), base);
+  EXPECT_NE(load_train_config(dir_ / "cfg.yaml", {"training.seed=1"}).hash(), base);
+}
+
+// ---- target modules ----
+
+TEST(TargetModules, NamesAllLinearAndRegex) {
+  using model::Projection;
+  EXPECT_EQ(resolve_target_modules({"all-linear"}, 3).size(), 7u);
+  EXPECT_EQ(resolve_target_modules({"v_proj", "q_proj"}, 3), (std::vector<Projection>{Projection::q, Projection::v}));
+  EXPECT_EQ(resolve_target_modules({"mlp.down_proj"}, 3), std::vector<Projection>{Projection::down});
+  EXPECT_EQ(resolve_target_modules({R"(.*\.(q|v)_proj)"}, 3), (std::vector<Projection>{Projection::q, Projection::v}));
+  EXPECT_CONTAINS(error_of([] { resolve_target_modules({R"(model\.layers\.0\..*_proj)"}, 3); }), "1 of 3 layers");
+  EXPECT_CONTAINS(error_of([] { resolve_target_modules({"lm_head", "q_proj"}, 3); }), "lm_head");
+  const std::string json_error = error_of([] {
+    resolve_target_modules_json(nlohmann::json::array({"q_proj", "embed_tokens"}), 2, "a/adapter_config.json");
+  });
+  EXPECT_CONTAINS(json_error, "a/adapter_config.json");
+  EXPECT_CONTAINS(json_error, "embed_tokens");
+  // A JSON string is a regex (PEFT): "q_proj" alone matches no full module path.
+  EXPECT_CONTAINS(error_of([] { resolve_target_modules_json("q_proj", 2, "x.json"); }), "matches none");
+}
+
+// ---- data plan and rows ----
+
+TEST(DataPlan, FileOrderAccumulationAndRanks) {
+  DataPlan plan(/*rows=*/10, /*micro=*/2, /*accumulation=*/2, /*world=*/1, /*shuffle=*/false, false, 42);
+  EXPECT_EQ(plan.micro_batches_per_epoch(), 5);
+  EXPECT_EQ(plan.steps_per_epoch(), 3);
+  EXPECT_EQ(plan.micro_batches(0, 0), (std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}}));
+  EXPECT_EQ(plan.micro_batches(2, 0), (std::vector<std::vector<int64_t>>{{8, 9}}));  // short last group
+  EXPECT_EQ(plan.micro_batches(3, 0), (std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}}));  // epoch 2
+  EXPECT_DOUBLE_EQ(plan.epoch_after(0), 0.4);
+  EXPECT_DOUBLE_EQ(plan.epoch_after(1), 0.8);
+  EXPECT_DOUBLE_EQ(plan.epoch_after(2), 1.0);
+  EXPECT_DOUBLE_EQ(plan.epoch_after(3), 1.4);
+
+  DataPlan two_ranks(7, 1, 2, 2, false, false, 0);  // 4 micro-batches per step
+  EXPECT_EQ(two_ranks.micro_batches(0, 0), (std::vector<std::vector<int64_t>>{{0}, {2}}));
+  EXPECT_EQ(two_ranks.micro_batches(0, 1), (std::vector<std::vector<int64_t>>{{1}, {3}}));
+  EXPECT_EQ(two_ranks.micro_batches(1, 1), (std::vector<std::vector<int64_t>>{{5}}));
+
+  DataPlan drop(5, 2, 1, 1, false, /*drop_last=*/true, 0);
+  EXPECT_EQ(drop.micro_batches_per_epoch(), 2);
+}
+
+TEST(DataPlan, ShuffleIsASeededPermutationPerEpoch) {
+  DataPlan a(50, 5, 1, 1, true, false, 7), b(50, 5, 1, 1, true, false, 7), c(50, 5, 1, 1, true, false, 8);
+  EXPECT_EQ(a.row_order(0), b.row_order(0));
+  EXPECT_NE(a.row_order(0), a.row_order(1));
+  EXPECT_NE(a.row_order(0), c.row_order(0));
+  std::vector<int64_t> sorted = a.row_order(3);
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(sorted[i], i);
+}
+
+TEST(Pretokenized, ReadsRowsAndNamesBadLines) {
+  TempDir dir;
+  write_text(dir / "ok.jsonl",
+             "{\"input_ids\": [5, 6, 7], \"labels\": [-100, 6, 7]}\n\n"
+             "{\"input_ids\": [1, 2, 3, 4], \"labels\": [1, 2, -100, 4], \"segment_ids\": [0, 0, 1, 1]}\n");
+  const auto rows = read_pretokenized_jsonl(dir / "ok.jsonl", 10);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].target_tokens, 2);
+  EXPECT_EQ(rows[1].target_tokens, 2);
+  EXPECT_EQ(rows[1].position_ids, (std::vector<int64_t>{0, 1, 0, 1}));
+
+  const model::Batch batch = collate_rows({&rows[0], &rows[1]}, at::kCPU);
+  EXPECT_EQ(batch.input_ids.sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(batch.segment_ids[0][3].item<int64_t>(), -1);  // padding
+  EXPECT_EQ(batch.labels[0][3].item<int64_t>(), -100);
+  EXPECT_EQ(batch.position_ids[1][2].item<int64_t>(), 0);
+
+  write_text(dir / "bad.jsonl", "{\"input_ids\": [1], \"labels\": [1]}\n{\"input_ids\": [1, 99], \"labels\": [1, 2]}\n");
+  const std::string e = error_of([&] { read_pretokenized_jsonl(dir / "bad.jsonl", 10); });
+  EXPECT_CONTAINS(e, "bad.jsonl:2");
+  EXPECT_CONTAINS(e, "input_ids[1] = 99");
+  write_text(dir / "short.jsonl", "{\"input_ids\": [1, 2], \"labels\": [1]}\n");
+  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "short.jsonl", 10); }), "short.jsonl:1");
+}
+
+TEST(ByteSizes, DecimalAndBinaryUnits) {
+  EXPECT_EQ(parse_byte_size("5GB", "x"), 5000000000ULL);
+  EXPECT_EQ(parse_byte_size("2MiB", "x"), 2097152ULL);
+  EXPECT_EQ(parse_byte_size("1000", "x"), 1000ULL);
+  EXPECT_CONTAINS(error_of([] { parse_byte_size("5 parsecs", "merge --max-shard-size"); }), "--max-shard-size");
+}
+
+// ---- PEFT adapter files ----
+
+model::LoraWeights random_lora(const model::Qwen3Config& config, std::vector<model::Projection> targets,
+                               double alpha = 8.0) {
+  model::LoraConfig lc;
+  lc.r = 4;
+  lc.lora_alpha = alpha;
+  lc.target_modules = std::move(targets);
+  model::LoraWeights lora = init_lora_weights(config, lc, "true", 11, at::kCPU);
+  at::manual_seed(5);
+  for (auto& layer : lora.layers)
+    for (auto& pair : layer)
+      if (pair.defined()) pair.B = at::randn(pair.B.sizes()) * 0.1;  // PEFT inits B to zero; make it visible
+  return lora;
+}
+
+TEST(PeftAdapter, SaveWritesPeftFilesAndLoadsBack) {
+  using model::Projection;
+  const model::Qwen3Config config = small_config();
+  const model::LoraWeights lora = random_lora(config, {Projection::v, Projection::q, Projection::down}, 8.0);
+  TempDir dir;
+  save_peft_adapter(dir / "adapter", lora, "/models/base", "true");
+
+  const std::string text = read_file(dir / "adapter/adapter_config.json");
+  EXPECT_EQ(text.rfind("{\n  \"alora_invocation_tokens\": null,\n  \"alpha_pattern\": {},\n", 0), 0u) << text;
+  const nlohmann::json j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["peft_type"], "LORA");
+  EXPECT_EQ(j["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(j["r"], 4);
+  EXPECT_TRUE(j["lora_alpha"].is_number_integer());
+  EXPECT_EQ(j["lora_alpha"], 8);
+  EXPECT_EQ(j["target_modules"], nlohmann::json({"down_proj", "q_proj", "v_proj"}));
+  EXPECT_EQ(j["inference_mode"], true);
+  EXPECT_EQ(j["base_model_name_or_path"], "/models/base");
+  EXPECT_EQ(j["bias"], "none");
+  EXPECT_EQ(j["use_rslora"], false);
+  EXPECT_EQ(j.size(), 36u);  // the key set of a PEFT 0.18.1 file (formats.md §3.2)
+  // Keys appear sorted in the text, as json.dumps(sort_keys=True) writes them.
+  std::vector<std::string> keys_in_text;
+  for (const auto& item : j.items()) keys_in_text.push_back(item.key());
+  EXPECT_TRUE(std::is_sorted(keys_in_text.begin(), keys_in_text.end()));
+
+  io::SafetensorsFile file(dir / "adapter/adapter_model.safetensors");
+  EXPECT_EQ(file.names().size(), 2u * 3u * 2u);
+  EXPECT_EQ(file.metadata().at("format"), "pt");
+  const auto& a = file.info("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
+  EXPECT_EQ(a.dtype, "F32");
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{4, 32}));
+  EXPECT_EQ(file.info("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight").shape,
+            (std::vector<int64_t>{32, 4}));
+
+  const model::LoraWeights loaded = load_peft_adapter(dir / "adapter", config);
+  EXPECT_EQ(loaded.config.r, 4);
+  EXPECT_DOUBLE_EQ(loaded.config.scaling(), 2.0);
+  EXPECT_EQ(loaded.config.target_modules, (std::vector<Projection>{Projection::q, Projection::v, Projection::down}));
+  const auto original = lora.named_tensors();
+  const auto reread = loaded.named_tensors();
+  ASSERT_EQ(original.size(), reread.size());
+  for (size_t i = 0; i < original.size(); ++i) {
+    EXPECT_EQ(original[i].first, reread[i].first);
+    EXPECT_TRUE(at::equal(original[i].second, reread[i].second)) << original[i].first;
+  }
+}
+
+TEST(PeftAdapter, GaussianInitDrawsAWithStdOneOverR) {
+  model::LoraConfig lc;
+  lc.r = 4;
+  lc.target_modules = {model::Projection::gate};
+  const model::Qwen3Config config = small_config();
+  const model::LoraWeights kaiming = init_lora_weights(config, lc, "true", 3, at::kCPU);
+  const model::LoraWeights gaussian = init_lora_weights(config, lc, "gaussian", 3, at::kCPU);
+  const at::Tensor a = gaussian.layers[0][static_cast<int>(model::Projection::gate)].A;  // [4, 32]
+  // Kaiming-uniform is bounded by 1/sqrt(in) = 0.177; N(0, 1/4) values reach past it.
+  EXPECT_LE(kaiming.layers[0][4].A.abs().max().item<double>(), 1.0 / std::sqrt(32.0));
+  EXPECT_GT(a.abs().max().item<double>(), 0.4);
+  EXPECT_NEAR(a.std().item<double>(), 0.25, 0.05);
+  EXPECT_EQ(gaussian.layers[1][4].B.abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(peft_adapter_config(lc, "b", "gaussian")["init_lora_weights"], "gaussian");
+}
+
+TEST(PeftAdapter, LoadRejectsWhatItCannotRepresent) {
+  const model::Qwen3Config config = small_config();
+  TempDir dir;
+  save_peft_adapter(dir / "a", random_lora(config, {model::Projection::q}), "base", "true");
+  nlohmann::json j = nlohmann::json::parse(read_file(dir / "a/adapter_config.json"));
+
+  auto with = [&](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json changed = j;
+    changed[key] = value;
+    write_text(dir / "a/adapter_config.json", changed.dump(2));
+    return error_of([&] { load_peft_adapter(dir / "a", config); });
+  };
+  const std::string rank_pattern = with("rank_pattern", {{"q_proj", 8}});
+  EXPECT_CONTAINS(rank_pattern, "adapter_config.json");
+  EXPECT_CONTAINS(rank_pattern, "\"rank_pattern\"");
+  EXPECT_CONTAINS(rank_pattern, "not supported");
+  EXPECT_CONTAINS(with("alpha_pattern", {{"q_proj", 8}}), "not supported");
+  EXPECT_CONTAINS(with("use_dora", true), "DoRA");
+  EXPECT_CONTAINS(with("r", 8), "has shape [4, 32], expected [8, 32]");
+  const std::string missing = with("target_modules", {"q_proj", "k_proj"});
+  EXPECT_CONTAINS(missing, "adapter_model.safetensors");
+  EXPECT_CONTAINS(missing, "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight");
+  // A regex string selects the same projection: loads.
+  with("target_modules", R"(.*\.q_proj)");
+  EXPECT_NO_THROW(load_peft_adapter(dir / "a", config));
+  // A base with more layers than the adapter was trained for.
+  nlohmann::json deeper = config.to_json();
+  deeper["num_hidden_layers"] = 3;
+  EXPECT_CONTAINS(error_of([&] { load_peft_adapter(dir / "a", model::Qwen3Config::from_json(deeper, "d")); }),
+                  "layers.2.self_attn.q_proj.lora_A.weight");
+}
+
+// ---- init-model and merge ----
+
+TEST(InitModel, PresetsAndOutputLoadsBack) {
+  const model::Qwen3Config eight = init_model_preset("8B");
+  EXPECT_EQ(eight.hidden_size, 4096);
+  EXPECT_EQ(eight.intermediate_size, 12288);
+  EXPECT_EQ(eight.num_hidden_layers, 36);
+  EXPECT_EQ(eight.num_key_value_heads, 8);
+  EXPECT_FALSE(eight.tie_word_embeddings);
+  EXPECT_TRUE(init_model_preset("0.6B").tie_word_embeddings);
+  EXPECT_EQ(init_model_preset("32B").num_attention_heads, 64);
+  EXPECT_CONTAINS(error_of([] { init_model_preset("7B"); }), "tiny-gqa4");
+
+  TempDir dir;
+  InitModelOptions options;
+  options.config = small_config();
+  options.output_dir = dir / "m";
+  options.seed = 9;
+  options.dtype = at::kFloat;
+  options.max_shard_bytes = 20000;  // forces several shards
+  init_model(options);
+  EXPECT_TRUE(fs::exists(dir / "m/model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir / ".m.init-tmp"));
+  const nlohmann::json written = nlohmann::json::parse(read_file(dir / "m/config.json"));
+  EXPECT_EQ(written["architectures"], nlohmann::json({"Qwen3ForCausalLM"}));
+  EXPECT_EQ(written["model_type"], "qwen3");
+  EXPECT_EQ(written["head_dim"], 8);
+  EXPECT_EQ(written["torch_dtype"], "float32");
+  EXPECT_EQ(written["tie_word_embeddings"], false);
+
+  const model::Qwen3Config reread = model::Qwen3Config::from_file(dir / "m/config.json");
+  const model::Qwen3Weights loaded = model::Qwen3Weights::load(dir / "m", reread, at::kFloat, at::kCPU);
+  const model::Qwen3Weights expected = model::Qwen3Weights::random(reread, 9, 0.02, at::kFloat);
+  const auto a = loaded.named_tensors(reread), b = expected.named_tensors(reread);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  EXPECT_CONTAINS(error_of([&] { init_model(options); }), "already exists");
+}
+
+TEST(Merge, AddsScaledDeltaAndMatchesTheAdapterModel) {
+  using model::Projection;
+  TempDir dir;
+  InitModelOptions init;
+  init.config = small_config(/*tied=*/true);
+  init.output_dir = dir / "base";
+  init.dtype = at::kFloat;
+  init.seed = 1;
+  init_model(init);
+  write_text(dir / "base/tokenizer_config.json", "{}");
+  const model::Qwen3Config config = model::Qwen3Config::from_file(dir / "base/config.json");
+  const model::LoraWeights lora = random_lora(config, {Projection::q, Projection::up}, 6.0);
+  save_peft_adapter(dir / "adapter", lora, dir / "base", "true");
+
+  MergeOptions options;
+  options.base_dir = dir / "base";
+  options.adapter_dir = dir / "adapter";
+  options.output_dir = dir / "merged";
+  merge_adapter(options);
+  EXPECT_TRUE(fs::exists(dir / "merged/tokenizer_config.json"));
+  EXPECT_TRUE(fs::exists(dir / "merged/model.safetensors"));
+
+  const model::Qwen3Weights base = model::Qwen3Weights::load(dir / "base", config, at::kFloat, at::kCPU);
+  const model::Qwen3Weights merged = model::Qwen3Weights::load(dir / "merged", config, at::kFloat, at::kCPU);
+  const double scaling = 6.0 / 4.0;
+  for (int i = 0; i < 2; ++i) {
+    const at::Tensor q_expected =
+        base.layers[i].q_proj + scaling * at::matmul(lora.layers[i][0].B, lora.layers[i][0].A);
+    EXPECT_TRUE(at::allclose(merged.layers[i].q_proj, q_expected, 1e-6, 1e-6)) << "layer " << i;
+    const auto& up = lora.layers[i][static_cast<int>(Projection::up)];
+    EXPECT_TRUE(at::allclose(merged.layers[i].up_proj, base.layers[i].up_proj + scaling * at::matmul(up.B, up.A),
+                             1e-6, 1e-6));
+    EXPECT_TRUE(at::equal(merged.layers[i].k_proj, base.layers[i].k_proj));
+  }
+  EXPECT_TRUE(at::equal(merged.embed_tokens, base.embed_tokens));
+
+  // The merged model computes what base + adapter computes.
+  at::manual_seed(2);
+  const at::Tensor ids = at::randint(0, 128, {2, 7}, at::kLong);
+  const model::Batch batch = model::Batch::causal(ids, ids.clone());
+  model::Qwen3Model with_adapter(config, base.to(at::kFloat, at::kCPU));
+  model::Qwen3Model merged_model(config, merged.to(at::kFloat, at::kCPU));
+  const at::Tensor expected_logits = with_adapter.logits(batch, &lora);
+  const at::Tensor merged_logits = merged_model.logits(batch, nullptr);
+  EXPECT_TRUE(at::allclose(merged_logits, expected_logits, 1e-4, 1e-4))
+      << (merged_logits - expected_logits).abs().max().item<float>();
+
+  // bf16 output: config and tensors in bf16; an existing output directory is refused.
+  options.output_dir = dir / "merged-bf16";
+  options.dtype = at::kBFloat16;
+  merge_adapter(options);
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir / "merged-bf16/config.json"))["torch_dtype"], "bfloat16");
+  EXPECT_EQ(io::SafetensorsFile(dir / "merged-bf16/model.safetensors").info("model.layers.0.self_attn.q_proj.weight").dtype,
+            "BF16");
+  EXPECT_CONTAINS(error_of([&] { merge_adapter(options); }), "already exists");
+}
+
+TEST(Merge, FailureLeavesNoOutput) {
+  TempDir dir;
+  InitModelOptions init;
+  init.config = small_config();
+  init.output_dir = dir / "base";
+  init.dtype = at::kFloat;
+  init_model(init);
+  // An adapter for a wider model: shapes do not fit this base.
+  nlohmann::json wider_json = small_config().to_json();
+  wider_json["hidden_size"] = 48;
+  const model::Qwen3Config wider = model::Qwen3Config::from_json(wider_json, "wider");
+  save_peft_adapter(dir / "adapter", random_lora(wider, {model::Projection::q}), "wider", "true");
+  MergeOptions options;
+  options.base_dir = dir / "base";
+  options.adapter_dir = dir / "adapter";
+  options.output_dir = dir / "merged";
+  EXPECT_CONTAINS(error_of([&] { merge_adapter(options); }), "has shape [4, 48], expected [4, 32]");
+  EXPECT_FALSE(fs::exists(dir / "merged"));
+  EXPECT_FALSE(fs::exists(dir / ".merged.merge-tmp"));
+}
+
+}  // namespace
