@@ -32,6 +32,7 @@ struct StepOptions {
   bool train_lora_dropout = true;  // apply lora_dropout (training) or not (evaluation)
   uint64_t dropout_seed = 0;       // dropout masks are a pure function of (seed, layer, projection)
   int64_t loss_chunk_tokens = 1024;  // tokens per lm_head/cross-entropy chunk
+  bool flash_attention = true;  // use flash attention where it applies (CUDA, bf16/fp16); else the math path
 };
 
 struct StepResult {

@@ -1,6 +1,7 @@
 // Qwen3 base weights, named and shaped as in the Hugging Face checkpoint (formats.md §1.2).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,12 @@ struct Qwen3Weights {
   // HF checkpoint names -> tensors (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors(const Qwen3Config& config) const;
   Qwen3Weights to(at::ScalarType dtype, at::Device device) const;
+
+  // lm_head is the very tensor embed_tokens (tie_word_embeddings).
+  bool tied() const;
+  // Same structure (and the same tying: a tied result has lm_head == embed_tokens, so a gradient
+  // buffer gets both uses summed into one tensor), all zeros, optionally in another dtype.
+  Qwen3Weights zeros_like(std::optional<at::ScalarType> dtype = std::nullopt) const;
 };
 
 }  // namespace qft::model

@@ -1,0 +1,134 @@
+#include "model/decoder_layer.h"
+
+#include <optional>
+
+#include "model/ops/attention.h"
+#include "model/ops/linear.h"
+#include "model/ops/rms_norm.h"
+#include "model/ops/rope.h"
+#include "model/ops/swiglu.h"
+
+namespace qft::model {
+namespace {
+
+// The LoRA branch of projection p in this layer, if it has one.
+std::optional<ops::LoraBranch> lora_branch(const LayerContext& ctx, Projection p) {
+  if (ctx.lora == nullptr) return std::nullopt;
+  const LoraPair& pair = (*ctx.lora)[static_cast<int>(p)];
+  if (!pair.defined()) return std::nullopt;
+  ops::LoraBranch b;
+  b.A = pair.A;
+  b.B = pair.B;
+  b.scaling = ctx.lora_scaling;
+  b.dropout = ctx.lora_dropout;
+  b.dropout_seed = ops::dropout_seed_for(ctx.dropout_seed, ctx.layer, static_cast<int>(p));
+  return b;
+}
+
+template <typename LW>  // LayerWeights or const LayerWeights
+auto& weight_of(LW& w, Projection p) {
+  switch (p) {
+    case Projection::q: return w.q_proj;
+    case Projection::k: return w.k_proj;
+    case Projection::v: return w.v_proj;
+    case Projection::o: return w.o_proj;
+    case Projection::gate: return w.gate_proj;
+    case Projection::up: return w.up_proj;
+    case Projection::down: break;
+  }
+  return w.down_proj;
+}
+
+at::Tensor project(const LayerContext& ctx, Projection p, const at::Tensor& x, LayerActivations* acts) {
+  const auto lora = lora_branch(ctx, p);
+  at::Tensor* xa = acts != nullptr ? &acts->xa[static_cast<int>(p)] : nullptr;
+  return ops::linear_forward(x, weight_of(*ctx.weights, p), lora ? &*lora : nullptr, xa);
+}
+
+at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
+                            const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
+  const auto lora = lora_branch(ctx, p);
+  ops::LinearGrads g;
+  g.dW = grads.weights != nullptr ? &weight_of(*grads.weights, p) : nullptr;
+  if (lora && grads.lora != nullptr) {
+    LoraPair& pair = (*grads.lora)[static_cast<int>(p)];
+    g.dA = &pair.A;
+    g.dB = &pair.B;
+  }
+  g.need_dx = need_dx;
+  return ops::linear_backward(dy, x, weight_of(*ctx.weights, p), lora ? &*lora : nullptr,
+                              acts.xa[static_cast<int>(p)], g);
+}
+
+}  // namespace
+
+at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
+  const Qwen3Config& c = *ctx.config;
+  const LayerWeights& w = *ctx.weights;
+  const int64_t N = x.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
+  const double eps = c.rms_norm_eps;
+  LayerActivations local;
+  LayerActivations& a = acts != nullptr ? *acts : local;
+
+  // Attention block.
+  a.x = x;
+  a.h_in = ops::rms_norm_forward(x, w.input_layernorm, eps, &a.rstd_in);
+  a.q_pre = project(ctx, Projection::q, a.h_in, acts).view({N, nH, D});
+  a.k_pre = project(ctx, Projection::k, a.h_in, acts).view({N, nKV, D});
+  a.v = project(ctx, Projection::v, a.h_in, acts).view({N, nKV, D});
+  // Qwen3 normalises q and k per head before RoPE.
+  const at::Tensor qn = ops::rms_norm_forward(a.q_pre, w.q_norm, eps, &a.rstd_q);
+  const at::Tensor kn = ops::rms_norm_forward(a.k_pre, w.k_norm, eps, &a.rstd_k);
+  a.q = ops::rope_forward(qn, ctx.cos, ctx.sin);
+  a.k = ops::rope_forward(kn, ctx.cos, ctx.sin);
+  a.attn = ops::attention_forward(a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
+                                  a.v.view({ctx.B, ctx.T, nKV, D}), ctx.attention, &a.lse)
+               .view({N, nH * D});
+  a.x_mid = x + project(ctx, Projection::o, a.attn, acts);
+
+  // MLP block.
+  a.h_post = ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post);
+  a.gate = project(ctx, Projection::gate, a.h_post, acts);
+  a.up = project(ctx, Projection::up, a.h_post, acts);
+  a.act = ops::swiglu_forward(a.gate, a.up);
+  return a.x_mid + project(ctx, Projection::down, a.act, acts);
+}
+
+at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
+                                  const LayerGrads& grads, bool need_dx) {
+  const Qwen3Config& c = *ctx.config;
+  const LayerWeights& w = *ctx.weights;
+  const int64_t N = dy.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
+  LayerWeights* gw = grads.weights;
+
+  // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
+  const at::Tensor dact = project_backward(ctx, Projection::down, dy, a.act, a, grads, true);
+  const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
+  at::Tensor dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
+  dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
+                                                        gw ? &gw->post_attention_layernorm : nullptr);
+
+  // Attention block: x_mid = x + o(attention(rope(qnorm(q(h))), rope(knorm(k(h))), v(h))), h = norm(x).
+  const at::Tensor dattn = project_backward(ctx, Projection::o, dx_mid, a.attn, a, grads, true);
+  const ops::AttentionGrads ag = ops::attention_backward(
+      dattn.view({ctx.B, ctx.T, nH, D}), a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
+      a.v.view({ctx.B, ctx.T, nKV, D}), a.attn.view({ctx.B, ctx.T, nH, D}), a.lse, ctx.attention);
+  const at::Tensor dqn = ops::rope_backward(ag.dq.view({N, nH, D}), ctx.cos, ctx.sin);
+  const at::Tensor dkn = ops::rope_backward(ag.dk.view({N, nKV, D}), ctx.cos, ctx.sin);
+  const at::Tensor dq = ops::rms_norm_backward(dqn, a.q_pre, w.q_norm, a.rstd_q, gw ? &gw->q_norm : nullptr);
+  const at::Tensor dk = ops::rms_norm_backward(dkn, a.k_pre, w.k_norm, a.rstd_k, gw ? &gw->k_norm : nullptr);
+  // Without dx (first layer, frozen embedding) only the q/k/v weight gradients remain to be made,
+  // unless the input norm is trained, whose gradient needs dh_in.
+  const bool dh_needed = need_dx || gw != nullptr;
+  at::Tensor dh_in = project_backward(ctx, Projection::q, dq.view({N, nH * D}), a.h_in, a, grads, dh_needed);
+  const at::Tensor dhk = project_backward(ctx, Projection::k, dk.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
+  const at::Tensor dhv = project_backward(ctx, Projection::v, ag.dv.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
+  if (!dh_needed) return at::Tensor();
+  dh_in.add_(dhk).add_(dhv);
+  const at::Tensor dx = ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in,
+                                               gw ? &gw->input_layernorm : nullptr);
+  return need_dx ? dx_mid + dx : at::Tensor();
+}
+
+}  // namespace qft::model

@@ -1,0 +1,62 @@
+// One Qwen3 decoder layer, forward and backward, composed from the ops:
+//   x -> input_layernorm -> q/k/v (+LoRA) -> q_norm/k_norm per head -> RoPE -> attention -> o_proj -> +x
+//     -> post_attention_layernorm -> gate/up (+LoRA) -> swiglu -> down (+LoRA) -> +residual
+// Rows are flattened: every activation is [N = B*T, features].
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+#include "model/lora.h"
+#include "model/ops/attention.h"
+#include "model/qwen3_config.h"
+#include "model/qwen3_weights.h"
+
+namespace qft::model {
+
+// What a layer needs besides its input, shared by forward and backward (and by a recompute).
+struct LayerContext {
+  const Qwen3Config* config = nullptr;
+  const LayerWeights* weights = nullptr;
+  const std::array<LoraPair, kNumProjections>* lora = nullptr;  // null: no adapters
+  double lora_scaling = 1.0;
+  double lora_dropout = 0.0;  // 0 when dropout is off (evaluation)
+  uint64_t dropout_seed = 0;  // masks derive from (dropout_seed, layer, projection)
+  int64_t layer = 0;
+  int64_t B = 0, T = 0;
+  at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
+  ops::AttentionLayout attention;  // shared by all layers of the micro-batch
+};
+
+// Everything backward reads. Filled by a saving forward; with gradient checkpointing the model keeps
+// only `x` and re-runs the forward inside backward.
+struct LayerActivations {
+  at::Tensor x;                       // layer input [N, H]
+  at::Tensor rstd_in, h_in;           // input_layernorm
+  at::Tensor q_pre, k_pre, v;         // projections, [N, nH|nKV, D]; q/k before their norms
+  at::Tensor rstd_q, rstd_k;          // q_norm / k_norm
+  at::Tensor q, k;                    // after norm and RoPE
+  at::Tensor attn, lse;               // attention output [N, nH*D] and its row log-sum-exp (path-specific shape)
+  at::Tensor x_mid;                   // residual after attention [N, H]
+  at::Tensor rstd_post, h_post;       // post_attention_layernorm
+  at::Tensor gate, up, act;           // MLP [N, I]
+  std::array<at::Tensor, kNumProjections> xa;  // LoRA dropout(x) A^T per projection [N, r]
+  void clear() { *this = LayerActivations(); }
+};
+
+// Gradient destinations (null: not trained).
+struct LayerGrads {
+  LayerWeights* weights = nullptr;                        // full fine-tuning
+  std::array<LoraPair, kNumProjections>* lora = nullptr;  // adapters
+};
+
+// y = layer(x). When `acts` is given, it is filled with what backward needs.
+at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts);
+
+// dx for dy (undefined when !need_dx), accumulating into `grads`.
+at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& acts,
+                                  const LayerGrads& grads, bool need_dx = true);
+
+}  // namespace qft::model

@@ -1,0 +1,72 @@
+#include "model/ops/linear.h"
+
+#include "model/ops/common.h"
+
+namespace qft::model::ops {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+at::Generator generator_for(at::Device device, uint64_t seed) {
+  if (device.is_cpu()) return at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Generator gen =
+      at::globalContext().getAcceleratorHooksInterface(device.type()).getNewGenerator(device.index());
+  gen.set_current_seed(seed);
+  return gen;
+}
+
+// dropout(x) = x * keep / (1 - p); the scalar multiply rounds once in low precision.
+at::Tensor apply_dropout(const at::Tensor& x, const LoraBranch& lora) {
+  if (lora.dropout <= 0.0) return x;
+  const at::Tensor keep = dropout_keep_mask(x.sizes(), lora.dropout, lora.dropout_seed, x.scalar_type(), x.device());
+  return x.mul(1.0 / (1.0 - lora.dropout)).mul_(keep);
+}
+
+}  // namespace
+
+uint64_t dropout_seed_for(uint64_t seed, int64_t layer, int projection) {
+  return splitmix64(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(layer)) ^ static_cast<uint64_t>(projection));
+}
+
+at::Tensor dropout_keep_mask(at::IntArrayRef shape, double p, uint64_t seed, at::ScalarType dtype, at::Device device) {
+  at::Generator gen = generator_for(device, seed);
+  return at::empty(shape, at::TensorOptions().dtype(dtype).device(device)).bernoulli_(1.0 - p, gen);
+}
+
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora, at::Tensor* xa) {
+  if (lora == nullptr) return at::mm(x, W.t());
+  const at::ScalarType dt = x.scalar_type();
+  const at::Tensor a = at::mm(apply_dropout(x, *lora), lora->A.to(dt).t());  // [N, r]
+  // The memory-bound rank-r product writes y first; the compute-bound base GEMM then adds onto it
+  // (beta = 1), where reading y hides behind the arithmetic.
+  at::Tensor y = at::mm(a * lora->scaling, lora->B.to(dt).t());
+  y.addmm_(x, W.t());
+  if (xa != nullptr) *xa = a;
+  return y;
+}
+
+at::Tensor linear_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora,
+                           const at::Tensor& xa, const LinearGrads& grads) {
+  if (grads.dW != nullptr) accumulate(*grads.dW, at::mm(dy.t(), x));
+  if (lora == nullptr) return grads.need_dx ? at::mm(dy, W) : at::Tensor();
+
+  const at::ScalarType dt = x.scalar_type();
+  const at::Tensor A = lora->A.to(dt), B = lora->B.to(dt);
+  // y += s * a B^T with a = xd A^T: the scaling is applied on the small [N, r] side.
+  if (grads.dB != nullptr) accumulate(*grads.dB, at::mm(dy.t(), xa), lora->scaling);
+  const at::Tensor da = at::mm(dy, B).mul_(lora->scaling);  // [N, r]
+  if (grads.dA != nullptr) accumulate(*grads.dA, at::mm(da.t(), apply_dropout(x, *lora)));
+  if (!grads.need_dx) return at::Tensor();
+  // As in forward: the rank-r term first (through the dropout: the same mask and 1/(1-p)), then the
+  // base GEMM accumulates onto it.
+  at::Tensor dx = at::mm(da, A);
+  if (lora->dropout > 0.0) dx = apply_dropout(dx, *lora);
+  return dx.addmm_(dy, W);
+}
+
+}  // namespace qft::model::ops

@@ -1,0 +1,15 @@
+#include "model/ops/swiglu.h"
+
+namespace qft::model::ops {
+
+at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) { return at::silu(gate) * up; }
+
+std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
+  // The same three kernels autograd runs for silu(gate) * up: each computes in fp32 internally and
+  // rounds once, so low-precision results match transformers and no fp32 temporaries are made.
+  at::Tensor dup = dh * at::silu(gate);
+  at::Tensor dgate = at::silu_backward(dh * up, gate);  // dh*up * silu'(gate)
+  return {std::move(dgate), std::move(dup)};
+}
+
+}  // namespace qft::model::ops

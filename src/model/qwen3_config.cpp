@@ -1,0 +1,159 @@
+#include "model/qwen3_config.h"
+
+#include "core/error.h"
+#include "core/files.h"
+
+namespace qft::model {
+namespace {
+
+int64_t positive_int(const nlohmann::json& json, const std::string& source, const char* key) {
+  QFT_CHECK(json.contains(key), "{}: missing required key \"{}\"", source, key);
+  const auto& v = json[key];
+  QFT_CHECK(v.is_number_integer() && v.get<int64_t>() > 0, "{}: \"{}\" must be a positive integer, got {}", source,
+            key, v.dump());
+  return v.get<int64_t>();
+}
+
+double positive_number(const nlohmann::json& v, const std::string& source, const std::string& key) {
+  QFT_CHECK(v.is_number() && v.get<double>() > 0, "{}: \"{}\" must be a positive number, got {}", source, key,
+            v.dump());
+  return v.get<double>();
+}
+
+bool present(const nlohmann::json& json, const char* key) { return json.contains(key) && !json[key].is_null(); }
+
+// Token ids may be an int or (in some configs) a list whose first entry is the primary id.
+int64_t token_id(const nlohmann::json& json, const std::string& source, const char* key, int64_t fallback) {
+  if (!present(json, key)) return fallback;
+  const auto& v = json[key];
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
+  QFT_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", source, key, v.dump());
+  return v.get<int64_t>();
+}
+
+}  // namespace
+
+Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string& source) {
+  QFT_CHECK(json.is_object(), "{}: config must be a JSON object", source);
+  Qwen3Config c;
+  c.raw = json;
+  if (present(json, "model_type")) {
+    QFT_CHECK(json["model_type"] == "qwen3", "{}: \"model_type\" must be \"qwen3\" (dense Qwen3), got {}", source,
+              json["model_type"].dump());
+  }
+  c.vocab_size = positive_int(json, source, "vocab_size");
+  c.hidden_size = positive_int(json, source, "hidden_size");
+  c.intermediate_size = positive_int(json, source, "intermediate_size");
+  c.num_hidden_layers = positive_int(json, source, "num_hidden_layers");
+  c.num_attention_heads = positive_int(json, source, "num_attention_heads");
+  // transformers' defaults: kv heads = attention heads; head_dim = hidden / heads only when absent.
+  c.num_key_value_heads =
+      present(json, "num_key_value_heads") ? positive_int(json, source, "num_key_value_heads") : c.num_attention_heads;
+  if (present(json, "head_dim")) {
+    c.head_dim = positive_int(json, source, "head_dim");
+  } else {
+    QFT_CHECK(c.hidden_size % c.num_attention_heads == 0,
+              "{}: no \"head_dim\" and hidden_size {} is not divisible by num_attention_heads {}", source,
+              c.hidden_size, c.num_attention_heads);
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  QFT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0,
+            "{}: \"num_attention_heads\" {} must be a multiple of \"num_key_value_heads\" {}", source,
+            c.num_attention_heads, c.num_key_value_heads);
+  QFT_CHECK(c.head_dim % 2 == 0, "{}: \"head_dim\" must be even for rotary embeddings, got {}", source, c.head_dim);
+
+  if (present(json, "rms_norm_eps")) c.rms_norm_eps = positive_number(json["rms_norm_eps"], source, "rms_norm_eps");
+
+  // transformers >= 5 keeps RoPE in rope_parameters; older files have rope_theta (+ rope_scaling).
+  bool have_theta = false;
+  if (present(json, "rope_parameters")) {
+    const auto& rp = json["rope_parameters"];
+    QFT_CHECK(rp.is_object(), "{}: \"rope_parameters\" must be an object, got {}", source, rp.dump());
+    if (present(rp, "rope_type"))
+      QFT_CHECK(rp["rope_type"] == "default", "{}: \"rope_parameters.rope_type\" {} is not supported (only \"default\")",
+                source, rp["rope_type"].dump());
+    if (present(rp, "rope_theta")) {
+      c.rope_theta = positive_number(rp["rope_theta"], source, "rope_parameters.rope_theta");
+      have_theta = true;
+    }
+  }
+  if (!have_theta && present(json, "rope_theta")) {
+    c.rope_theta = positive_number(json["rope_theta"], source, "rope_theta");
+    have_theta = true;
+  }
+  if (!have_theta) c.rope_theta = 10000.0;  // Qwen3Config's own default
+  if (present(json, "rope_scaling")) {
+    const auto& rs = json["rope_scaling"];
+    const auto type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string("default"))) : "";
+    QFT_CHECK(type == "default", "{}: \"rope_scaling\" {} is not supported (only default RoPE)", source, rs.dump());
+  }
+  if (present(json, "hidden_act"))
+    QFT_CHECK(json["hidden_act"] == "silu", "{}: \"hidden_act\" must be \"silu\", got {}", source,
+              json["hidden_act"].dump());
+  if (present(json, "attention_bias"))
+    QFT_CHECK(json["attention_bias"] == false, "{}: \"attention_bias\": true is not supported", source);
+  if (present(json, "use_sliding_window"))
+    QFT_CHECK(json["use_sliding_window"] == false, "{}: \"use_sliding_window\": true is not supported", source);
+
+  if (present(json, "max_position_embeddings"))
+    c.max_position_embeddings = positive_int(json, source, "max_position_embeddings");
+  if (present(json, "tie_word_embeddings")) {
+    QFT_CHECK(json["tie_word_embeddings"].is_boolean(), "{}: \"tie_word_embeddings\" must be a boolean, got {}",
+              source, json["tie_word_embeddings"].dump());
+    c.tie_word_embeddings = json["tie_word_embeddings"].get<bool>();
+  }
+  c.bos_token_id = token_id(json, source, "bos_token_id", c.bos_token_id);
+  c.eos_token_id = token_id(json, source, "eos_token_id", c.eos_token_id);
+  // transformers >= 5 writes "dtype"; older files "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (present(json, key)) {
+      QFT_CHECK(json[key].is_string(), "{}: \"{}\" must be a string, got {}", source, key, json[key].dump());
+      c.torch_dtype = json[key].get<std::string>();
+      break;
+    }
+  }
+  return c;
+}
+
+Qwen3Config Qwen3Config::from_file(const std::string& config_json_path) {
+  const std::string text = read_file(config_json_path);
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", config_json_path, e.what());
+  }
+  return from_json(json, config_json_path);
+}
+
+nlohmann::json Qwen3Config::to_json() const {
+  nlohmann::json j = raw.is_object() ? raw : nlohmann::json::object();
+  j["model_type"] = "qwen3";
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["rms_norm_eps"] = rms_norm_eps;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    j["rope_parameters"]["rope_theta"] = rope_theta;
+    if (j.contains("rope_theta")) j["rope_theta"] = rope_theta;
+  } else {
+    j["rope_theta"] = rope_theta;
+  }
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["bos_token_id"] = bos_token_id;
+  if (!(j.contains("eos_token_id") && j["eos_token_id"].is_array())) j["eos_token_id"] = eos_token_id;
+  if (j.contains("dtype") && !j.contains("torch_dtype"))
+    j["dtype"] = torch_dtype;
+  else
+    j["torch_dtype"] = torch_dtype;
+  if (!j.contains("hidden_act")) j["hidden_act"] = "silu";
+  if (!j.contains("architectures")) j["architectures"] = {"Qwen3ForCausalLM"};
+  return j;
+}
+
+}  // namespace qft::model

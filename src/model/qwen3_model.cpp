@@ -1,0 +1,202 @@
+#include "model/qwen3_model.h"
+
+#include <vector>
+
+#include <c10/core/GradMode.h>
+
+#include "core/error.h"
+#include "model/decoder_layer.h"
+#include "model/ops/attention.h"
+#include "model/ops/cross_entropy.h"
+#include "model/ops/embedding.h"
+#include "model/ops/rms_norm.h"
+#include "model/ops/rope.h"
+
+namespace qft::model {
+namespace {
+
+// Batch tensors on the model's device, plus what every layer shares.
+struct Prepared {
+  int64_t B = 0, T = 0;
+  at::Tensor ids;        // [B*T]
+  at::Tensor segments;   // [B, T] or undefined
+  at::Tensor cos, sin;   // [B*T, D]
+  ops::AttentionLayout attention;
+};
+
+Prepared prepare(const Batch& batch, const Qwen3Config& c, const Qwen3Weights& w, bool flash = true) {
+  QFT_CHECK(batch.input_ids.defined() && batch.input_ids.dim() == 2, "batch: input_ids must be [B, T]");
+  Prepared p;
+  p.B = batch.input_ids.size(0);
+  p.T = batch.input_ids.size(1);
+  QFT_CHECK(p.B > 0 && p.T > 0, "batch: input_ids is empty ([{}, {}])", p.B, p.T);
+  const at::Device device = w.embed_tokens.device();
+  auto check_shape = [&](const at::Tensor& t, const char* name) {
+    QFT_CHECK(t.sizes() == batch.input_ids.sizes(), "batch: {} has shape {} but input_ids has {}", name,
+              fmt::format("{}", fmt::join(t.sizes(), ", ")), fmt::format("{}", fmt::join(batch.input_ids.sizes(), ", ")));
+  };
+  p.ids = batch.input_ids.to(device, at::kLong).reshape({-1});
+  const auto [min_id, max_id] = at::aminmax(p.ids);  // one host sync for both
+  const int64_t lo = min_id.item<int64_t>(), hi = max_id.item<int64_t>();
+  QFT_CHECK(lo >= 0 && hi < c.vocab_size, "batch: input_ids must be in [0, {}), got values in [{}, {}]", c.vocab_size,
+            lo, hi);
+  at::Tensor positions;
+  if (batch.position_ids.defined()) {
+    check_shape(batch.position_ids, "position_ids");
+    positions = batch.position_ids.to(device, at::kLong);
+  } else {
+    positions = at::arange(p.T, at::TensorOptions().dtype(at::kLong).device(device)).expand({p.B, p.T});
+  }
+  if (batch.segment_ids.defined()) {
+    check_shape(batch.segment_ids, "segment_ids");
+    p.segments = batch.segment_ids.to(device, at::kLong);
+  }
+  std::tie(p.cos, p.sin) = ops::rope_tables(positions.reshape({-1}), c.head_dim, c.rope_theta,
+                                            w.embed_tokens.scalar_type());
+  p.attention = ops::attention_layout(p.segments, p.B, p.T, c.head_dim, device, w.embed_tokens.scalar_type(), flash);
+  return p;
+}
+
+LayerContext layer_context(const Prepared& p, const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora,
+                           int64_t i, bool dropout, uint64_t dropout_seed) {
+  LayerContext ctx;
+  ctx.config = &c;
+  ctx.weights = &w.layers[i];
+  if (lora != nullptr) {
+    ctx.lora = &lora->layers[i];
+    ctx.lora_scaling = lora->config.scaling();
+    ctx.lora_dropout = dropout ? lora->config.lora_dropout : 0.0;
+  }
+  ctx.dropout_seed = dropout_seed;
+  ctx.layer = i;
+  ctx.B = p.B;
+  ctx.T = p.T;
+  ctx.cos = p.cos;
+  ctx.sin = p.sin;
+  ctx.attention = p.attention;
+  return ctx;
+}
+
+void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora) {
+  QFT_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers, "model has {} layers, config says {}",
+            w.layers.size(), c.num_hidden_layers);
+  if (lora != nullptr)
+    QFT_CHECK(lora->layers.size() == w.layers.size(), "LoRA adapters have {} layers, the model {}",
+              lora->layers.size(), w.layers.size());
+}
+
+// Final hidden states (before the final norm) of a forward pass that saves nothing.
+at::Tensor forward_hidden(const Prepared& p, const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora) {
+  at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    x = decoder_layer_forward(layer_context(p, c, w, lora, i, /*dropout=*/false, 0), x, nullptr);
+  return x;
+}
+
+}  // namespace
+
+Batch Batch::causal(at::Tensor input_ids, at::Tensor labels) {
+  Batch b;
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  b.position_ids = at::arange(T, input_ids.options().dtype(at::kLong)).expand({B, T}).contiguous();
+  b.input_ids = std::move(input_ids);
+  b.labels = std::move(labels);
+  return b;
+}
+
+Qwen3Model::Qwen3Model(Qwen3Config config, Qwen3Weights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  check_structure(config_, weights_, nullptr);
+}
+
+StepResult Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
+                                        const StepOptions& options) {
+  c10::NoGradGuard no_grad;  // the explicit backward below is the only one
+  const Qwen3Config& c = config_;
+  const Qwen3Weights& w = weights_;
+  check_structure(c, w, lora);
+  QFT_CHECK(batch.labels.defined(), "forward_backward: batch has no labels");
+  QFT_CHECK(!grads.lora || lora != nullptr, "forward_backward: LoRA gradients requested without adapters");
+  if (grads.lora)
+    QFT_CHECK(grads.lora->layers.size() == lora->layers.size(), "LoRA gradient buffers have {} layers, adapters {}",
+              grads.lora->layers.size(), lora->layers.size());
+  Qwen3Weights* gw = grads.weights ? &*grads.weights : nullptr;
+  if (gw != nullptr)
+    QFT_CHECK(gw->layers.size() == w.layers.size(), "weight gradient buffers have {} layers, the model {}",
+              gw->layers.size(), w.layers.size());
+  const bool dropout = options.train_lora_dropout && lora != nullptr && lora->config.lora_dropout > 0.0;
+
+  const Prepared p = prepare(batch, c, w, options.flash_attention);
+  const int64_t L = c.num_hidden_layers;
+  auto ctx_of = [&](int64_t i) { return layer_context(p, c, w, lora, i, dropout, options.dropout_seed); };
+
+  // Forward: every layer's activations, or only its input under gradient checkpointing.
+  std::vector<LayerActivations> acts(L);
+  at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
+  for (int64_t i = 0; i < L; ++i) {
+    if (options.gradient_checkpointing) {
+      acts[i].x = x;
+      x = decoder_layer_forward(ctx_of(i), x, nullptr);
+    } else {
+      x = decoder_layer_forward(ctx_of(i), x, &acts[i]);
+    }
+  }
+  at::Tensor rstd;
+  const at::Tensor hn = ops::rms_norm_forward(x, w.norm, c.rms_norm_eps, &rstd);
+
+  // Loss and its gradient, chunk by chunk; a tied lm_head sends its gradient to the embedding.
+  at::Tensor* dlm = gw == nullptr ? nullptr : (w.tied() ? &gw->embed_tokens : &gw->lm_head);
+  at::Tensor dh;
+  const ops::CrossEntropyResult ce =
+      ops::lm_head_cross_entropy(hn, w.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),
+                                 options.loss_chunk_tokens, options.loss_denominator, &dh, dlm);
+
+  // Backward through the final norm and the layers, last to first.
+  at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
+  for (int64_t i = L - 1; i >= 0; --i) {
+    const LayerContext ctx = ctx_of(i);
+    if (options.gradient_checkpointing) {
+      const at::Tensor input = acts[i].x;
+      decoder_layer_forward(ctx, input, &acts[i]);  // same dropout masks: they derive from the seed
+    }
+    LayerGrads lg;
+    lg.weights = gw ? &gw->layers[i] : nullptr;
+    lg.lora = grads.lora ? &grads.lora->layers[i] : nullptr;
+    const bool need_dx = i > 0 || gw != nullptr;
+    dx = decoder_layer_backward(ctx, dx, acts[i], lg, need_dx);
+    acts[i].clear();
+  }
+  if (gw != nullptr) ops::embedding_backward(dx, p.ids, gw->embed_tokens);
+
+  StepResult r;
+  r.loss_sum = ce.loss_sum;
+  r.target_tokens = ce.target_tokens;
+  return r;
+}
+
+StepResult Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens) {
+  c10::NoGradGuard no_grad;
+  check_structure(config_, weights_, lora);
+  QFT_CHECK(batch.labels.defined(), "forward_loss: batch has no labels");
+  const Prepared p = prepare(batch, config_, weights_);
+  const at::Tensor x = forward_hidden(p, config_, weights_, lora);
+  const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
+  const ops::CrossEntropyResult ce =
+      ops::lm_head_cross_entropy(hn, weights_.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),
+                                 loss_chunk_tokens, 1.0, nullptr, nullptr);
+  StepResult r;
+  r.loss_sum = ce.loss_sum;
+  r.target_tokens = ce.target_tokens;
+  return r;
+}
+
+at::Tensor Qwen3Model::logits(const Batch& batch, const LoraWeights* lora) {
+  c10::NoGradGuard no_grad;
+  check_structure(config_, weights_, lora);
+  const Prepared p = prepare(batch, config_, weights_);
+  const at::Tensor x = forward_hidden(p, config_, weights_, lora);
+  const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
+  return at::mm(hn, weights_.lm_head.t()).to(at::kFloat).view({p.B, p.T, config_.vocab_size});
+}
+
+}  // namespace qft::model

@@ -1,0 +1,52 @@
+// Helpers shared by the model tests: autograd as the oracle, relative errors in float64.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "core/error.h"
+
+namespace qft::test {
+
+// max |a - b| / max |b| (absolute when b is all zeros).
+inline double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  const at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+  const double diff = (ad - bd).abs().max().item<double>();
+  const double scale = bd.abs().max().item<double>();
+  return scale > 0 ? diff / scale : diff;
+}
+
+// Gradients of `out` w.r.t. `inputs` (zeros for unused ones).
+inline std::vector<at::Tensor> autograd(const at::Tensor& out, const std::vector<at::Tensor>& inputs) {
+  auto g = torch::autograd::grad({out}, inputs, {}, /*retain_graph=*/true, /*create_graph=*/false,
+                                 /*allow_unused=*/true);
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!g[i].defined()) g[i] = at::zeros_like(inputs[i]);
+  return g;
+}
+
+inline at::Tensor leaf(const at::Tensor& t) { return t.detach().clone().requires_grad_(true); }
+
+constexpr double kTol = 1e-10;
+
+// Records the error so the test output shows the measured precision, then checks it.
+#define QFT_EXPECT_CLOSE(a, b, what)                                              \
+  do {                                                                            \
+    const double qft_e = ::qft::test::rel_err((a), (b));                          \
+    ::testing::Test::RecordProperty(std::string("err_") + (what), fmt::format("{:.3e}", qft_e)); \
+    EXPECT_LE(qft_e, ::qft::test::kTol) << (what) << " relative error " << qft_e; \
+    ::qft::test::max_error() = std::max(::qft::test::max_error(), qft_e);         \
+  } while (0)
+
+inline double& max_error() {
+  static double e = 0;
+  return e;
+}
+
+}  // namespace qft::test

@@ -1,0 +1,581 @@
+// The decoder layer and the whole model against an autograd reference written from plain at:: ops
+// (float64), plus the invariants training relies on: checkpointing, chunking, accumulation.
+#include <cmath>
+#include <map>
+
+#include "core/files.h"
+#include "model/decoder_layer.h"
+#include "model/lora.h"
+#include "model/ops/attention.h"
+#include "model/ops/linear.h"
+#include "model/ops/rope.h"
+#include "model/qwen3_model.h"
+#include "model_test_util.h"
+
+using namespace qft::model;
+using qft::test::autograd;
+using qft::test::leaf;
+
+namespace {
+
+const auto f64 = at::TensorOptions().dtype(at::kDouble);
+using Params = std::map<std::string, at::Tensor>;
+
+Qwen3Config tiny_config(bool tied, int64_t layers = 2, int64_t heads = 4, int64_t kv_heads = 2) {
+  // head_dim 12 != hidden/heads = 8, as in real Qwen3 configs.
+  nlohmann::json j = {{"model_type", "qwen3"},        {"vocab_size", 97},       {"hidden_size", 32},
+                      {"intermediate_size", 48},      {"num_hidden_layers", layers},
+                      {"num_attention_heads", heads}, {"num_key_value_heads", kv_heads},
+                      {"head_dim", 12},               {"rms_norm_eps", 1e-6},   {"rope_theta", 10000.0},
+                      {"tie_word_embeddings", tied}};
+  return Qwen3Config::from_json(j, "tiny-config");
+}
+
+// Random weights with non-trivial norms (ones would hide weight-gradient bugs).
+Qwen3Weights tiny_weights(const Qwen3Config& c, uint64_t seed) {
+  Qwen3Weights w = Qwen3Weights::random(c, seed, 0.1, at::kDouble);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1000);
+  for (auto& [name, t] : w.named_tensors(c))
+    if (name.find("norm") != std::string::npos) t.add_(at::normal(0.0, 0.2, t.sizes(), gen, f64));
+  return w;
+}
+
+LoraWeights tiny_lora(const Qwen3Config& c, double dropout, bool rslora, uint64_t seed,
+                      std::vector<Projection> targets = {Projection::q, Projection::k, Projection::v, Projection::o,
+                                                         Projection::gate, Projection::up, Projection::down}) {
+  LoraConfig lc;
+  lc.r = 4;
+  lc.lora_alpha = 8;
+  lc.lora_dropout = dropout;
+  lc.use_rslora = rslora;
+  lc.target_modules = targets;
+  LoraWeights l = LoraWeights::init(c, lc, seed);
+  // B = 0 at init would make every A gradient zero; a trained adapter has B != 0.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  for (auto& layer : l.layers)
+    for (auto& pair : layer)
+      if (pair.defined()) {
+        pair.A = pair.A.to(at::kDouble);
+        pair.B = at::normal(0.0, 0.3, pair.B.sizes(), gen, f64);
+      }
+  return l;
+}
+
+// Two rows of T = 10: one plain causal sequence; three packed samples followed by padding.
+Batch tiny_batch(int64_t V, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  Batch b;
+  b.input_ids = at::randint(0, V, {2, 10}, gen, i64);
+  b.labels = b.input_ids.clone();
+  b.labels.index_put_({0, at::indexing::Slice(0, 3)}, -100);  // a masked prompt
+  b.position_ids = at::tensor({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 0, 1, 2, 0, 0, 0}, i64).view({2, 10});
+  b.segment_ids = at::tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1, -1}, i64).view({2, 10});
+  b.labels.index_put_({1, at::indexing::Slice(7, 10)}, -100);
+  b.labels.index_put_({1, 4}, -100);
+  return b;
+}
+
+Batch row(const Batch& b, int64_t r) {
+  Batch out;
+  out.input_ids = b.input_ids.slice(0, r, r + 1);
+  out.labels = b.labels.slice(0, r, r + 1);
+  out.position_ids = b.position_ids.slice(0, r, r + 1);
+  out.segment_ids = b.segment_ids.slice(0, r, r + 1);
+  return out;
+}
+
+// ---- the reference ----------------------------------------------------------------------------
+
+at::Tensor ref_rms(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return w * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
+}
+
+at::Tensor ref_rotate_half(const at::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  return at::cat({-x.slice(-1, h), x.slice(-1, 0, h)}, -1);
+}
+
+struct RefLora {
+  const Params* params = nullptr;  // PEFT names -> leaves
+  double scaling = 1.0;
+  double dropout = 0.0;
+  uint64_t seed = 0;
+};
+
+// One decoder layer on x [B, T, H]; the attention mask is [B, T, T] bool.
+at::Tensor ref_layer(const Qwen3Config& c, const Params& P, const RefLora* lora, int64_t i, const at::Tensor& x,
+                     const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& allowed) {
+  const int64_t B = x.size(0), T = x.size(1), nH = c.num_attention_heads, nKV = c.num_key_value_heads,
+                D = c.head_dim;
+  const std::string pre = "model.layers." + std::to_string(i) + ".";
+  const double eps = c.rms_norm_eps;
+  auto proj = [&](Projection p, const at::Tensor& in) {
+    const std::string module = pre + projection_module(p);
+    at::Tensor y = at::matmul(in, P.at(module + ".weight").t());
+    if (lora != nullptr) {
+      const std::string key = "base_model.model." + module;
+      auto a = lora->params->find(key + ".lora_A.weight");
+      if (a != lora->params->end()) {
+        at::Tensor xd = in;
+        if (lora->dropout > 0) {
+          const at::Tensor keep = ops::dropout_keep_mask(
+              {B * T, in.size(-1)}, lora->dropout, ops::dropout_seed_for(lora->seed, i, static_cast<int>(p)),
+              at::kDouble, at::kCPU);
+          xd = in * keep.view(in.sizes()) / (1.0 - lora->dropout);
+        }
+        y = y + lora->scaling * at::matmul(at::matmul(xd, a->second.t()), lora->params->at(key + ".lora_B.weight").t());
+      }
+    }
+    return y;
+  };
+  const at::Tensor h = ref_rms(x, P.at(pre + "input_layernorm.weight"), eps);
+  at::Tensor q = ref_rms(proj(Projection::q, h).view({B, T, nH, D}), P.at(pre + "self_attn.q_norm.weight"), eps);
+  at::Tensor k = ref_rms(proj(Projection::k, h).view({B, T, nKV, D}), P.at(pre + "self_attn.k_norm.weight"), eps);
+  const at::Tensor v = proj(Projection::v, h).view({B, T, nKV, D});
+  const at::Tensor c4 = cos.unsqueeze(2), s4 = sin.unsqueeze(2);
+  q = q * c4 + ref_rotate_half(q) * s4;
+  k = k * c4 + ref_rotate_half(k) * s4;
+  // Eager attention: repeat_kv, scaled scores, masked softmax; rows seeing nothing output 0.
+  const at::Tensor qh = q.transpose(1, 2);
+  const at::Tensor kh = k.transpose(1, 2).repeat_interleave(nH / nKV, 1);
+  const at::Tensor vh = v.transpose(1, 2).repeat_interleave(nH / nKV, 1);
+  const at::Tensor m = allowed.unsqueeze(1);
+  const at::Tensor s = at::matmul(qh, kh.transpose(-1, -2)) * std::pow(static_cast<double>(D), -0.5);
+  const at::Tensor p = at::softmax(s.masked_fill(m.logical_not(), -1e30), -1) * m.to(at::kDouble);
+  const at::Tensor attn = at::matmul(p, vh).transpose(1, 2).reshape({B, T, nH * D});
+  const at::Tensor x2 = x + proj(Projection::o, attn);
+  const at::Tensor h2 = ref_rms(x2, P.at(pre + "post_attention_layernorm.weight"), eps);
+  const at::Tensor g = proj(Projection::gate, h2);
+  return x2 + proj(Projection::down, g * at::sigmoid(g) * proj(Projection::up, h2));
+}
+
+at::Tensor ref_allowed(const Batch& b) {
+  const int64_t T = b.input_ids.size(1);
+  const at::Tensor pos = at::arange(T, at::kLong);
+  const at::Tensor causal = pos.unsqueeze(1) >= pos.unsqueeze(0);
+  const at::Tensor& seg = b.segment_ids;
+  return causal.unsqueeze(0) & (seg.unsqueeze(2) == seg.unsqueeze(1)) & (seg >= 0).unsqueeze(2);
+}
+
+struct RefOut {
+  at::Tensor logits;    // [B, T, V]
+  at::Tensor loss_sum;  // scalar
+  int64_t targets = 0;
+};
+
+RefOut ref_model(const Qwen3Config& c, const Params& P, const RefLora* lora, const Batch& b) {
+  const int64_t B = b.input_ids.size(0), T = b.input_ids.size(1);
+  const auto [cos, sin] = ops::rope_tables(b.position_ids, c.head_dim, c.rope_theta, at::kDouble);
+  const at::Tensor allowed = ref_allowed(b);
+  at::Tensor x = P.at("model.embed_tokens.weight").index_select(0, b.input_ids.reshape(-1)).view({B, T, -1});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) x = ref_layer(c, P, lora, i, x, cos, sin, allowed);
+  x = ref_rms(x, P.at("model.norm.weight"), c.rms_norm_eps);
+  RefOut out;
+  out.logits = at::matmul(x, P.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight").t());
+  // HF shift; a position whose successor is another sample (or padding) predicts nothing.
+  const at::Tensor logp = at::log_softmax(out.logits.slice(1, 0, T - 1), -1);
+  at::Tensor tgt = b.labels.slice(1, 1, T).clone();
+  const at::Tensor same = (b.segment_ids.slice(1, 0, T - 1) == b.segment_ids.slice(1, 1, T)) &
+                          (b.segment_ids.slice(1, 0, T - 1) >= 0);
+  tgt.masked_fill_(same.logical_not(), -100);
+  const at::Tensor valid = tgt != -100;
+  out.targets = valid.sum().item<int64_t>();
+  out.loss_sum = -(logp.gather(2, tgt.clamp_min(0).unsqueeze(2)).squeeze(2) * valid.to(at::kDouble)).sum();
+  return out;
+}
+
+Params leaves(const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  Params p;
+  for (const auto& [name, t] : named) p[name] = leaf(t);
+  return p;
+}
+
+std::vector<at::Tensor> values(const Params& p, const std::vector<std::string>& names) {
+  std::vector<at::Tensor> v;
+  for (const auto& n : names) v.push_back(p.at(n));
+  return v;
+}
+
+struct Case {
+  bool tied = false;
+  bool full = false;      // full fine-tuning (weight gradients)
+  bool use_lora = true;
+  double dropout = 0.0;
+  bool rslora = false;
+  bool checkpointing = false;
+  int64_t chunk = 1024;
+  int64_t heads = 4, kv_heads = 2;
+};
+
+// Runs forward_backward and the reference; compares loss and every gradient.
+void check_against_reference(const Case& k) {
+  const Qwen3Config c = tiny_config(k.tied, 2, k.heads, k.kv_heads);
+  const Qwen3Weights w = tiny_weights(c, 11);
+  const LoraWeights lora = tiny_lora(c, k.dropout, k.rslora, 12);
+  const Batch batch = tiny_batch(c.vocab_size, 13);
+  const double denominator = 5.5;
+  const uint64_t dropout_seed = 99;
+
+  Qwen3Model model(c, w);
+  Gradients grads;
+  if (k.use_lora) grads.lora = lora.zeros_like();
+  if (k.full) grads.weights = w.zeros_like();
+  StepOptions opt;
+  opt.gradient_checkpointing = k.checkpointing;
+  opt.loss_denominator = denominator;
+  opt.dropout_seed = dropout_seed;
+  opt.loss_chunk_tokens = k.chunk;
+  const StepResult r = model.forward_backward(batch, k.use_lora ? &lora : nullptr, grads, opt);
+
+  Params P = leaves(w.named_tensors(c));
+  Params L = leaves(lora.named_tensors());
+  RefLora rl{&L, lora.config.scaling(), k.dropout, dropout_seed};
+  const RefOut ref = ref_model(c, P, k.use_lora ? &rl : nullptr, batch);
+  EXPECT_EQ(r.target_tokens, ref.targets);
+  EXPECT_NEAR(r.loss_sum, ref.loss_sum.item<double>(), 1e-10 * std::abs(ref.loss_sum.item<double>()));
+
+  const at::Tensor scaled = ref.loss_sum / denominator;
+  if (k.full) {
+    const auto named = grads.weights->named_tensors(c);
+    std::vector<std::string> names;
+    for (const auto& [n, t] : named) names.push_back(n);
+    const auto g = autograd(scaled, values(P, names));
+    for (size_t i = 0; i < named.size(); ++i) QFT_EXPECT_CLOSE(named[i].second, g[i], "model_" + names[i]);
+    EXPECT_EQ(grads.weights->tied(), k.tied);
+  }
+  if (k.use_lora) {
+    const auto named = grads.lora->named_tensors();
+    std::vector<std::string> names;
+    for (const auto& [n, t] : named) names.push_back(n);
+    const auto g = autograd(scaled, values(L, names));
+    for (size_t i = 0; i < named.size(); ++i) {
+      QFT_EXPECT_CLOSE(named[i].second, g[i], "model_" + names[i]);
+      EXPECT_GT(g[i].abs().max().item<double>(), 0.0) << names[i];
+    }
+  }
+}
+
+}  // namespace
+
+TEST(Model, LoraGradientsMatchAutograd) { check_against_reference({}); }
+
+TEST(Model, LoraWithDropoutAndRsloraMatchesAutograd) {
+  Case k;
+  k.dropout = 0.2;
+  k.rslora = true;
+  check_against_reference(k);
+}
+
+TEST(Model, GqaRatiosMatchAutograd) {
+  for (const auto [h, kv] : std::vector<std::pair<int64_t, int64_t>>{{4, 4}, {4, 1}, {2, 1}}) {
+    SCOPED_TRACE(testing::Message() << h << "/" << kv);
+    Case k;
+    k.heads = h;
+    k.kv_heads = kv;
+    check_against_reference(k);
+  }
+}
+
+TEST(Model, FullFineTuneUntiedMatchesAutograd) {
+  Case k;
+  k.full = true;
+  k.use_lora = false;
+  check_against_reference(k);
+}
+
+TEST(Model, FullFineTuneTiedSumsBothEmbeddingUses) {
+  Case k;
+  k.full = true;
+  k.use_lora = false;
+  k.tied = true;
+  check_against_reference(k);
+}
+
+TEST(Model, FullFineTunePlusLoraWithCheckpointingAndChunks) {
+  Case k;
+  k.full = true;
+  k.dropout = 0.1;
+  k.checkpointing = true;
+  k.chunk = 3;
+  check_against_reference(k);
+}
+
+TEST(Model, CheckpointingAndChunkingGiveIdenticalResults) {
+  const Qwen3Config c = tiny_config(false);
+  const Qwen3Weights w = tiny_weights(c, 21);
+  const LoraWeights lora = tiny_lora(c, 0.3, false, 22);
+  const Batch batch = tiny_batch(c.vocab_size, 23);
+  Qwen3Model model(c, w);
+  auto run = [&](bool ckpt, int64_t chunk) {
+    Gradients g;
+    g.lora = lora.zeros_like();
+    g.weights = w.zeros_like();
+    StepOptions opt;
+    opt.gradient_checkpointing = ckpt;
+    opt.loss_chunk_tokens = chunk;
+    opt.dropout_seed = 5;
+    opt.loss_denominator = 9;
+    const StepResult r = model.forward_backward(batch, &lora, g, opt);
+    return std::make_pair(r, g);
+  };
+  const auto [r0, g0] = run(false, 1024);
+  const auto [r1, g1] = run(true, 1024);
+  EXPECT_EQ(r0.loss_sum, r1.loss_sum);  // recompute is bitwise identical, dropout masks included
+  auto a = g0.lora->named_tensors(), b = g1.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  auto wa = g0.weights->named_tensors(c), wb = g1.weights->named_tensors(c);
+  for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, wb[i].second)) << wa[i].first;
+  // Chunking changes only summation order.
+  const auto [r2, g2] = run(false, 2);
+  EXPECT_NEAR(r2.loss_sum, r0.loss_sum, 1e-12 * r0.loss_sum);
+  auto c2 = g2.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) QFT_EXPECT_CLOSE(c2[i].second, a[i].second, "chunked_" + a[i].first);
+  auto wc = g2.weights->named_tensors(c);
+  for (size_t i = 0; i < wa.size(); ++i) QFT_EXPECT_CLOSE(wc[i].second, wa[i].second, "chunked_" + wa[i].first);
+  // A different dropout seed changes the gradients (the masks are really used).
+  Gradients g3;
+  g3.lora = lora.zeros_like();
+  StepOptions opt;
+  opt.dropout_seed = 6;
+  model.forward_backward(batch, &lora, g3, opt);
+  EXPECT_FALSE(at::allclose(g3.lora->layers[0][0].A, g0.lora->layers[0][0].A));
+}
+
+TEST(Model, AccumulationOverMicroBatchesEqualsOneBatch) {
+  const Qwen3Config c = tiny_config(true);
+  const Qwen3Weights w = tiny_weights(c, 31);
+  const LoraWeights lora = tiny_lora(c, 0.0, false, 32);
+  const Batch batch = tiny_batch(c.vocab_size, 33);
+  Qwen3Model model(c, w);
+  StepOptions opt;
+  opt.loss_denominator = 14;  // all targets of the step
+  Gradients whole;
+  whole.lora = lora.zeros_like();
+  whole.weights = w.zeros_like();
+  const StepResult rw = model.forward_backward(batch, &lora, whole, opt);
+  Gradients acc;
+  acc.lora = lora.zeros_like();
+  acc.weights = w.zeros_like();
+  const StepResult r0 = model.forward_backward(row(batch, 0), &lora, acc, opt);
+  const StepResult r1 = model.forward_backward(row(batch, 1), &lora, acc, opt);
+  EXPECT_EQ(r0.target_tokens + r1.target_tokens, rw.target_tokens);
+  EXPECT_NEAR(r0.loss_sum + r1.loss_sum, rw.loss_sum, 1e-12 * rw.loss_sum);
+  auto a = acc.lora->named_tensors(), b = whole.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) QFT_EXPECT_CLOSE(a[i].second, b[i].second, "accumulated_" + a[i].first);
+  auto wa = acc.weights->named_tensors(c), wb = whole.weights->named_tensors(c);
+  for (size_t i = 0; i < wa.size(); ++i) QFT_EXPECT_CLOSE(wa[i].second, wb[i].second, "accumulated_" + wa[i].first);
+}
+
+TEST(Model, LogitsAndForwardLossMatchReference) {
+  const Qwen3Config c = tiny_config(false, 3);
+  const Qwen3Weights w = tiny_weights(c, 41);
+  const LoraWeights lora = tiny_lora(c, 0.5, false, 42, {Projection::q, Projection::v});
+  const Batch batch = tiny_batch(c.vocab_size, 43);
+  Qwen3Model model(c, w);
+  Params P = leaves(w.named_tensors(c)), L = leaves(lora.named_tensors());
+  RefLora rl{&L, lora.config.scaling(), 0.0, 0};  // evaluation: no dropout
+  const RefOut ref = ref_model(c, P, &rl, batch);
+  const at::Tensor logits = model.logits(batch, &lora);
+  EXPECT_EQ(logits.scalar_type(), at::kFloat);
+  // logits come back in fp32: compare at fp32 precision.
+  EXPECT_LE(qft::test::rel_err(logits, ref.logits.detach()), 1e-6);
+  const StepResult r = model.forward_loss(batch, &lora, 3);
+  EXPECT_EQ(r.target_tokens, ref.targets);
+  EXPECT_NEAR(r.loss_sum, ref.loss_sum.item<double>(), 1e-10 * ref.loss_sum.item<double>());
+  // Without adapters too.
+  const RefOut base = ref_model(c, P, nullptr, batch);
+  EXPECT_NEAR(model.forward_loss(batch, nullptr).loss_sum, base.loss_sum.item<double>(),
+              1e-10 * base.loss_sum.item<double>());
+}
+
+TEST(Model, CausalBatchWithoutSegments) {
+  const Qwen3Config c = tiny_config(false);
+  const Qwen3Weights w = tiny_weights(c, 51);
+  Batch b = tiny_batch(c.vocab_size, 52);
+  const Batch plain = Batch::causal(b.input_ids, b.labels);
+  Batch explicit_ = plain;
+  explicit_.segment_ids = at::zeros_like(plain.input_ids);
+  Qwen3Model model(c, w);
+  EXPECT_NEAR(model.forward_loss(plain, nullptr).loss_sum, model.forward_loss(explicit_, nullptr).loss_sum, 1e-12);
+  Params P = leaves(w.named_tensors(c));
+  EXPECT_NEAR(model.forward_loss(plain, nullptr).loss_sum, ref_model(c, P, nullptr, explicit_).loss_sum.item<double>(),
+              1e-10);
+}
+
+TEST(Model, Float32AgreesWithFloat64) {
+  const Qwen3Config c = tiny_config(false);
+  const Qwen3Weights w = tiny_weights(c, 61);
+  const LoraWeights lora64 = tiny_lora(c, 0.0, false, 62);
+  LoraWeights lora32 = lora64;
+  for (auto& layer : lora32.layers)
+    for (auto& p : layer)
+      if (p.defined()) p = {p.A.to(at::kFloat), p.B.to(at::kFloat)};
+  const Batch batch = tiny_batch(c.vocab_size, 63);
+  Qwen3Model m64(c, w), m32(c, w.to(at::kFloat, at::kCPU));
+  Gradients g64, g32;
+  g64.lora = lora64.zeros_like();
+  g32.lora = lora32.zeros_like();
+  const StepResult r64 = m64.forward_backward(batch, &lora64, g64, {});
+  const StepResult r32 = m32.forward_backward(batch, &lora32, g32, {});
+  // fp32 rounding only (about 1e-7 per op), so agreement to 1e-4 relative.
+  EXPECT_NEAR(r32.loss_sum, r64.loss_sum, 1e-5 * r64.loss_sum);
+  auto a = g32.lora->named_tensors(), b = g64.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(qft::test::rel_err(a[i].second, b[i].second), 1e-4) << a[i].first;
+}
+
+TEST(DecoderLayer, ForwardBackwardMatchesAutograd) {
+  for (const bool full : {false, true}) {
+    SCOPED_TRACE(full);
+    const Qwen3Config c = tiny_config(false, 1, 4, 2);
+    const Qwen3Weights w = tiny_weights(c, 71);
+    const LoraWeights lora = tiny_lora(c, 0.25, true, 72, {Projection::k, Projection::o, Projection::up});
+    const Batch batch = tiny_batch(c.vocab_size, 73);
+    const int64_t B = 2, T = 10, H = c.hidden_size;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(74);
+    const at::Tensor x = at::normal(0.0, 1.0, {B * T, H}, gen, f64);
+    const auto [cos, sin] = ops::rope_tables(batch.position_ids.reshape(-1), c.head_dim, c.rope_theta, at::kDouble);
+
+    LayerContext ctx;
+    ctx.config = &c;
+    ctx.weights = &w.layers[0];
+    ctx.lora = &lora.layers[0];
+    ctx.lora_scaling = lora.config.scaling();
+    ctx.lora_dropout = 0.25;
+    ctx.dropout_seed = 3;
+    ctx.B = B;
+    ctx.T = T;
+    ctx.cos = cos;
+    ctx.sin = sin;
+    ctx.attention = ops::attention_layout(batch.segment_ids, B, T, c.head_dim, at::kCPU, at::kDouble);
+    EXPECT_FALSE(ctx.attention.flash);
+    LayerActivations acts;
+    const at::Tensor y = decoder_layer_forward(ctx, x, &acts);
+    EXPECT_TRUE(at::equal(y, decoder_layer_forward(ctx, x, nullptr)));
+
+    Params P = leaves(w.named_tensors(c)), L = leaves(lora.named_tensors());
+    at::Tensor xl = leaf(x.view({B, T, H}));
+    RefLora rl{&L, lora.config.scaling(), 0.25, 3};
+    const at::Tensor ref = ref_layer(c, P, &rl, 0, xl, cos.view({B, T, -1}), sin.view({B, T, -1}), ref_allowed(batch));
+    QFT_EXPECT_CLOSE(y, ref.detach().view({B * T, H}), "layer_y");
+
+    const at::Tensor dy = at::normal(0.0, 1.0, {B * T, H}, gen, f64);
+    LoraWeights lg = lora.zeros_like();
+    LayerWeights wg;
+    Qwen3Weights gw = w.zeros_like();
+    LayerGrads grads;
+    grads.lora = &lg.layers[0];
+    if (full) grads.weights = &gw.layers[0];
+    const at::Tensor dx = decoder_layer_backward(ctx, dy, acts, grads);
+    std::vector<std::string> names;
+    for (const auto& [n, t] : lg.named_tensors()) names.push_back(n);
+    std::vector<at::Tensor> inputs = values(L, names);
+    inputs.push_back(xl);
+    const auto wnamed = gw.named_tensors(c);
+    std::vector<std::string> layer_names;
+    for (const auto& [n, t] : wnamed)
+      if (n.rfind("model.layers.0.", 0) == 0) layer_names.push_back(n);
+    for (auto& t : values(P, layer_names)) inputs.push_back(t);
+    const auto g = autograd((ref.view({B * T, H}) * dy).sum(), inputs);
+    const auto lnamed = lg.named_tensors();
+    for (size_t i = 0; i < names.size(); ++i) QFT_EXPECT_CLOSE(lnamed[i].second, g[i], "layer_" + names[i]);
+    QFT_EXPECT_CLOSE(dx, g[names.size()].view({B * T, H}), "layer_dx");
+    if (full) {
+      size_t j = names.size() + 1;
+      for (const auto& [n, t] : wnamed)
+        if (n.rfind("model.layers.0.", 0) == 0) QFT_EXPECT_CLOSE(t, g[j++], "layer_" + n);
+    }
+    // Without dx (first layer, frozen embedding) the adapter gradients are unchanged.
+    LoraWeights lg2 = lora.zeros_like();
+    LayerGrads g2;
+    g2.lora = &lg2.layers[0];
+    EXPECT_FALSE(decoder_layer_backward(ctx, dy, acts, g2, /*need_dx=*/false).defined());
+    auto l2 = lg2.named_tensors();
+    for (size_t i = 0; i < names.size(); ++i) EXPECT_TRUE(at::allclose(l2[i].second, lnamed[i].second, 1e-12, 0));
+  }
+}
+
+TEST(Lora, InitIsPeftAndReproducible) {
+  const Qwen3Config c = tiny_config(false);
+  LoraConfig lc;
+  lc.r = 4;
+  lc.lora_alpha = 16;
+  lc.target_modules = {Projection::q, Projection::down};
+  const LoraWeights a = LoraWeights::init(c, lc, 5), b = LoraWeights::init(c, lc, 5), d = LoraWeights::init(c, lc, 6);
+  EXPECT_DOUBLE_EQ(lc.scaling(), 4.0);
+  lc.use_rslora = true;
+  EXPECT_DOUBLE_EQ(lc.scaling(), 8.0);
+  const auto na = a.named_tensors();
+  ASSERT_EQ(na.size(), 2u * 2 * 2);
+  EXPECT_EQ(na[0].first, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+  EXPECT_EQ(na[1].first, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+  EXPECT_EQ(na[3].first, "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
+  EXPECT_EQ(na[0].second.sizes(), (std::vector<int64_t>{4, 32}));
+  EXPECT_EQ(na[1].second.sizes(), (std::vector<int64_t>{48, 4}));
+  EXPECT_EQ(na[2].second.sizes(), (std::vector<int64_t>{4, 48}));  // down_proj A: [r, I]
+  EXPECT_EQ(na[0].second.scalar_type(), at::kFloat);
+  EXPECT_LE(na[0].second.abs().max().item<float>(), 1.0 / std::sqrt(32.0));
+  EXPECT_LE(na[2].second.abs().max().item<float>(), 1.0 / std::sqrt(48.0));
+  EXPECT_GT(na[0].second.abs().max().item<float>(), 0.8 / std::sqrt(32.0));
+  EXPECT_EQ(na[1].second.abs().max().item<float>(), 0.0f);
+  const auto nb = b.named_tensors(), nd = d.named_tensors();
+  EXPECT_TRUE(at::equal(na[0].second, nb[0].second));
+  EXPECT_FALSE(at::equal(na[0].second, nd[0].second));
+  EXPECT_EQ(projection_from_name("up_proj"), Projection::up);
+  EXPECT_EQ(projection_from_name("mlp.down_proj"), Projection::down);
+  EXPECT_FALSE(projection_from_name("lm_head").has_value());
+}
+
+TEST(Model, ZZReportMaxError) {
+  std::printf("[model] max relative error vs autograd so far (float64): %.3e\n", qft::test::max_error());
+}
+
+// ---- against transformers ---------------------------------------------------------------------------
+// fixtures/hf_tiny_*: Qwen3ForCausalLM checkpoints with the logits, summed loss and gradients that
+// transformers computed in float64 (fixtures/make_hf_tiny.py). transformers upcasts logits to fp32 for
+// its loss, so loss and gradients are fp32-exact only; logits are float64 there but come back from
+// Qwen3Model::logits in fp32.
+namespace {
+
+at::Tensor json_tensor(const nlohmann::json& j) { return at::tensor(j.get<std::vector<double>>(), f64); }
+
+at::Tensor json_ids(const nlohmann::json& j) {
+  std::vector<int64_t> flat;
+  for (const auto& row : j)
+    for (const auto& v : row) flat.push_back(v.get<int64_t>());
+  return at::tensor(flat, at::kLong).view({static_cast<int64_t>(j.size()), -1});
+}
+
+void check_hf_fixture(const std::string& name, bool tied) {
+  const std::string dir = std::string(QFT_SOURCE_DIR) + "/tests/model/fixtures/" + name;
+  const Qwen3Config c = Qwen3Config::from_file(dir + "/config.json");
+  EXPECT_EQ(c.tie_word_embeddings, tied);
+  EXPECT_EQ(c.head_dim, 12);
+  const Qwen3Weights w = Qwen3Weights::load(dir, c, at::kDouble, at::kCPU);
+  EXPECT_EQ(w.tied(), tied);
+  const nlohmann::json e = nlohmann::json::parse(qft::read_file(dir + "/expected.json"));
+  const Batch batch = Batch::causal(json_ids(e["input_ids"]), json_ids(e["labels"]));
+  Qwen3Model model(c, w);
+
+  const at::Tensor logits = model.logits(batch, nullptr).to(at::kDouble).flatten();
+  EXPECT_LE(qft::test::rel_err(logits, json_tensor(e["logits"])), 1e-6);
+
+  Gradients g;
+  g.weights = w.zeros_like();
+  const StepResult r = model.forward_backward(batch, nullptr, g, {});
+  EXPECT_EQ(r.target_tokens, e["targets"].get<int64_t>());
+  EXPECT_NEAR(r.loss_sum, e["loss_sum"].get<double>(), 1e-6 * r.loss_sum);
+  std::map<std::string, at::Tensor> mine;
+  for (const auto& [n, t] : g.weights->named_tensors(c)) mine[n] = t;
+  ASSERT_EQ(e["grads"].size(), 4u);
+  for (const auto& [n, ref] : e["grads"].items()) {
+    const double err = qft::test::rel_err(mine.at(n).flatten(), json_tensor(ref));
+    EXPECT_LE(err, 1e-5) << n;
+    ::testing::Test::RecordProperty("hf_err_" + n, fmt::format("{:.3e}", err));
+  }
+}
+
+}  // namespace
+
+TEST(HfParity, UntiedMatchesTransformers) { check_hf_fixture("hf_tiny_untied", false); }
+TEST(HfParity, TiedMatchesTransformers) { check_hf_fixture("hf_tiny_tied", true); }
