@@ -24,6 +24,9 @@ tail -3 "$OUT/text_tests.log"; tail -3 "$OUT/torch_tests.log"
 log "bf16 check ($SECONDS s)"
 python3 tests/device/check_bf16.py --probe build-gpu/qft-probe --out "$OUT" 2>&1 | tee "$OUT/bf16.log" | grep -v Warning
 BF16_RC=${PIPESTATUS[0]}
+log "training speed ($SECONDS s)"
+bash tests/device/train_speed.sh build-gpu/qft-dist /tmp/qft-bf16/qwen3-0.6b-random "$OUT" 8 true 2>&1 | tee "$OUT/speed.log"
+bash tests/device/train_speed.sh build-gpu/qft-dist /tmp/qft-bf16/qwen3-0.6b-random "$OUT" 4 false 2>&1 | tee -a "$OUT/speed.log"
 log "done ($SECONDS s)"
 echo
 echo "| step | result |"
@@ -32,3 +35,4 @@ echo "| build (s) | $BUILD_S |"
 echo "| qft_text_tests | rc=$TEXT_RC $(grep -E 'PASSED|FAILED' "$OUT/text_tests.log" | head -2 | tr '\n' ' ') |"
 echo "| qft_torch_tests | rc=$TORCH_RC $(grep -E 'PASSED|FAILED' "$OUT/torch_tests.log" | head -2 | tr '\n' ' ') |"
 grep -E "loss|grad_rel|BF16 CHECK|probe_seconds" "$OUT/bf16.log" | sed 's/^/| /; s/  */ | /; s/$/ |/'
+grep SPEED "$OUT/speed.log" | sed 's/^/| /; s/$/ | |/'
