@@ -68,4 +68,22 @@ void move_into_place(const std::string& tmp_dir, const std::string& final_dir) {
   QFT_CHECK(!ec, "cannot move {} to {} ({})", tmp_dir, final_dir, ec.message());
 }
 
+void write_directory_atomically(const std::string& final_dir, const std::string& purpose,
+                                const std::function<void(const std::string& tmp_dir)>& write) {
+  const fs::path output(final_dir);
+  const std::string tmp_dir = (output.parent_path() / ("." + output.filename().string() + "." + purpose + "-tmp")).string();
+  remove_tree(tmp_dir);
+  try {
+    write(tmp_dir);
+    move_into_place(tmp_dir, final_dir);
+  } catch (...) {
+    try {
+      remove_tree(tmp_dir);
+    } catch (const Error&) {
+      // The original error matters more than a leftover temporary directory.
+    }
+    throw;
+  }
+}
+
 }  // namespace qft::train

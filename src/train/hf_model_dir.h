@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "io/safetensors.h"
@@ -24,5 +25,10 @@ uint64_t parse_byte_size(const std::string& text, const std::string& context);
 
 // Turns a finished temporary directory into `final_dir` (which must not exist or is replaced).
 void move_into_place(const std::string& tmp_dir, const std::string& final_dir);
+
+// Runs `write(tmp_dir)` on a fresh hidden sibling of `final_dir` (".NAME.<purpose>-tmp") and moves it into
+// place only when `write` returns: a failure leaves no half-written directory that looks complete.
+void write_directory_atomically(const std::string& final_dir, const std::string& purpose,
+                                const std::function<void(const std::string& tmp_dir)>& write);
 
 }  // namespace qft::train

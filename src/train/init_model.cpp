@@ -9,7 +9,6 @@
 #include "model/qwen3_weights.h"
 #include "train/dtype_names.h"
 #include "train/hf_model_dir.h"
-#include "train/remove_tree.h"
 
 namespace qft::train {
 
@@ -91,25 +90,14 @@ void init_model(const InitModelOptions& options) {
   const model::Qwen3Weights weights =
       model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
 
-  const fs::path output(options.output_dir);
-  const std::string tmp_dir = (output.parent_path() / ("." + output.filename().string() + ".init-tmp")).string();
-  remove_tree(tmp_dir);
-  try {
+  write_directory_atomically(options.output_dir, "init", [&](const std::string& tmp_dir) {
     write_hf_model_dir(tmp_dir, config, weights.named_tensors(config), options.max_shard_bytes);
     if (!options.tokenizer_dir.empty()) {
       const int copied = copy_tokenizer_files(options.tokenizer_dir, tmp_dir);
       QFT_CHECK(copied > 0, "init-model: --tokenizer {} has no tokenizer files (tokenizer.json, ...)",
                 options.tokenizer_dir);
     }
-    move_into_place(tmp_dir, options.output_dir);
-  } catch (...) {
-    try {
-      remove_tree(tmp_dir);
-    } catch (const Error&) {
-      // The original error matters more than a leftover temporary directory.
-    }
-    throw;
-  }
+  });
   int64_t parameters = 0;
   for (const auto& [name, t] : weights.named_tensors(config)) parameters += t.numel();
   spdlog::info("wrote {} ({} parameters, {}, seed {})", options.output_dir, parameters, config.torch_dtype,

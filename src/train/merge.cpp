@@ -8,7 +8,6 @@
 #include "train/dtype_names.h"
 #include "train/hf_model_dir.h"
 #include "train/peft_adapter.h"
-#include "train/remove_tree.h"
 #include "train/shape_string.h"
 
 namespace qft::train {
@@ -67,22 +66,10 @@ void merge_adapter(const MergeOptions& options) {
   io::NamedTensors tensors;
   for (auto& [name, tensor] : weights.named_tensors(config)) tensors.emplace_back(name, tensor.to(dtype));
 
-  const fs::path output(options.output_dir);
-  const std::string tmp_dir =
-      (output.parent_path() / ("." + output.filename().string() + ".merge-tmp")).string();
-  remove_tree(tmp_dir);
-  try {
+  write_directory_atomically(options.output_dir, "merge", [&](const std::string& tmp_dir) {
     write_hf_model_dir(tmp_dir, config, tensors, options.max_shard_bytes);
     copy_tokenizer_files(options.base_dir, tmp_dir);
-    move_into_place(tmp_dir, options.output_dir);
-  } catch (...) {
-    try {
-      remove_tree(tmp_dir);
-    } catch (const Error&) {
-      // The original error matters more than a leftover temporary directory.
-    }
-    throw;
-  }
+  });
   spdlog::info("merged {} (r={}, scaling {}) into {} -> {} ({})", options.adapter_dir, lora.config.r,
                lora.config.scaling(), options.base_dir, options.output_dir, config.torch_dtype);
 }

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -58,25 +58,27 @@ def main():
     batch_file = work / "batch.safetensors"
     save_file({"input_ids": ids, "labels": labels}, str(batch_file))
 
+    # The references are loaded from the saved files, as qft loads them. (Converting the in-memory model
+    # with .to(bfloat16) would also round RoPE's inv_freq buffer to bf16, which transformers never does
+    # on load; that reference differs from a loaded model by ~16% in the LoRA gradients.)
+    del peft_model, model
     results = {}
-    peft_model = peft_model.cuda()
-    peft_model.train()
-    torch.cuda.synchronize()
-    out = peft_model(input_ids=ids.cuda(), labels=labels.cuda())
-    out.loss.backward()
-    results["hf_bf16_loss"] = out.loss.item()
-    hf_grads = {n.replace(".default", ""): p.grad.float().cpu() for n, p in peft_model.named_parameters()
-                if p.grad is not None}
-    peft_model.zero_grad(set_to_none=True)
-    # fp32 reference: the same model upcast; its gradients judge both bf16 paths.
-    fp32_model = peft_model.float()
-    fp32_out = fp32_model(input_ids=ids.cuda(), labels=labels.cuda())
-    fp32_out.loss.backward()
-    results["hf_fp32_loss"] = fp32_out.loss.item()
-    fp32_grads = {n.replace(".default", ""): p.grad.float().cpu() for n, p in fp32_model.named_parameters()
-                  if p.grad is not None}
-    del peft_model, fp32_model, model, fp32_out
-    torch.cuda.empty_cache()
+
+    def reference(dtype):
+        base = Qwen3ForCausalLM.from_pretrained(base_dir, dtype=dtype).cuda()
+        m = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+        m.train()
+        out = m(input_ids=ids.cuda(), labels=labels.cuda())
+        out.loss.backward()
+        grads = {n.replace(".default", ""): p.grad.float().cpu() for n, p in m.named_parameters()
+                 if p.grad is not None}
+        loss = out.loss.item()
+        del m, base, out
+        torch.cuda.empty_cache()
+        return loss, grads
+
+    results["hf_bf16_loss"], hf_grads = reference(torch.bfloat16)
+    results["hf_fp32_loss"], fp32_grads = reference(torch.float32)
 
     probe_out = work / "probe.safetensors"
     t0 = time.time()
@@ -97,6 +99,15 @@ def main():
     assert sorted(k for k in got if "lora_" in k) == sorted(fp32_grads), "gradient names differ from PEFT's"
     results["grad_rel_err_qft_bf16_vs_fp32"] = summary([rel(got[k], fp32_grads[k]) for k in fp32_grads])
     results["grad_rel_err_hf_bf16_vs_fp32"] = summary([rel(hf_grads[k], fp32_grads[k]) for k in fp32_grads])
+    # The same probe in fp32 on the GPU (math attention path) against the fp32 reference.
+    probe32 = work / "probe32.safetensors"
+    subprocess.run([args.probe, "--model", base_dir, "--adapter", adapter_dir, "--batch", batch_file,
+                    "--output", probe32, "--grads", "--dtype", "fp32", "--device", "cuda", "--no-logits"],
+                   check=True)
+    got32 = load_file(str(probe32))
+    results["qft_fp32_loss_rel_diff_vs_hf_fp32"] = abs(got32["loss"].item() - results["hf_fp32_loss"]) / abs(
+        results["hf_fp32_loss"])
+    results["grad_rel_err_qft_fp32_vs_fp32"] = summary([rel(got32[k], fp32_grads[k]) for k in fp32_grads])
     results["shape"] = f"Qwen3-0.6B random, batch {args.batch} x seq {args.seq}, LoRA r16 all-linear"
     Path(args.out, "bf16_check.json").write_text(json.dumps(results, indent=2))
     for k, v in results.items():
