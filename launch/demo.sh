@@ -18,6 +18,9 @@ fi
 "$QFT" configs/demo.yaml
 
 echo
+echo "evaluation on the training data (mean token loss over the assistant targets):"
+echo "  base model:      $("$QFT" eval configs/demo.yaml 2>/dev/null)"
+echo "  with the adapter: $("$QFT" eval configs/demo.yaml --adapter demo-output/run 2>/dev/null)"
 echo "adapter: $(ls demo-output/run/adapter_config.json demo-output/run/adapter_model.safetensors | tr '\n' ' ')"
 echo "loss curve (demo-output/run/trainer_log.jsonl):"
 python3 - <<'PY'

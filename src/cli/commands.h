@@ -15,6 +15,7 @@ int cmd_prepare(const Args& args);      // tokenize + template + mask + cache a 
 int cmd_tokenize(const Args& args);     // encode / decode text with a tokenizer.json (tests, benchmarks)
 int cmd_init_model(const Args& args);   // write a random-init HF Qwen3 model dir
 int cmd_merge(const Args& args);        // base + PEFT adapter -> merged HF model dir
+int cmd_eval(const Args& args);         // loss / perplexity of a model (+ adapter) on a config's data
 int cmd_inspect(const Args& args);      // print a model dir / adapter / safetensors / token cache summary
 
 }  // namespace qft::cli

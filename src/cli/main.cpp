@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
@@ -24,6 +25,7 @@ const Subcommand kSubcommands[] = {
     {"tokenize", qft::cli::cmd_tokenize, "encode/decode text with a tokenizer.json"},
     {"init-model", qft::cli::cmd_init_model, "write a random-init Qwen3 model directory"},
     {"merge", qft::cli::cmd_merge, "merge a PEFT LoRA adapter into its base model"},
+    {"eval", qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
     {"inspect", qft::cli::cmd_inspect, "summarise a model dir, adapter, safetensors file or token cache"},
 };
 
@@ -36,6 +38,9 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Logs go to stderr so that stdout carries only results (eval's JSON, inspect's listing).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("qft"));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     print_usage();
     return argc < 2 ? 2 : 0;

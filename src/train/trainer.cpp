@@ -5,13 +5,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "core/files.h"
-#include "data/packed_dataset.h"
-#include "data/prepare.h"
 #include "dist/world.h"
 #include "train/dtype_names.h"
 #include "train/hf_model_dir.h"
@@ -19,6 +16,7 @@
 #include "train/peft_adapter.h"
 #include "train/remove_tree.h"
 #include "train/target_modules.h"
+#include "train/training_rows.h"
 
 namespace qft::train {
 
@@ -75,8 +73,7 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
 
   const std::string model_dir = config_.model.model_name_or_path;
   model_config_ = model::Qwen3Config::from_file((fs::path(model_dir) / "config.json").string());
-  rows_ = config_.data.pipeline ? load_token_cache_rows(model_dir)
-                                : read_pretokenized_jsonl(config_.data.pretokenized, model_config_.vocab_size);
+  rows_ = load_training_rows(config_, model_config_);
 
   const TrainingOptions& t = config_.training;
   plan_ = std::make_unique<DataPlan>(static_cast<int64_t>(rows_.size()), t.per_device_train_batch_size,
@@ -109,59 +106,9 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
 
 Trainer::~Trainer() = default;
 
-std::vector<TokenRow> Trainer::load_token_cache_rows(const std::string& model_dir) const {
-  const data::DataConfig& data_config = *config_.data.pipeline;
-  const std::string tokenizer = data_config.tokenizer.empty() ? model_dir : data_config.tokenizer;
-  const dist::World& world = dist::World::instance();
-  // One writer: rank 0 prepares (or finds up to date) the cache, then every rank reads it.
-  if (rank_ == 0) {
-    const data::PrepareReport report = data::prepare_dataset(data_config, tokenizer);
-    spdlog::info("token cache {}{}: {} samples, {} tokens, {} target tokens, {} truncated{}", report.cache_path,
-                 report.reused ? " (reused)" : "", report.samples, report.tokens, report.target_tokens,
-                 report.truncated, report.skipped.empty() ? "" : fmt::format(", {} reasons to skip samples "
-                                                                             "(see above)", report.skipped.size()));
-  }
-  world.barrier();
-  const std::string cache_path = data::token_cache_path(data_config, tokenizer);
-  const data::PackedDataset dataset(cache_path, data_config.max_seq_length, data_config.packing);
-  QFT_CHECK(dataset.num_rows() > 0, "{}: the token cache {} holds no sample: nothing to train on", config_.source,
-            cache_path);
-  std::vector<TokenRow> rows;
-  rows.reserve(static_cast<size_t>(dataset.num_rows()));
-  for (data::RowData& r : dataset.read_rows(0, dataset.num_rows())) {
-    TokenRow row;
-    row.target_tokens = r.target_tokens();
-    row.input_ids = std::move(r.input_ids);
-    row.labels = std::move(r.labels);
-    row.position_ids = std::move(r.position_ids);
-    row.segment_ids = std::move(r.segment_ids);
-    for (int64_t id : row.input_ids) {
-      QFT_CHECK(id >= 0 && id < model_config_.vocab_size,
-                "{}: token id {} from the tokenizer is outside the model's vocabulary ({} ids in {}/config.json)",
-                cache_path, id, model_config_.vocab_size, model_dir);
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
-
 void Trainer::resolve_device_and_dtype() {
-  const std::string& choice = config_.model.device;
-  const bool cuda_available = at::hasCUDA();
-  QFT_CHECK(choice != "cuda" || cuda_available,
-            "{}: model.device is cuda but this qft build or machine has no CUDA device", config_.source);
-  if (choice == "cpu" || !cuda_available) {
-    device_ = at::kCPU;
-  } else {
-    const int devices = at::detail::getCUDAHooks().deviceCount();
-    const int local_rank = dist::World::instance().local_rank();
-    QFT_CHECK(local_rank < devices, "rank {} is local rank {} on its node, but the node has {} CUDA devices", rank_,
-              local_rank, devices);
-    device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
-  }
-  const std::string& dtype = config_.model.torch_dtype;
-  compute_dtype_ = dtype == "auto" ? (device_.is_cuda() ? at::kBFloat16 : at::kFloat)
-                                   : parse_dtype(dtype, config_.source + ": model.torch_dtype");
+  device_ = training_device(config_);
+  compute_dtype_ = compute_dtype(config_, device_);
   if (compute_dtype_ == at::kHalf && rank_ == 0) {
     spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");
   }

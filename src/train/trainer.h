@@ -43,8 +43,6 @@ class Trainer {
   int64_t total_steps() const { return total_steps_; }
 
  private:
-  // Rows of the text pipeline's token cache (prepared by rank 0 when missing or stale).
-  std::vector<TokenRow> load_token_cache_rows(const std::string& model_dir) const;
   struct StepResult {
     double loss = 0.0;       // mean over the step's target tokens (all micro-batches, all ranks)
     double grad_norm = 0.0;  // before clipping

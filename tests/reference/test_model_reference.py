@@ -214,6 +214,20 @@ output:
         err = rel_err(trained[k], v)
         assert err <= 1e-4, f"{k}: relative error {err:.3e} after {steps} steps"
 
+    # `qft-dist eval` on the same rows with the trained adapter equals PEFT's token-weighted mean loss.
+    result = run([qft_bin, "eval", config_file, "--adapter", out_dir])
+    evaluated = json.loads(result.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        peft_model.eval()
+        loss_sum, n_items = 0.0, 0
+        for ids_row, labels_row in rows:
+            logits = peft_model(input_ids=ids_row[None]).logits.float()
+            loss_sum += torch.nn.functional.cross_entropy(logits[0, :-1], labels_row[1:], ignore_index=-100,
+                                                          reduction="sum").item()
+            n_items += int((labels_row[1:] != -100).sum())
+    assert evaluated["target_tokens"] == n_items
+    assert abs(evaluated["loss"] - loss_sum / n_items) <= 1e-5 * loss_sum / n_items
+
     # peft loads qft's adapter and reproduces qft's logits.
     ids, labels = make_batch(vocab, seed=9)
     batch_file = tmp_path / "eval.safetensors"

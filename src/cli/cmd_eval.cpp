@@ -1,0 +1,63 @@
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "dist/world.h"
+#include "train/evaluate.h"
+#include "train/train_config.h"
+
+namespace qft::cli {
+namespace {
+
+void print_eval_usage() {
+  std::fprintf(stderr,
+               "usage: qft-dist eval CONFIG.yaml [--adapter DIR] [--override section.key=value ...]\n\n"
+               "Mean token loss and perplexity of model.model_name_or_path (with the PEFT adapter of --adapter,\n"
+               "else lora.adapter_name_or_path, else none) over the config's data, with the training masks.\n"
+               "Prints one JSON object: loss, perplexity, rows, target_tokens, input_tokens.\n");
+}
+
+}  // namespace
+
+int cmd_eval(const Args& args) {
+  std::string config_path, adapter;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      print_eval_usage();
+      return 0;
+    }
+    if (a == "--adapter" || a == "--override") {
+      QFT_CHECK(i + 1 < args.size(), "eval: {} needs a value (see qft-dist eval --help)", a);
+      const std::string& value = args[++i];
+      if (a == "--adapter") adapter = value;
+      else overrides.push_back(value);
+    } else if (a.rfind("--", 0) == 0) {
+      fail("eval: unknown option '{}' (see qft-dist eval --help)", a);
+    } else {
+      QFT_CHECK(config_path.empty(), "eval: more than one config given ('{}' and '{}')", config_path, a);
+      config_path = a;
+    }
+  }
+  if (config_path.empty()) {
+    print_eval_usage();
+    return 2;
+  }
+  const train::EvalResult r = train::evaluate(train::load_train_config(config_path, overrides), adapter);
+  if (dist::World::instance().is_main()) {
+    const nlohmann::json j = {{"loss", r.loss},
+                              {"perplexity", r.perplexity},
+                              {"rows", r.rows},
+                              {"target_tokens", r.target_tokens},
+                              {"input_tokens", r.input_tokens}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+}  // namespace qft::cli

@@ -1,0 +1,61 @@
+#include "train/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "dist/world.h"
+#include "model/qwen3_model.h"
+#include "train/peft_adapter.h"
+#include "train/training_rows.h"
+
+namespace qft::train {
+
+EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir) {
+  const dist::World& world = dist::World::instance();
+  const at::Device device = training_device(config);
+  const at::ScalarType dtype = compute_dtype(config, device);
+  const std::string& model_dir = config.model.model_name_or_path;
+  const auto model_config =
+      model::Qwen3Config::from_file((std::filesystem::path(model_dir) / "config.json").string());
+  const std::vector<TokenRow> rows = load_training_rows(config, model_config);
+  model::Qwen3Model model(model_config, model::Qwen3Weights::load(model_dir, model_config, dtype, device));
+
+  const std::string adapter = adapter_dir.empty() ? config.lora.adapter_name_or_path : adapter_dir;
+  std::optional<model::LoraWeights> lora;
+  if (!adapter.empty()) lora = load_peft_adapter(adapter, model_config, device);
+
+  double loss_sum = 0.0;
+  int64_t targets = 0, inputs = 0;
+  const int64_t batch = config.training.per_device_train_batch_size;
+  std::vector<const TokenRow*> mine;
+  for (size_t r = world.rank(); r < rows.size(); r += world.size()) mine.push_back(&rows[r]);
+  for (size_t b = 0; b < mine.size(); b += batch) {
+    const std::vector<const TokenRow*> micro(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch));
+    const model::StepResult result =
+        model.forward_loss(collate_rows(micro, device), lora ? &*lora : nullptr, config.training.loss_chunk_tokens);
+    loss_sum += result.loss_sum;
+    targets += result.target_tokens;
+    for (const TokenRow* row : micro) {
+      // Padding (segment -1) is not input; rows without segment ids have none.
+      inputs += row->segment_ids.empty()
+                    ? static_cast<int64_t>(row->input_ids.size())
+                    : std::count_if(row->segment_ids.begin(), row->segment_ids.end(), [](int64_t s) { return s >= 0; });
+    }
+  }
+  EvalResult out;
+  out.rows = static_cast<int64_t>(rows.size());
+  out.target_tokens = world.all_reduce_sum(targets);
+  out.input_tokens = world.all_reduce_sum(inputs);
+  QFT_CHECK(out.target_tokens > 0, "{}: the evaluation data has no target token", config.source);
+  out.loss = world.all_reduce_sum(loss_sum) / static_cast<double>(out.target_tokens);
+  QFT_CHECK(std::isfinite(out.loss), "{}: the evaluation loss is {}", config.source, out.loss);
+  out.perplexity = std::exp(out.loss);
+  return out;
+}
+
+}  // namespace qft::train

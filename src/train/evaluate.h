@@ -1,0 +1,24 @@
+// Evaluation: the mean token loss (and perplexity) of a base model, optionally with a PEFT adapter, over
+// the rows of a config's data section — the same rows, masks and loss normalisation as training.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "train/train_config.h"
+
+namespace qft::train {
+
+struct EvalResult {
+  double loss = 0.0;           // sum of token losses / target tokens, over all ranks
+  double perplexity = 0.0;     // exp(loss)
+  int64_t rows = 0;
+  int64_t target_tokens = 0;
+  int64_t input_tokens = 0;    // non-padding
+};
+
+// `adapter_dir` overrides lora.adapter_name_or_path ("" = use it, or none: the base model alone).
+// Rows are split over the ranks (row r goes to rank r % world) in batches of per_device_train_batch_size.
+EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir = "");
+
+}  // namespace qft::train
