@@ -115,3 +115,36 @@ def test_bad_input_fails_cleanly(tmp_path, qft_bin):
     result = run([qft_bin, config], check=False)
     assert result.returncode == 1 and "model.safetensors" in result.stderr + result.stdout
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, qft_bin):
+    """A world of one and `mpirun -np 2` run the same code: 2 ranks x micro-batch 1 == 1 rank x accumulation 2."""
+    model_dir = tmp_path / "model"
+    run([qft_bin, "init-model", "--preset", "tiny-gqa4", "--dtype", "fp32", "--initializer-range", "0.2",
+         "--output", model_dir])
+    g = torch.Generator().manual_seed(3)
+    with open(tmp_path / "rows.jsonl", "w") as f:
+        for i in range(16):
+            ids = torch.randint(0, 151936, (12 + i % 5,), generator=g).tolist()
+            labels = [-100] * (1 + i % 3) + ids[1 + i % 3:]
+            f.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+
+    def train(name, accumulation, launcher):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"""
+model: {{model_name_or_path: {model_dir}, torch_dtype: fp32, device: cpu}}
+lora: {{finetuning_type: lora, r: 4, lora_alpha: 8, target_modules: all-linear}}
+data: {{pretokenized: {tmp_path / 'rows.jsonl'}}}
+training: {{learning_rate: 1.0e-2, per_device_train_batch_size: 1, gradient_accumulation_steps: {accumulation},
+           max_steps: 6, logging_steps: 1, shuffle: false, max_grad_norm: 1.0}}
+output: {{output_dir: {tmp_path / name}}}
+""")
+        run(launcher + [qft_bin, config])
+        log = (tmp_path / name / "trainer_log.jsonl").read_text().splitlines()
+        return [(e["loss"], e["grad_norm"]) for e in map(json.loads, log) if "loss" in e]
+
+    one = train("one", 2, [])
+    two = train("two", 1, ["mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2"])
+    assert len(one) == len(two) == 6
+    for (l1, g1), (l2, g2) in zip(one, two):
+        assert abs(l1 - l2) <= 1e-6 * l1 and abs(g1 - g2) <= 1e-5 * g1, (one, two)
