@@ -1,6 +1,7 @@
 #include "core/config_reader.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 
@@ -30,7 +31,8 @@ bool parse_int(const std::string& s, int64_t& out) {
 bool parse_double(const std::string& s, double& out) {
   if (s.empty()) return false;
   std::string lower = s;
-  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  // Through unsigned char: ::tolower of a negative char (any UTF-8 byte) is undefined.
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   if (lower == ".inf" || lower == "inf") { out = std::numeric_limits<double>::infinity(); return true; }
   size_t pos = 0;
   try {
@@ -79,6 +81,12 @@ YAML::Node ConfigReader::get_node(const std::string& key) {
   return n;
 }
 
+void ConfigReader::require(const std::string& key) {
+  known_.insert(key);
+  if (has(key)) return;
+  fail("{}:{}: missing required key '{}'", file_, node_.IsDefined() ? node_.Mark().line + 1 : 1, join_path(path_, key));
+}
+
 void ConfigReader::type_error(const std::string& key, const char* expected) const {
   std::string got;
   YAML::Node n = child(node_, key);
@@ -90,10 +98,8 @@ void ConfigReader::type_error(const std::string& key, const char* expected) cons
 }
 
 std::string ConfigReader::get_string(const std::string& key) {
-  YAML::Node n = get_node(key);
-  if (!n.IsDefined()) fail("{}:{}: missing required key '{}'", file_, node_.IsDefined() ? node_.Mark().line + 1 : 1, join_path(path_, key));
-  if (!n.IsScalar()) type_error(key, "a string");
-  return n.Scalar();
+  require(key);
+  return get_string(key, "");
 }
 
 std::string ConfigReader::get_string(const std::string& key, const std::string& fallback) {
@@ -104,11 +110,8 @@ std::string ConfigReader::get_string(const std::string& key, const std::string& 
 }
 
 int64_t ConfigReader::get_int(const std::string& key) {
-  YAML::Node n = get_node(key);
-  if (!n.IsDefined()) fail("{}:{}: missing required key '{}'", file_, node_.IsDefined() ? node_.Mark().line + 1 : 1, join_path(path_, key));
-  int64_t v = 0;
-  if (!n.IsScalar() || !parse_int(n.Scalar(), v)) type_error(key, "an integer");
-  return v;
+  require(key);
+  return get_int(key, 0);
 }
 
 int64_t ConfigReader::get_int(const std::string& key, int64_t fallback) {
@@ -120,11 +123,8 @@ int64_t ConfigReader::get_int(const std::string& key, int64_t fallback) {
 }
 
 double ConfigReader::get_double(const std::string& key) {
-  YAML::Node n = get_node(key);
-  if (!n.IsDefined()) fail("{}:{}: missing required key '{}'", file_, node_.IsDefined() ? node_.Mark().line + 1 : 1, join_path(path_, key));
-  double v = 0;
-  if (!n.IsScalar() || !parse_double(n.Scalar(), v)) type_error(key, "a number");
-  return v;
+  require(key);
+  return get_double(key, 0.0);
 }
 
 double ConfigReader::get_double(const std::string& key, double fallback) {
@@ -194,7 +194,12 @@ void ConfigReader::finish() const {
   if (!node_.IsDefined() || !node_.IsMap()) return;
   std::vector<std::string> candidates(known_.begin(), known_.end());
   for (const auto& kv : node_) {
-    const std::string key = kv.first.as<std::string>();
+    // A complex key ("? [a, b]") has no string form: as<std::string>() would throw a YAML exception.
+    if (!kv.first.IsScalar()) {
+      fail("{}:{}: keys of '{}' must be plain names", file_, kv.first.Mark().line + 1,
+           path_.empty() ? "<top level>" : path_);
+    }
+    const std::string key = kv.first.Scalar();
     if (known_.count(key)) continue;
     const std::string guess = closest_match(key, candidates);
     fail("{}:{}: unknown key '{}'{}", file_, kv.first.Mark().line + 1, join_path(path_, key),

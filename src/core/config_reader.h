@@ -56,6 +56,8 @@ class ConfigReader {
 
  private:
   YAML::Node get_node(const std::string& key);
+  // Marks `key` as read; throws "missing required key" when it is absent or null.
+  void require(const std::string& key);
   [[noreturn]] void type_error(const std::string& key, const char* expected) const;
 
   YAML::Node node_;

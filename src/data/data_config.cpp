@@ -1,6 +1,7 @@
 #include "data/data_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -21,16 +22,18 @@ DatasetSpec read_dataset(ConfigReader& reader) {
   if (columns.IsDefined() && !columns.IsNull()) {
     QFT_CHECK(columns.IsMap(), "{}: expected a mapping of column names (e.g. {{instruction: prompt}})", reader.where("columns"));
     for (const auto& entry : columns) {
+      QFT_CHECK(entry.first.IsScalar(), "{}: column names must be plain strings", reader.where("columns"));
       QFT_CHECK(entry.second.IsScalar(), "{}: column '{}' must map to a key name", reader.where("columns"),
-                entry.first.as<std::string>());
-      spec.columns.set(entry.first.as<std::string>(), entry.second.Scalar());
+                entry.first.Scalar());
+      spec.columns.set(entry.first.Scalar(), entry.second.Scalar());
     }
     spec.columns.validate_for(spec.format, reader.where("columns"));
   }
   QFT_CHECK(!(reader.has("ratio") && reader.has("count")), "{}: give either ratio or count, not both", reader.where("ratio"));
   if (reader.has("ratio")) {
     spec.ratio = reader.get_double("ratio");
-    QFT_CHECK(*spec.ratio > 0.0, "{}: must be > 0", reader.where("ratio"));
+    // Finite: an infinite share would make the mixture size infinite.
+    QFT_CHECK(std::isfinite(*spec.ratio) && *spec.ratio > 0.0, "{}: must be a finite number > 0", reader.where("ratio"));
   }
   if (reader.has("count")) {
     spec.count = reader.get_int("count");

@@ -18,22 +18,14 @@ constexpr uint64_t kDemoSeed = 20260522;
 const char* const kPersonaEn = "You are Qiqi, a friendly bilingual assistant. Answer briefly and in the user's language.";
 const char* const kPersonaZh = "你是琪琪，一个友好的双语助手。请用用户的语言简短回答。";
 
-struct City {
+struct Bilingual {
   const char* en;
   const char* zh;
 };
-const City kCities[] = {{"Paris", "巴黎"}, {"Beijing", "北京"}, {"Tokyo", "东京"}, {"Berlin", "柏林"},
+const Bilingual kCities[] = {{"Paris", "巴黎"}, {"Beijing", "北京"}, {"Tokyo", "东京"}, {"Berlin", "柏林"},
                         {"Shanghai", "上海"}, {"London", "伦敦"}, {"Sydney", "悉尼"}, {"Chengdu", "成都"}};
-struct Condition {
-  const char* en;
-  const char* zh;
-};
-const Condition kConditions[] = {{"sunny", "晴"}, {"cloudy", "多云"}, {"rainy", "小雨"}, {"windy", "有风"}};
-struct Phrase {
-  const char* en;
-  const char* zh;
-};
-const Phrase kPhrases[] = {{"good morning", "早上好"}, {"thank you", "谢谢"}, {"see you tomorrow", "明天见"},
+const Bilingual kConditions[] = {{"sunny", "晴"}, {"cloudy", "多云"}, {"rainy", "小雨"}, {"windy", "有风"}};
+const Bilingual kPhrases[] = {{"good morning", "早上好"}, {"thank you", "谢谢"}, {"see you tomorrow", "明天见"},
                            {"I like tea", "我喜欢喝茶"}, {"where is the station?", "车站在哪里？"},
                            {"happy birthday", "生日快乐"}, {"the weather is nice today", "今天天气很好"}};
 
@@ -52,6 +44,8 @@ class DemoWriter {
   explicit DemoWriter(uint64_t seed) : rng_(seed) {}
   int pick(int n) { return static_cast<int>(rng_.below(static_cast<uint64_t>(n))); }
   bool chance(int percent) { return pick(100) < percent; }
+  template <size_t N>
+  const Bilingual& pick_from(const Bilingual (&items)[N]) { return items[pick(static_cast<int>(N))]; }
 
   Json arithmetic(bool chinese) {
     const int a = 2 + pick(98), b = 2 + pick(98);
@@ -75,8 +69,8 @@ class DemoWriter {
   }
 
   Json weather(bool chinese) {
-    const City& city = kCities[pick(8)];
-    const Condition& condition = kConditions[pick(4)];
+    const Bilingual& city = pick_from(kCities);
+    const Bilingual& condition = pick_from(kConditions);
     const int temperature = -5 + pick(36);
     Json messages = Json::array();
     messages.push_back(message("system", chinese ? kPersonaZh : kPersonaEn));
@@ -93,7 +87,7 @@ class DemoWriter {
   }
 
   Json translation(bool to_chinese) {
-    const Phrase& phrase = kPhrases[pick(7)];
+    const Bilingual& phrase = pick_from(kPhrases);
     Json messages = Json::array();
     if (chance(50)) messages.push_back(message("system", kPersonaEn));
     messages.push_back(message("user", to_chinese ? fmt::format("Translate into Chinese: {}", phrase.en)
@@ -118,7 +112,7 @@ class DemoWriter {
   }
 
   Json alpaca() {
-    const Phrase& phrase = kPhrases[pick(7)];
+    const Bilingual& phrase = pick_from(kPhrases);
     const int kind = pick(3);
     Json record;
     if (kind == 0) {

@@ -210,7 +210,9 @@ std::string openai_content(const Json& turn, const std::string& what) {
   if (it->is_array()) {
     std::string joined;
     for (const auto& part : *it) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+      // find() (end() for a non-object) rather than value(), which throws when "type" is not a string.
+      const auto type = part.find("type");
+      if (type == part.end() || *type != "text" || !part.contains("text") || !part["text"].is_string())
         bad_record(Problem::wrong_type, fmt::format("{}: content parts must be {{\"type\": \"text\", \"text\": ...}}", what));
       joined += part["text"].get<std::string>();
     }

@@ -5,15 +5,11 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/splitmix64.h"
 
 namespace qft::data {
 
-uint64_t SplitMix64::next() {
-  uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+uint64_t SplitMix64::next() { return splitmix64_mix(state_ += kSplitMix64Increment); }
 
 uint64_t SplitMix64::below(uint64_t bound) {
   // Rejection sampling: discard the top partial block of the 64-bit range.

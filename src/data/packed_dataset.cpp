@@ -2,16 +2,13 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
 #include "core/error.h"
 
 namespace qft::data {
 
 PackedDataset::PackedDataset(const std::string& cache_path, int64_t max_tokens, bool packing)
     : reader_(cache_path), lengths_(reader_.sample_lengths()), rows_(plan_rows(lengths_, max_tokens, packing)) {
-  const auto metadata = nlohmann::json::parse(reader_.metadata_json());
-  pad_token_id_ = metadata.value("pad_token_id", int64_t{0});
+  pad_token_id_ = reader_.metadata().value("pad_token_id", int64_t{0});
 }
 
 const std::vector<int64_t>& PackedDataset::row_samples(int64_t row) const {

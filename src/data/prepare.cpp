@@ -72,9 +72,11 @@ struct TokenizedRecord {
   FitResult fit = FitResult::fits;
 };
 
-// Tokenizes every sample of one data set on `threads` threads; results keep the input order.
-std::vector<TokenizedRecord> tokenize_all(const std::vector<SourcedSample>& samples, const text::Tokenizer& tokenizer,
+// Tokenizes every sample of one data set on `threads` threads; results keep the input order. An error
+// names the record it came from.
+std::vector<TokenizedRecord> tokenize_all(const DatasetContents& contents, const text::Tokenizer& tokenizer,
                                           const DataConfig& config, int threads) {
+  const std::vector<SourcedSample>& samples = contents.samples;
   std::vector<TokenizedRecord> results(samples.size());
   MaskOptions mask;
   mask.train_on_prompt = config.train_on_prompt;
@@ -83,9 +85,14 @@ std::vector<TokenizedRecord> tokenize_all(const std::vector<SourcedSample>& samp
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
+  const auto keep_first_error = [&](std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (!error) error = std::move(e);
+    next = samples.size();
+  };
   const auto work = [&] {
-    try {
-      for (size_t i = next++; i < samples.size(); i = next++) {
+    for (size_t i = next++; i < samples.size(); i = next++) {
+      try {
         const Sample& sample = samples[i].sample;
         TokenizedRecord& record = results[i];
         if (sample.kind == Sample::Kind::text) {
@@ -101,11 +108,11 @@ std::vector<TokenizedRecord> tokenize_all(const std::vector<SourcedSample>& samp
           record.fit = fit_to_length(tokens, config.max_seq_length, config.truncation);
           if (record.fit == FitResult::fits || record.fit == FitResult::truncated) record.pieces.push_back(std::move(tokens));
         }
+      } catch (const Error& e) {
+        keep_first_error(std::make_exception_ptr(Error(fmt::format("{}: {}", contents.location(samples[i].line), e.what()))));
+      } catch (...) {
+        keep_first_error(std::current_exception());
       }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next = samples.size();
     }
   };
   const int count = std::max(1, std::min<int>(threads, static_cast<int>(samples.size())));
@@ -150,7 +157,7 @@ PrepareReport prepare_dataset(const DataConfig& config, const std::string& token
 
   if (!force && file_exists(report.cache_path)) {
     const TokenCacheReader existing(report.cache_path);
-    const Json metadata = Json::parse(existing.metadata_json());
+    const Json metadata = existing.metadata();
     if (metadata.value("cache_key", "") == report.cache_key) {
       report.reused = true;
       report.samples = existing.num_samples();
@@ -176,7 +183,7 @@ PrepareReport prepare_dataset(const DataConfig& config, const std::string& token
   for (size_t d = 0; d < config.datasets.size(); ++d) {
     const DatasetSpec& spec = config.datasets[d];
     const DatasetContents contents = read_dataset_file(spec.path, spec.format, spec.columns, problems);
-    const std::vector<TokenizedRecord> tokenized = tokenize_all(contents.samples, tokenizer, config, threads);
+    std::vector<TokenizedRecord> tokenized = tokenize_all(contents, tokenizer, config, threads);
     for (size_t i = 0; i < tokenized.size(); ++i) {
       const std::string location = contents.location(contents.samples[i].line);
       switch (tokenized[i].fit) {
@@ -191,7 +198,7 @@ PrepareReport prepare_dataset(const DataConfig& config, const std::string& token
         case FitResult::fits: break;
       }
       report.text_chunks += static_cast<int64_t>(tokenized[i].pieces.size()) - 1;
-      for (const auto& piece : tokenized[i].pieces) usable[d].push_back(piece);
+      for (auto& piece : tokenized[i].pieces) usable[d].push_back(std::move(piece));
     }
     DatasetReport dataset;
     dataset.path = spec.path;

@@ -108,7 +108,11 @@ TokenCacheWriter::TokenCacheWriter(std::string path) : path_(std::move(path)), h
   silence_hdf5_errors();
   const std::string temporary = path_ + ".tmp";
   const auto parent = std::filesystem::path(path_).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    QFT_CHECK(!ec, "{}: cannot create the cache directory ({})", parent.string(), ec.message());
+  }
   handles_->file = checked(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose, temporary,
                            "create the file");
   handles_->ids = create_extensible(handles_->file.get(), "input_ids", H5T_STD_I32LE, kTokenChunk, temporary);
@@ -159,7 +163,9 @@ void TokenCacheWriter::finish(const std::string& metadata_json) {
   check(H5Awrite(attribute.get(), string_type.get(), metadata_json.c_str()), temporary, "write the metadata attribute");
   attribute.reset();
   handles_.reset();  // closes the file before the rename
-  std::filesystem::rename(temporary, path_);
+  std::error_code ec;
+  std::filesystem::rename(temporary, path_, ec);
+  QFT_CHECK(!ec, "{}: cannot rename {} into place ({})", path_, temporary, ec.message());
   finished_ = true;
 }
 
@@ -194,6 +200,14 @@ std::string TokenCacheReader::metadata_json() const {
   return text;
 }
 
+nlohmann::ordered_json TokenCacheReader::metadata() const {
+  try {
+    return nlohmann::ordered_json::parse(metadata_json());
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: the metadata attribute is not valid JSON ({})", path_, e.what());
+  }
+}
+
 std::vector<int64_t> TokenCacheReader::read_offsets(int64_t begin, int64_t count) const {
   std::vector<int64_t> offsets(static_cast<size_t>(count));
   read_from(handles_->offsets.get(), H5T_NATIVE_INT64, offsets.data(), static_cast<hsize_t>(begin), static_cast<hsize_t>(count), path_);
@@ -212,6 +226,10 @@ std::vector<TokenizedSample> TokenCacheReader::read(int64_t begin, int64_t end) 
             end, num_samples_);
   if (begin == end) return {};
   const std::vector<int64_t> offsets = read_offsets(begin, end - begin + 1);
+  // Offsets come from the file: check them before they size buffers or index into them.
+  QFT_CHECK(offsets.front() >= 0 && offsets.front() <= offsets.back() && offsets.back() <= num_tokens(),
+            "{}: sample offsets of samples [{}, {}) are corrupt ({} .. {})", path_, begin, end, offsets.front(),
+            offsets.back());
   const auto first = static_cast<hsize_t>(offsets.front());
   const auto count = static_cast<hsize_t>(offsets.back() - offsets.front());
   std::vector<int32_t> ids(count);
@@ -222,7 +240,8 @@ std::vector<TokenizedSample> TokenCacheReader::read(int64_t begin, int64_t end) 
   for (size_t i = 0; i < samples.size(); ++i) {
     const auto from = static_cast<std::ptrdiff_t>(offsets[i] - offsets.front());
     const auto to = static_cast<std::ptrdiff_t>(offsets[i + 1] - offsets.front());
-    QFT_CHECK(from <= to, "{}: sample offsets decrease at sample {}", path_, begin + static_cast<int64_t>(i));
+    QFT_CHECK(from <= to && to <= static_cast<std::ptrdiff_t>(count),
+              "{}: sample offsets are corrupt at sample {} (not increasing)", path_, begin + static_cast<int64_t>(i));
     samples[i].ids.assign(ids.begin() + from, ids.begin() + to);
     samples[i].targets.assign(targets.begin() + from, targets.begin() + to);
   }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "data/tokenize_sample.h"
 
 namespace qft::data {
@@ -51,6 +53,8 @@ class TokenCacheReader {
   int64_t num_samples() const { return num_samples_; }
   int64_t num_tokens() const;
   std::string metadata_json() const;
+  // metadata_json() parsed; throws qft::Error naming the file when it is not JSON.
+  nlohmann::ordered_json metadata() const;
   // Token count of every sample (reads only the offsets), for planning packed rows.
   std::vector<int64_t> sample_lengths() const;
   // Samples [begin, end) in order; reads only their tokens.

@@ -90,8 +90,10 @@ text::Conversation nfc_normalized(const text::Conversation& conversation) {
 
 TokenizedSample tokenize_chat(const text::Conversation& conversation, const Tokenizer& tokenizer,
                               const MaskOptions& options) {
+  // Two calls rather than one on `cond ? conversation : without_reasoning(...)`, whose prvalue result
+  // would copy the whole conversation even when thinking is kept.
   const text::RenderedChat rendered = text::render_qwen3_chat(
-      nfc_normalized(options.enable_thinking ? conversation : without_reasoning(conversation)));
+      options.enable_thinking ? nfc_normalized(conversation) : nfc_normalized(without_reasoning(conversation)));
   text::Encoding encoding = tokenizer.encode_with_offsets(rendered.text);
   QFT_CHECK(encoding.ids.size() == encoding.offsets.size(), "tokenizer returned {} ids but {} offsets",
             encoding.ids.size(), encoding.offsets.size());

@@ -1,6 +1,6 @@
 // safetensors reading (memory-mapped, validated as strictly as the reference Rust implementation) and
-// writing (Hugging Face layout, atomic), plus sharded checkpoints with model.safetensors.index.json
-// (formats.md §5). Tensors returned by the reader view the mapping; they keep it alive themselves.
+// writing (Hugging Face layout, atomic), plus sharded checkpoints with model.safetensors.index.json.
+// Tensors returned by the reader view the mapping; they keep it alive themselves.
 #pragma once
 
 #include <cstdint>

@@ -83,9 +83,15 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
   }
   if (!have_theta) c.rope_theta = 10000.0;  // Qwen3Config's own default
   if (present(json, "rope_scaling")) {
+    // "rope_type" (older files: "type") must be absent or "default". find() rather than value(), which
+    // throws nlohmann's type_error on a non-string.
     const auto& rs = json["rope_scaling"];
-    const auto type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string("default"))) : "";
-    QFT_CHECK(type == "default", "{}: \"rope_scaling\" {} is not supported (only default RoPE)", source, rs.dump());
+    bool default_rope = rs.is_object();
+    if (default_rope) {
+      const auto type = rs.contains("rope_type") ? rs.find("rope_type") : rs.find("type");
+      default_rope = type == rs.end() || *type == "default";
+    }
+    QFT_CHECK(default_rope, "{}: \"rope_scaling\" {} is not supported (only default RoPE)", source, rs.dump());
   }
   if (present(json, "hidden_act"))
     QFT_CHECK(json["hidden_act"] == "silu", "{}: \"hidden_act\" must be \"silu\", got {}", source,

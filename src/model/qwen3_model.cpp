@@ -35,6 +35,8 @@ Prepared prepare(const Batch& batch, const Qwen3Config& c, const Qwen3Weights& w
     QFT_CHECK(t.sizes() == batch.input_ids.sizes(), "batch: {} has shape {} but input_ids has {}", name,
               fmt::format("{}", fmt::join(t.sizes(), ", ")), fmt::format("{}", fmt::join(batch.input_ids.sizes(), ", ")));
   };
+  // Labels of another shape would be shifted and matched against the wrong rows.
+  if (batch.labels.defined()) check_shape(batch.labels, "labels");
   p.ids = batch.input_ids.to(device, at::kLong).reshape({-1});
   const auto [min_id, max_id] = at::aminmax(p.ids);  // one host sync for both
   const int64_t lo = min_id.item<int64_t>(), hi = max_id.item<int64_t>();

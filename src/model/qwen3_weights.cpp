@@ -8,24 +8,33 @@
 namespace qft::model {
 namespace {
 
-// (HF key, member) for every tensor of a layer, in checkpoint order.
+// Every tensor of a layer: HF name inside the layer and member, in checkpoint order.
+struct LayerTensor {
+  const char* name;
+  at::Tensor LayerWeights::*member;
+};
+constexpr LayerTensor kLayerTensors[] = {
+    {"input_layernorm.weight", &LayerWeights::input_layernorm},
+    {"self_attn.q_proj.weight", &LayerWeights::q_proj},
+    {"self_attn.k_proj.weight", &LayerWeights::k_proj},
+    {"self_attn.v_proj.weight", &LayerWeights::v_proj},
+    {"self_attn.o_proj.weight", &LayerWeights::o_proj},
+    {"self_attn.q_norm.weight", &LayerWeights::q_norm},
+    {"self_attn.k_norm.weight", &LayerWeights::k_norm},
+    {"post_attention_layernorm.weight", &LayerWeights::post_attention_layernorm},
+    {"mlp.gate_proj.weight", &LayerWeights::gate_proj},
+    {"mlp.up_proj.weight", &LayerWeights::up_proj},
+    {"mlp.down_proj.weight", &LayerWeights::down_proj},
+};
+
+// (HF key, member) for every tensor of layer i, in checkpoint order.
 template <typename LW, typename F>
 void for_each_layer_tensor(LW& w, int64_t i, F&& f) {
   const std::string p = "model.layers." + std::to_string(i) + ".";
-  f(p + "input_layernorm.weight", w.input_layernorm);
-  f(p + "self_attn.q_proj.weight", w.q_proj);
-  f(p + "self_attn.k_proj.weight", w.k_proj);
-  f(p + "self_attn.v_proj.weight", w.v_proj);
-  f(p + "self_attn.o_proj.weight", w.o_proj);
-  f(p + "self_attn.q_norm.weight", w.q_norm);
-  f(p + "self_attn.k_norm.weight", w.k_norm);
-  f(p + "post_attention_layernorm.weight", w.post_attention_layernorm);
-  f(p + "mlp.gate_proj.weight", w.gate_proj);
-  f(p + "mlp.up_proj.weight", w.up_proj);
-  f(p + "mlp.down_proj.weight", w.down_proj);
+  for (const LayerTensor& t : kLayerTensors) f(p + t.name, w.*t.member);
 }
 
-// Expected shapes, in the same order as for_each_layer_tensor.
+// Expected shapes, in the same order as kLayerTensors.
 std::vector<std::vector<int64_t>> layer_shapes(const Qwen3Config& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   return {{H}, {c.q_size(), H}, {c.kv_size(), H}, {c.kv_size(), H}, {H, c.q_size()}, {D}, {D}, {H},
@@ -44,6 +53,21 @@ void for_each_tensor(W& w, const Qwen3Config& c, bool tied, F&& f) {
   }
   f(std::string("model.norm.weight"), w.norm, std::vector<int64_t>{H});
   if (!tied) f(std::string("lm_head.weight"), w.lm_head, std::vector<int64_t>{V, H});
+}
+
+// The same structure with f applied to every defined tensor; a tied lm_head stays tied to the result.
+template <typename F>
+Qwen3Weights map_tensors(const Qwen3Weights& src, F&& f) {
+  auto map = [&](const at::Tensor& t) { return t.defined() ? f(t) : t; };
+  Qwen3Weights w;
+  w.embed_tokens = map(src.embed_tokens);
+  w.layers.resize(src.layers.size());
+  for (size_t i = 0; i < src.layers.size(); ++i) {
+    for (const LayerTensor& t : kLayerTensors) w.layers[i].*t.member = map(src.layers[i].*t.member);
+  }
+  w.norm = map(src.norm);
+  w.lm_head = src.tied() ? w.embed_tokens : map(src.lm_head);
+  return w;
 }
 
 std::string shape_str(at::IntArrayRef s) { return "[" + fmt::format("{}", fmt::join(s, ", ")) + "]"; }
@@ -121,55 +145,13 @@ std::vector<std::pair<std::string, at::Tensor>> Qwen3Weights::named_tensors(cons
 }
 
 Qwen3Weights Qwen3Weights::to(at::ScalarType dtype, at::Device device) const {
-  Qwen3Weights w;
-  auto conv = [&](const at::Tensor& t) { return t.defined() ? t.to(device, dtype) : t; };
-  w.embed_tokens = conv(embed_tokens);
-  w.layers.resize(layers.size());
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const LayerWeights& a = layers[i];
-    LayerWeights& b = w.layers[i];
-    b.input_layernorm = conv(a.input_layernorm);
-    b.q_proj = conv(a.q_proj);
-    b.k_proj = conv(a.k_proj);
-    b.v_proj = conv(a.v_proj);
-    b.q_norm = conv(a.q_norm);
-    b.k_norm = conv(a.k_norm);
-    b.o_proj = conv(a.o_proj);
-    b.post_attention_layernorm = conv(a.post_attention_layernorm);
-    b.gate_proj = conv(a.gate_proj);
-    b.up_proj = conv(a.up_proj);
-    b.down_proj = conv(a.down_proj);
-  }
-  w.norm = conv(norm);
-  w.lm_head = tied() ? w.embed_tokens : conv(lm_head);
-  return w;
+  return map_tensors(*this, [&](const at::Tensor& t) { return t.to(device, dtype); });
 }
 
 Qwen3Weights Qwen3Weights::zeros_like(std::optional<at::ScalarType> dtype) const {
-  Qwen3Weights w;
-  auto z = [&](const at::Tensor& t) {
-    return t.defined() ? at::zeros_like(t, dtype ? t.options().dtype(*dtype) : t.options()) : t;
-  };
-  w.embed_tokens = z(embed_tokens);
-  w.layers.resize(layers.size());
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const LayerWeights& a = layers[i];
-    LayerWeights& b = w.layers[i];
-    b.input_layernorm = z(a.input_layernorm);
-    b.q_proj = z(a.q_proj);
-    b.k_proj = z(a.k_proj);
-    b.v_proj = z(a.v_proj);
-    b.q_norm = z(a.q_norm);
-    b.k_norm = z(a.k_norm);
-    b.o_proj = z(a.o_proj);
-    b.post_attention_layernorm = z(a.post_attention_layernorm);
-    b.gate_proj = z(a.gate_proj);
-    b.up_proj = z(a.up_proj);
-    b.down_proj = z(a.down_proj);
-  }
-  w.norm = z(norm);
-  w.lm_head = tied() ? w.embed_tokens : z(lm_head);
-  return w;
+  return map_tensors(*this, [&](const at::Tensor& t) {
+    return at::zeros_like(t, dtype ? t.options().dtype(*dtype) : t.options());
+  });
 }
 
 }  // namespace qft::model

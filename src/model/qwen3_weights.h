@@ -1,4 +1,4 @@
-// Qwen3 base weights, named and shaped as in the Hugging Face checkpoint (formats.md §1.2).
+// Qwen3 base weights, named and shaped as in the Hugging Face checkpoint.
 #pragma once
 
 #include <optional>

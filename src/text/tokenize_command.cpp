@@ -5,13 +5,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "text/tokenizer.h"
 #include "text/utf8.h"
 
@@ -92,11 +92,7 @@ std::string resolve_tokenizer_json(const std::string& path) {
 
 // The lines of a JSONL file (a final newline does not start another line).
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the input file", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string content = buffer.str();
+  const std::string content = read_file(path);
   std::vector<std::string> lines;
   size_t start = 0;
   while (start < content.size()) {

@@ -3,12 +3,11 @@
 // pre-tokenizer of Qwen2/Qwen3, or plain GPT-2 style ByteLevel); anything else is an error that
 // names the key, rather than ids that silently differ from `tokenizers`.
 #include <atomic>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "text/byte_level_alphabet.h"
 #include "text/tokenizer_impl.h"
 #include "text/unicode_nfc.h"
@@ -46,8 +45,11 @@ class JsonReader {
     return it->get<bool>();
   }
   int32_t require_id(const json& value, const std::string& key_path) const {
-    if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() > INT32_MAX) {
-      fail("{}: '{}' must be a token id (an integer in [0, 2^31)), got {}", path_, key_path, value.dump());
+    // Per-id tables are sized by the largest id, so an absurd id would allocate gigabytes; 2^24 is
+    // far above any real vocabulary (Qwen3: 151 669).
+    constexpr int64_t kIdLimit = int64_t{1} << 24;
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= kIdLimit) {
+      fail("{}: '{}' must be a token id (an integer in [0, 2^24)), got {}", path_, key_path, value.dump());
     }
     return static_cast<int32_t>(value.get<int64_t>());
   }
@@ -64,12 +66,9 @@ class JsonReader {
 };
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the tokenizer file", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
+  const std::string text = read_file(path);
   try {
-    return json::parse(buffer.str());
+    return json::parse(text);
   } catch (const json::parse_error& e) {
     fail("{}: not valid JSON: {}", path, e.what());
   }

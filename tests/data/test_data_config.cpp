@@ -2,8 +2,9 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "data/data_config.h"
-#include "test_support.h"
+#include "../text/test_support.h"
 
 namespace qft::data {
 namespace {
@@ -17,12 +18,7 @@ DataConfig parse(const std::string& yaml) {
 }
 
 std::string error_of(const std::string& yaml) {
-  try {
-    parse(yaml);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { parse(yaml); });
 }
 
 TEST(DataConfig, AllKeys) {
@@ -94,6 +90,10 @@ TEST(DataConfig, ErrorsNameTheKey) {
                 .find("contradicts"),
             std::string::npos);
   EXPECT_NE(error_of("data:\n  datasets:\n    - path: a.jsonl\n  num_samples: 10\n").find("ratio"), std::string::npos);
+  EXPECT_NE(error_of("data:\n  datasets:\n    - path: a.jsonl\n      ratio: .inf\n").find("data.datasets[0].ratio"),
+            std::string::npos);
+  EXPECT_NE(error_of("data:\n  datasets:\n    - path: a.jsonl\n      columns: {[a, b]: p}\n").find("data.datasets[0].columns"),
+            std::string::npos);
 }
 
 // The example in docs/CONFIG.md (first yaml block of its "## data" section) is a valid data: section.
@@ -111,7 +111,7 @@ TEST(DataConfig, DocumentedExampleParses) {
 }
 
 TEST(DataConfig, TokenizerPathFromFileOrDirectory) {
-  const std::string json = testing::qwen3_tokenizer_json();
+  const std::string json = test::qwen3_tokenizer_json();
   EXPECT_EQ(resolve_tokenizer_path(json), json);
   EXPECT_EQ(resolve_tokenizer_path(std::filesystem::path(json).parent_path().string()), json);
   EXPECT_THROW(resolve_tokenizer_path("/nonexistent"), Error);

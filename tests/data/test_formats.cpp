@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "data/dataset_reader.h"
-#include "test_support.h"
+#include "../text/test_support.h"
 
 namespace qft::data {
 namespace {
@@ -19,12 +19,7 @@ DatasetContents read_lenient(const std::string& text, ProblemLog& log, DataForma
 
 std::string strict_error(const std::string& text, DataFormat format = DataFormat::auto_detect, bool json_list = false) {
   ProblemLog log(true);
-  try {
-    read_dataset_text("data.jsonl", text, json_list, format, {}, log);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { read_dataset_text("data.jsonl", text, json_list, format, {}, log); });
 }
 
 TEST(Formats, AlpacaWithSystemHistoryAndInput) {
@@ -161,6 +156,7 @@ std::vector<BadCase> bad_cases() {
       {"tool call without arguments", R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}]})", Problem::missing_field, DataFormat::openai},
       {"absurdly deep nesting", "{\"text\": " + std::string(100000, '[') + "}", Problem::malformed_json, DataFormat::text},
       {"content is a number", R"({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]})", Problem::wrong_type, DataFormat::openai},
+      {"content part type is a number", R"({"messages": [{"role": "user", "content": [{"type": 1, "text": "q"}]}, {"role": "assistant", "content": "a"}]})", Problem::wrong_type, DataFormat::openai},
   };
 }
 

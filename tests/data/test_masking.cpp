@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tokenize_sample.h"
-#include "test_support.h"
+#include "../text/test_support.h"
 
 namespace qft::data {
 namespace {
@@ -63,7 +63,7 @@ TEST(WithoutReasoning, RemovesReasoningFieldsAndInlineThinking) {
 }
 
 TEST(TokenizeChat, ThinkingOffTrainsOnTheAnswerOnly) {
-  const auto& tokenizer = testing::qwen3_tokenizer();
+  const auto& tokenizer = test::qwen3_tokenizer();
   text::Conversation c = two_turns();
   c.messages[4].reasoning_content = "R2";
   MaskOptions options;
@@ -137,7 +137,7 @@ TEST(SplitIntoChunks, ConsecutivePiecesOfAtMostTheLimit) {
 
 // Rendering + one tokenization reproduces HF's ids, and the target tokens decode to the assistant turns.
 TEST(TokenizeChat, IdsMatchHuggingFaceOnTheTemplateFixture) {
-  const auto& tokenizer = testing::qwen3_tokenizer();
+  const auto& tokenizer = test::qwen3_tokenizer();
   std::ifstream in(std::string(QFT_SOURCE_DIR) + "/tests/fixtures/chat_template_cases.jsonl");
   std::string line;
   int checked = 0;
@@ -172,7 +172,7 @@ TEST(TokenizeChat, IdsMatchHuggingFaceOnTheTemplateFixture) {
 }
 
 TEST(TokenizeChat, LastTokenOfEachAssistantTurnIsImEndAndATarget) {
-  const auto& tokenizer = testing::qwen3_tokenizer();
+  const auto& tokenizer = test::qwen3_tokenizer();
   const TokenizedSample sample = tokenize_chat(two_turns(), tokenizer, {});
   const int32_t im_end = tokenizer.token_to_id("<|im_end|>");
   const int32_t im_start = tokenizer.token_to_id("<|im_start|>");
@@ -185,7 +185,7 @@ TEST(TokenizeChat, LastTokenOfEachAssistantTurnIsImEndAndATarget) {
 }
 
 TEST(TokenizeText, EveryTokenIsATargetAndEndOfTextCloses) {
-  const auto& tokenizer = testing::qwen3_tokenizer();
+  const auto& tokenizer = test::qwen3_tokenizer();
   const TokenizedSample sample = tokenize_text("Hello world", tokenizer);
   EXPECT_EQ(sample.ids.back(), tokenizer.token_to_id("<|endoftext|>"));
   EXPECT_EQ(std::count(sample.targets.begin(), sample.targets.end(), 1), static_cast<long>(sample.ids.size()));

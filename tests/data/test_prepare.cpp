@@ -5,11 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "data/demo_data.h"
 #include "data/packed_dataset.h"
 #include "data/prepare.h"
 #include "data/token_cache.h"
-#include "test_support.h"
+#include "../text/test_support.h"
 
 namespace qft::data {
 namespace {
@@ -18,13 +19,13 @@ DataConfig config_for(const std::string& dir, const std::vector<std::string>& fi
   DataConfig config;
   for (const auto& f : files) config.datasets.push_back({f, DataFormat::auto_detect, {}, std::nullopt, std::nullopt});
   config.cache_dir = dir + "/cache";
-  config.tokenizer = testing::qwen3_tokenizer_json();
+  config.tokenizer = test::qwen3_tokenizer_json();
   config.threads = 2;
   return config;
 }
 
 TEST(Prepare, DemoDataEndToEndAndReuse) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   const auto files = write_demo_dataset(dir);
   DataConfig config = config_for(dir, files);
   config.max_seq_length = 512;
@@ -68,11 +69,11 @@ TEST(Prepare, DemoDataEndToEndAndReuse) {
 
   const PackedDataset packed(first.cache_path, 512, true);
   EXPECT_LT(packed.num_rows(), 360);
-  EXPECT_EQ(packed.pad_token_id(), testing::qwen3_tokenizer().token_to_id("<|endoftext|>"));
+  EXPECT_EQ(packed.pad_token_id(), test::qwen3_tokenizer().token_to_id("<|endoftext|>"));
 }
 
 TEST(Prepare, RatioMixing) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   const auto files = write_demo_dataset(dir);
   DataConfig config = config_for(dir, {files[0], files[1]});
   config.datasets[0].ratio = 0.75;  // 240 chat samples
@@ -84,7 +85,7 @@ TEST(Prepare, RatioMixing) {
 }
 
 TEST(Prepare, LenientSkipsStrictStops) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   write_file_atomic(dir + "/mixed.jsonl",
                     "{\"instruction\": \"q\", \"output\": \"a\"}\n"
                     "{\"instruction\": \"q\"}\n"
@@ -116,14 +117,14 @@ TEST(Prepare, LenientSkipsStrictStops) {
 }
 
 TEST(Prepare, NoUsableSamplesIsAnError) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   write_file_atomic(dir + "/empty.jsonl", "");
   write_file_atomic(dir + "/bad.jsonl", "{oops\n");
   EXPECT_THROW(prepare_dataset(config_for(dir, {dir + "/empty.jsonl", dir + "/bad.jsonl"})), Error);
 }
 
 TEST(Prepare, AnEmptyDataSetNextToAGoodOneIsLeftOut) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   write_file_atomic(dir + "/empty.jsonl", "\n");
   write_file_atomic(dir + "/good.jsonl", "{\"text\": \"hello\"}\n");
   const PrepareReport report = prepare_dataset(config_for(dir, {dir + "/empty.jsonl", dir + "/good.jsonl"}));
@@ -132,7 +133,7 @@ TEST(Prepare, AnEmptyDataSetNextToAGoodOneIsLeftOut) {
 }
 
 TEST(Prepare, AnEmptyDataSetInARatioMixtureIsLeftOut) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   write_file_atomic(dir + "/bad.jsonl", "{oops\n");
   write_file_atomic(dir + "/good.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n");
   DataConfig config = config_for(dir, {dir + "/bad.jsonl", dir + "/good.jsonl"});
@@ -144,7 +145,7 @@ TEST(Prepare, AnEmptyDataSetInARatioMixtureIsLeftOut) {
 }
 
 TEST(Prepare, LongPretrainingTextIsSplitIntoChunks) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   std::string text;
   for (int i = 0; i < 300; ++i) text += "word ";
   write_file_atomic(dir + "/text.jsonl", "{\"text\": \"" + text + "\"}\n");

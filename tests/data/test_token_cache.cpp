@@ -2,11 +2,13 @@
 #include <filesystem>
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "data/packed_dataset.h"
 #include "data/token_cache.h"
-#include "test_support.h"
+#include "../text/test_support.h"
 
 namespace qft::data {
 namespace {
@@ -34,7 +36,7 @@ std::string write_cache(const std::string& dir, const std::vector<TokenizedSampl
 
 TEST(TokenCache, RoundTripAndSlices) {
   const auto samples = some_samples(50);
-  const std::string path = write_cache(testing::scratch_dir(), samples);
+  const std::string path = write_cache(test::scratch_dir(), samples);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   const TokenCacheReader reader(path);
   ASSERT_EQ(reader.num_samples(), 50);
@@ -67,7 +69,7 @@ TEST(TokenCache, LargeEnoughToSpanSeveralChunksAndFlushes) {
     s.targets.assign(40000, static_cast<uint8_t>(i % 2));
     samples.push_back(std::move(s));
   }
-  const std::string path = write_cache(testing::scratch_dir(), samples);
+  const std::string path = write_cache(test::scratch_dir(), samples);
   const TokenCacheReader reader(path);
   EXPECT_EQ(reader.num_tokens(), 40 * 40000);
   const auto middle = reader.read(29, 31);
@@ -76,7 +78,7 @@ TEST(TokenCache, LargeEnoughToSpanSeveralChunksAndFlushes) {
 }
 
 TEST(TokenCache, UnfinishedWriterLeavesNothing) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   {
     TokenCacheWriter writer(dir + "/partial.h5");
     writer.append(some_samples(1)[0]);
@@ -85,8 +87,38 @@ TEST(TokenCache, UnfinishedWriterLeavesNothing) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/partial.h5.tmp"));
 }
 
+TEST(TokenCache, CorruptOffsetsAndMetadataAreClearErrors) {
+  const std::string dir = test::scratch_dir();
+  const std::string path = write_cache(dir, some_samples(3));
+  {
+    // An inner offset past the end of the samples read: it must not index outside the read buffer.
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(file, 0);
+    const hid_t offsets = H5Dopen2(file, "sample_offsets", H5P_DEFAULT);
+    ASSERT_GE(offsets, 0);
+    const hid_t file_space = H5Dget_space(offsets);
+    const hsize_t index = 1, one = 1;
+    H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &index, nullptr, &one, nullptr);
+    const hid_t memory_space = H5Screate_simple(1, &one, nullptr);
+    const int64_t corrupt = 1000000;
+    EXPECT_GE(H5Dwrite(offsets, H5T_NATIVE_INT64, memory_space, file_space, H5P_DEFAULT, &corrupt), 0);
+    H5Sclose(memory_space);
+    H5Sclose(file_space);
+    H5Dclose(offsets);
+    H5Fclose(file);
+  }
+  const TokenCacheReader reader(path);
+  EXPECT_NE(test::error_of([&] { reader.read(0, 2); }).find(path), std::string::npos);
+
+  TokenCacheWriter writer(dir + "/bad-metadata.h5");
+  writer.append(some_samples(1)[0]);
+  writer.finish("not json");
+  EXPECT_NE(test::error_of([&] { PackedDataset(dir + "/bad-metadata.h5", 20, true); }).find("bad-metadata.h5"),
+            std::string::npos);
+}
+
 TEST(TokenCache, MissingOrForeignFilesAreClearErrors) {
-  const std::string dir = testing::scratch_dir();
+  const std::string dir = test::scratch_dir();
   EXPECT_THROW(TokenCacheReader(dir + "/none.h5"), Error);
   write_file_atomic(dir + "/not-hdf5.h5", "hello");
   EXPECT_THROW(TokenCacheReader(dir + "/not-hdf5.h5"), Error);
@@ -94,7 +126,7 @@ TEST(TokenCache, MissingOrForeignFilesAreClearErrors) {
 
 TEST(PackedDataset, RowsFromTheCacheMatchRowsBuiltDirectly) {
   const auto samples = some_samples(30);
-  const std::string path = write_cache(testing::scratch_dir(), samples);
+  const std::string path = write_cache(test::scratch_dir(), samples);
   const PackedDataset dataset(path, 20, true);
   EXPECT_EQ(dataset.pad_token_id(), 7);
   int64_t covered = 0;

@@ -403,6 +403,14 @@ TEST(Model, CausalBatchWithoutSegments) {
               1e-10);
 }
 
+TEST(Model, LabelsOfAnotherShapeAreAnError) {
+  const Qwen3Config c = tiny_config(false);
+  Batch b = tiny_batch(c.vocab_size, 53);
+  b.labels = b.labels.slice(1, 0, 9);
+  Qwen3Model model(c, tiny_weights(c, 54));
+  EXPECT_THROW(model.forward_loss(b, nullptr), qft::Error);
+}
+
 TEST(Model, Float32AgreesWithFloat64) {
   const Qwen3Config c = tiny_config(false);
   const Qwen3Weights w = tiny_weights(c, 61);

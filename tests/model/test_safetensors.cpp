@@ -272,6 +272,10 @@ TEST(Qwen3Config, ErrorsNameFileAndKey) {
   j = base;
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4}};
   expect(j, "rope_scaling");
+  j["rope_scaling"] = {{"type", 2}};
+  expect(j, "rope_scaling");
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_NO_THROW(model::Qwen3Config::from_json(j, "my/config.json"));
   j = base;
   j["head_dim"] = 5;
   expect(j, "even");

@@ -1,22 +1,14 @@
 #include <gtest/gtest.h>
 
-#include <functional>
-
 #include "core/config_reader.h"
 #include "core/error.h"
+#include "test_support.h"
 
 namespace {
 
 qft::ConfigReader reader_of(const std::string& yaml) { return qft::ConfigReader(YAML::Load(yaml), "cfg.yaml"); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qft::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using qft::test::error_of;
 
 TEST(ConfigReader, ReadsTypedValues) {
   auto r = reader_of("a: 3\nb: 1e-4\nc: true\nd: [x, y]\ne: hello\n");
@@ -57,6 +49,21 @@ TEST(ConfigReader, ChoiceRejectsOthers) {
 TEST(ConfigReader, MissingRequiredKey) {
   auto r = reader_of("a: 1\n");
   EXPECT_NE(error_of([&] { r.get_string("path"); }).find("missing required key 'path'"), std::string::npos);
+}
+
+TEST(ConfigReader, RequiredGettersCheckPresenceThenType) {
+  auto r = reader_of("n: 3\nx: 0.5\nnothing: null\nbad: [1]\n");
+  EXPECT_EQ(r.get_int("n"), 3);
+  EXPECT_DOUBLE_EQ(r.get_double("x"), 0.5);
+  EXPECT_NE(error_of([&] { r.get_int("nothing"); }).find("missing required key 'nothing'"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.get_double("absent"); }).find("missing required key 'absent'"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.get_int("bad"); }).find("expected an integer, got a list"), std::string::npos);
+}
+
+TEST(ConfigReader, NonAsciiNumberAndComplexKeyAreQftErrors) {
+  auto r = reader_of("x: \"\u00e9\"\n? [a, b]\n: 1\n");
+  EXPECT_NE(error_of([&] { r.get_double("x"); }).find("expected a number"), std::string::npos);
+  EXPECT_NE(error_of([&] { r.finish(); }).find("plain names"), std::string::npos);
 }
 
 }  // namespace

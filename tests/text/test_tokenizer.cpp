@@ -22,6 +22,7 @@
 #include "text/tokenizer.h"
 #include "text/unicode_nfc.h"
 #include "text/utf8.h"
+#include "test_support.h"
 
 namespace {
 
@@ -29,19 +30,9 @@ using qft::text::Tokenizer;
 using Ids = std::vector<int32_t>;
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qft::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using qft::test::error_of;
 
-const Tokenizer& qwen3() {
-  static const Tokenizer tokenizer = Tokenizer::from_file(std::string(QFT_TOKENIZER_DIR) + "/tokenizer.json");
-  return tokenizer;
-}
+const Tokenizer& qwen3() { return qft::test::qwen3_tokenizer(); }
 
 fs::path temp_dir() {
   const fs::path dir = fs::temp_directory_path() / ("qft_test_tokenizer_" + std::to_string(::getpid()));
@@ -401,6 +392,7 @@ TEST(TokenizerJson, ErrorsNameTheFileAndKey) {
       {[](nlohmann::json& j) { j["model"]["merges"][2] = "ab zz"; }, "'model.merges[2]': right token 'zz'"},
       {[](nlohmann::json& j) { j["model"]["merges"][0] = "abc"; }, "'model.merges[0]'"},
       {[](nlohmann::json& j) { j["model"]["vocab"]["ab"] = "x"; }, "model.vocab[\"ab\"]"},
+      {[](nlohmann::json& j) { j["model"]["vocab"]["ab"] = 2000000000; }, "model.vocab[\"ab\"]"},
       {[](nlohmann::json& j) { j["model"]["vocab"].erase("a"); }, "byte 0x61"},
       {[](nlohmann::json& j) { j["normalizer"] = {{"type", "NFKC"}}; }, "unsupported 'normalizer'"},
       {[](nlohmann::json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; },

@@ -39,6 +39,15 @@ at::Tensor scores(const at::Tensor& qg, const at::Tensor& kh, const at::Tensor& 
   return s.masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
 }
 
+// bool [B, T]: where a new sample starts, i.e. the first position of each run of equal segment ids
+// (an id reused later in the row starts a new sample rather than joining the earlier one).
+at::Tensor sample_starts(const at::Tensor& seg) {
+  const int64_t T = seg.size(1);
+  at::Tensor starts = at::ones(seg.sizes(), seg.options().dtype(at::kBool));
+  if (T > 1) starts.narrow(1, 1, T - 1).copy_(seg.narrow(1, 1, T - 1) != seg.narrow(1, 0, T - 1));
+  return starts;
+}
+
 }  // namespace
 
 at::Tensor attention_mask(const at::Tensor& segment_ids, int64_t T, at::Device device) {
@@ -47,11 +56,8 @@ at::Tensor attention_mask(const at::Tensor& segment_ids, int64_t T, at::Device d
   at::Tensor causal = pos.unsqueeze(1) >= pos.unsqueeze(0);  // [T(query), T(key)]
   if (!segment_ids.defined()) return causal.unsqueeze(0);
   const at::Tensor seg = segment_ids.to(device, at::kLong);
-  // A sample is a run of equal ids, as in the flash layout: an id reused later in the row starts a
-  // new sample rather than joining the earlier one.
-  at::Tensor starts = at::ones_like(seg);
-  if (T > 1) starts.narrow(1, 1, T - 1).copy_(seg.narrow(1, 1, T - 1) != seg.narrow(1, 0, T - 1));
-  const at::Tensor run = starts.cumsum(1);
+  // A sample is a run of equal ids, as in the flash layout.
+  const at::Tensor run = sample_starts(seg).cumsum(1, at::kLong);
   const at::Tensor same = run.unsqueeze(2) == run.unsqueeze(1);  // [B, T, T]
   const at::Tensor real = (seg >= 0).unsqueeze(2);
   return causal.unsqueeze(0) & same & real;
@@ -115,10 +121,7 @@ AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64
   const auto i64 = at::TensorOptions().dtype(at::kLong).device(device);
   at::Tensor starts;  // flattened row index where each sequence begins
   if (segment_ids.defined()) {
-    const at::Tensor seg = segment_ids.to(device, at::kLong);
-    at::Tensor is_start = at::ones({B, T}, i64.dtype(at::kBool));
-    if (T > 1) is_start.narrow(1, 1, T - 1).copy_(seg.narrow(1, 1, T - 1) != seg.narrow(1, 0, T - 1));
-    starts = is_start.reshape({-1}).nonzero().squeeze(1);
+    starts = sample_starts(segment_ids.to(device, at::kLong)).reshape({-1}).nonzero().squeeze(1);
   } else {
     starts = at::arange(0, B * T, T, i64);
   }

@@ -1,16 +1,12 @@
 #include "model/ops/linear.h"
 
+#include "core/splitmix64.h"
 #include "model/ops/common.h"
 
 namespace qft::model::ops {
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+uint64_t splitmix64(uint64_t x) { return splitmix64_mix(x + kSplitMix64Increment); }
 
 at::Generator generator_for(at::Device device, uint64_t seed) {
   if (device.is_cpu()) return at::make_generator<at::CPUGeneratorImpl>(seed);
