@@ -57,6 +57,7 @@ int cmd_init_model(const Args& args) {
     else if (a == "--seed") {
       try {
         size_t used = 0;
+        QFT_CHECK(!value.empty() && value[0] != '-', "");  // stoull would wrap "-1" around
         seed = std::stoull(value, &used);
         QFT_CHECK(used == value.size(), "");
       } catch (const std::exception&) {

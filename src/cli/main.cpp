@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "dist/world.h"
 
 namespace {
 
@@ -51,8 +52,10 @@ int main(int argc, char** argv) {
     for (const auto& s : kSubcommands) {
       if (first == s.name) return s.run(rest);
     }
-    const bool looks_like_config =
-        first.size() > 5 && (first.rfind(".yaml") == first.size() - 5 || first.rfind(".yml") == first.size() - 4);
+    auto ends_with = [&](const std::string& suffix) {
+      return first.size() > suffix.size() && first.compare(first.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    const bool looks_like_config = ends_with(".yaml") || ends_with(".yml");
     if (looks_like_config) {
       rest.insert(rest.begin(), first);
       return qft::cli::cmd_train(rest);
@@ -62,9 +65,9 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const qft::Error& e) {
     spdlog::error("{}", e.what());
-    return 1;
   } catch (const std::exception& e) {
     spdlog::error("internal error: {}", e.what());
-    return 1;
   }
+  qft::dist::World::abort_job_if_distributed(1);
+  return 1;
 }

@@ -72,6 +72,16 @@ int64_t World::all_reduce_sum(int64_t value) const {
   return out;
 }
 
+void World::abort_job_if_distributed(int exit_code) {
+  int initialised = 0, finalised = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (!initialised || finalised) return;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
 void World::barrier() const {
   if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -33,6 +33,10 @@ class World {
 
   ~World();
 
+  // After a fatal error on this rank: with other ranks running, abort the whole job so that none of them
+  // waits forever in a collective; in a world of one (or before MPI started) do nothing.
+  static void abort_job_if_distributed(int exit_code);
+
  private:
   World();
   int rank_ = 0;

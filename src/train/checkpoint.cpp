@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <cctype>
+
 #include <algorithm>
 #include <filesystem>
 
@@ -37,9 +39,12 @@ TrainerState TrainerState::from_json(const nlohmann::json& j, const std::string&
     s.config_hash = std::stoull(j.at("config_hash").get<std::string>(), nullptr, 16);
     s.config_fingerprint = j.at("config_fingerprint");
     s.log_history = j.at("log_history");
+    for (const auto& row : s.log_history) row.at("step").get<int64_t>();  // the resume reads every row's step
     return s;
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not a valid trainer_state.json ({})", source, e.what());
+  } catch (const std::logic_error& e) {  // std::stoull: invalid_argument, out_of_range
+    fail("{}: not a valid trainer_state.json (config_hash: {})", source, e.what());
   }
 }
 
@@ -90,7 +95,13 @@ void load_optimizer_state(const std::string& path, AdamW& optimizer, bool with_m
   }
   QFT_CHECK(file.names().size() == expected_tensors, "{}: {} tensors, expected {} for this model and config", path,
             file.names().size(), expected_tensors);
-  optimizer.set_step_count(std::stoll(step->second));
+  int64_t step_count = 0;
+  try {
+    step_count = std::stoll(step->second);
+  } catch (const std::logic_error&) {
+    fail("{}: metadata step '{}' is not an integer", path, step->second);
+  }
+  optimizer.set_step_count(step_count);
 }
 
 std::string checkpoint_dir_name(int64_t step) { return "checkpoint-" + std::to_string(step); }
@@ -102,7 +113,11 @@ std::vector<std::string> list_checkpoints(const std::string& output_dir) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || name.rfind("checkpoint-", 0) != 0) continue;
     const std::string digits = name.substr(11);
-    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    // checkpoint-<step>; other names (and absurdly long numbers) are not ours.
+    if (digits.empty() || digits.size() > 18 ||
+        !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+      continue;
+    }
     if (!fs::exists(entry.path() / "trainer_state.json")) continue;
     found.emplace_back(std::stoll(digits), entry.path().string());
   }

@@ -211,6 +211,11 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
   config.model = read_model_section(top.section("model"));
   config.lora = read_lora_section(top.section("lora"));
   config.data = read_data_section(top.section("data"));
+  if (config.data.pipeline) {
+    config.data.tokenizer =
+        config.data.pipeline->tokenizer.empty() ? config.model.model_name_or_path : config.data.pipeline->tokenizer;
+    config.data.token_cache = data::token_cache_path(*config.data.pipeline, config.data.tokenizer);
+  }
   config.training = read_training_section(top.section("training"));
   ConfigReader output_section = top.section("output");
   config.output = read_output_section(output_section);
@@ -295,9 +300,7 @@ nlohmann::json TrainConfig::to_json() const {
                {"adapter_name_or_path", lora.adapter_name_or_path}};
   if (data.pipeline) {
     // The token cache's key hashes the data files, the tokenizer and every option that shapes the tokens.
-    const std::string tokenizer =
-        data.pipeline->tokenizer.empty() ? model.model_name_or_path : data.pipeline->tokenizer;
-    j["data"] = {{"token_cache", data::token_cache_path(*data.pipeline, tokenizer)},
+    j["data"] = {{"token_cache", data.token_cache},
                  {"max_seq_length", data.pipeline->max_seq_length},
                  {"packing", data.pipeline->packing}};
   } else {

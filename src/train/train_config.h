@@ -45,6 +45,10 @@ struct DataOptions {
   std::string pretokenized;
   // Set when the section lists `datasets` (docs/CONFIG.md § data).
   std::optional<data::DataConfig> pipeline;
+  // With `pipeline`: the tokenizer (data.tokenizer, else the model directory) and the token cache file
+  // whose name hashes the data files, the tokenizer and the options (computed once, at load).
+  std::string tokenizer;
+  std::string token_cache;
 };
 
 struct TrainingOptions {

@@ -15,18 +15,19 @@ namespace {
 std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const model::Qwen3Config& model_config) {
   const data::DataConfig& data_config = *config.data.pipeline;
   const std::string& model_dir = config.model.model_name_or_path;
-  const std::string tokenizer = data_config.tokenizer.empty() ? model_dir : data_config.tokenizer;
+  const std::string& cache_path = config.data.token_cache;
   const dist::World& world = dist::World::instance();
   // One writer: rank 0 prepares (or finds up to date) the cache, then every rank reads it.
   if (world.is_main()) {
-    const data::PrepareReport report = data::prepare_dataset(data_config, tokenizer);
+    const data::PrepareReport report = data::prepare_dataset(data_config, config.data.tokenizer);
+    QFT_CHECK(report.cache_path == cache_path, "{}: the data or tokenizer changed while loading ({} became {})",
+              config.source, cache_path, report.cache_path);
     spdlog::info("token cache {}{}: {} samples, {} tokens, {} target tokens, {} truncated{}", report.cache_path,
                  report.reused ? " (reused)" : "", report.samples, report.tokens, report.target_tokens,
                  report.truncated, report.skipped.empty() ? "" : fmt::format(", {} reasons to skip samples "
                                                                              "(see above)", report.skipped.size()));
   }
   world.barrier();
-  const std::string cache_path = data::token_cache_path(data_config, tokenizer);
   const data::PackedDataset dataset(cache_path, data_config.max_seq_length, data_config.packing);
   QFT_CHECK(dataset.num_rows() > 0, "{}: the token cache {} holds no sample: nothing to train on", config.source,
             cache_path);
