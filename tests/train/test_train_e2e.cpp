@@ -14,6 +14,7 @@
 #include "train/hf_model_dir.h"
 #include "train/peft_adapter.h"
 #include "train/remove_tree.h"
+#include "train_test_support.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
 
@@ -22,22 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace qft;
 using namespace qft::train;
-
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "'" << (haystack) << "' lacks '" << (needle) << "'"
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "qft_train_e2e_XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { remove_tree(path_); }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using namespace qft::train::testing;
 
 constexpr int64_t kVocab = 256;
 

@@ -22,6 +22,7 @@
 #include "train/peft_adapter.h"
 #include "train/pretokenized.h"
 #include "train/remove_tree.h"
+#include "train_test_support.h"
 #include "train/target_modules.h"
 #include "train/train_config.h"
 
@@ -30,33 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace qft;
 using namespace qft::train;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qft::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "'" << (haystack) << "' lacks '" << (needle) << "'"
-
-// A fresh directory under /tmp, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "qft_train_units_XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { remove_tree(path_); }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using namespace qft::train::testing;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path);
