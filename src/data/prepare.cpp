@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/files.h"
 #include "data/dataset_reader.h"
 #include "data/input_problems.h"
@@ -130,14 +131,7 @@ int64_t count_targets(const TokenizedSample& sample) {
 
 }  // namespace
 
-std::string fnv1a_hex(const std::string& bytes) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (const char c : bytes) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 0x100000001b3ULL;
-  }
-  return fmt::format("{:016x}", hash);
-}
+std::string fnv1a_hex(const std::string& bytes) { return fmt::format("{:016x}", fnv1a64(bytes)); }
 
 std::string token_cache_path(const DataConfig& config, const std::string& tokenizer_path) {
   const std::string tokenizer_json = effective_tokenizer(config, tokenizer_path);

@@ -1,5 +1,6 @@
 #include "train/train_config.h"
 
+#include "core/fnv1a.h"
 #include "data/prepare.h"
 
 #include <filesystem>
@@ -155,15 +156,6 @@ OutputOptions read_output_section(ConfigReader section) {
             section.where("report_to"));
   section.finish();
   return o;
-}
-
-uint64_t fnv1a64(const std::string& text) {
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
 }
 
 // Walks "a.b.c" in a YAML tree, creating mappings on the way.
