@@ -6,7 +6,6 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "dist/world.h"
 #include "train/evaluate.h"
 #include "train/train_config.h"
 
@@ -23,7 +22,7 @@ void print_eval_usage() {
 
 }  // namespace
 
-int cmd_eval(const Args& args) {
+int cmd_eval(const Args& args, parallel::MpiRuntime& mpi) {
   std::string config_path, adapter;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -48,8 +47,9 @@ int cmd_eval(const Args& args) {
     print_eval_usage();
     return 2;
   }
-  const train::EvalResult r = train::evaluate(train::load_train_config(config_path, overrides), adapter);
-  if (dist::World::instance().is_main()) {
+  const train::EvalResult r =
+      train::evaluate(train::load_train_config(config_path, overrides), adapter, mpi.world(), mpi.local_rank());
+  if (mpi.world().rank() == 0) {
     const nlohmann::json j = {{"loss", r.loss},
                               {"perplexity", r.perplexity},
                               {"rows", r.rows},

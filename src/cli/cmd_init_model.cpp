@@ -7,9 +7,9 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "train/dtype_names.h"
-#include "train/hf_model_dir.h"
-#include "train/init_model.h"
+#include "hf/dtype_names.h"
+#include "hf/model_dir.h"
+#include "hf/init_model.h"
 
 namespace qft::cli {
 
@@ -22,7 +22,7 @@ void print_init_model_usage() {
                "                           [--initializer-range STD]\n\n"
                "Writes a random-init Hugging Face Qwen3 model directory (config.json + safetensors).\n"
                "presets: %s\n",
-               fmt::format("{}", fmt::join(train::init_model_preset_names(), ", ")).c_str());
+               fmt::format("{}", fmt::join(hf::init_model_preset_names(), ", ")).c_str());
 }
 
 }  // namespace
@@ -69,15 +69,15 @@ int cmd_init_model(const Args& args) {
   }
   QFT_CHECK(preset.empty() != config_file.empty(), "init-model: give exactly one of --preset NAME or --config FILE");
   QFT_CHECK(!output.empty(), "init-model: --output DIR is required");
-  train::InitModelOptions options;
-  options.config = preset.empty() ? model::Qwen3Config::from_file(config_file) : train::init_model_preset(preset);
+  hf::InitModelOptions options;
+  options.config = preset.empty() ? model::Qwen3Config::from_file(config_file) : hf::init_model_preset(preset);
   options.output_dir = output;
   options.seed = seed;
   options.initializer_range = initializer_range;
-  options.dtype = train::parse_dtype(dtype, "init-model --dtype");
+  options.dtype = hf::parse_dtype(dtype, "init-model --dtype");
   options.tokenizer_dir = tokenizer;
-  options.max_shard_bytes = train::parse_byte_size(shard, "init-model --max-shard-size");
-  train::init_model(options);
+  options.max_shard_bytes = hf::parse_byte_size(shard, "init-model --max-shard-size");
+  hf::init_model(options);
   return 0;
 }
 

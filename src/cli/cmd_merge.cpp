@@ -4,9 +4,9 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "train/dtype_names.h"
-#include "train/hf_model_dir.h"
-#include "train/merge.h"
+#include "hf/dtype_names.h"
+#include "hf/model_dir.h"
+#include "hf/merge.h"
 
 namespace qft::cli {
 
@@ -23,7 +23,7 @@ void print_merge_usage() {
 }  // namespace
 
 int cmd_merge(const Args& args) {
-  train::MergeOptions options;
+  hf::MergeOptions options;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -35,13 +35,13 @@ int cmd_merge(const Args& args) {
     if (a == "--base") options.base_dir = value;
     else if (a == "--adapter") options.adapter_dir = value;
     else if (a == "--output") options.output_dir = value;
-    else if (a == "--dtype") options.dtype = train::parse_dtype(value, "merge --dtype");
-    else if (a == "--max-shard-size") options.max_shard_bytes = train::parse_byte_size(value, "merge --max-shard-size");
+    else if (a == "--dtype") options.dtype = hf::parse_dtype(value, "merge --dtype");
+    else if (a == "--max-shard-size") options.max_shard_bytes = hf::parse_byte_size(value, "merge --max-shard-size");
     else fail("merge: unknown option '{}' (see qft-dist merge --help)", a);
   }
   QFT_CHECK(!options.base_dir.empty() && !options.adapter_dir.empty() && !options.output_dir.empty(),
             "merge: --base, --adapter and --output are required (see qft-dist merge --help)");
-  train::merge_adapter(options);
+  hf::merge_adapter(options);
   return 0;
 }
 

@@ -24,7 +24,7 @@ void print_train_usage() {
 
 }  // namespace
 
-int cmd_train(const Args& args) {
+int cmd_train(const Args& args, parallel::MpiRuntime& mpi) {
   std::string config_path;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -49,7 +49,7 @@ int cmd_train(const Args& args) {
     return 2;
   }
   const train::TrainConfig config = train::load_train_config(config_path, overrides);
-  train::run_training(config);
+  train::run_training(config, mpi.world(), mpi.local_rank());
   return 0;
 }
 

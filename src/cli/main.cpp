@@ -10,25 +10,53 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "dist/world.h"
+#include "parallel/mpi_communicator.h"
 
 namespace {
 
+// A subcommand runs in one process (`run`) or on every rank of an MPI job (`run_in_job`: MPI is started
+// only for those, so the one-process tools start fast and need no MPI environment).
 struct Subcommand {
   const char* name;
   int (*run)(const qft::cli::Args&);
+  int (*run_in_job)(const qft::cli::Args&, qft::parallel::MpiRuntime&);
   const char* summary;
 };
 
 const Subcommand kSubcommands[] = {
-    {"train", qft::cli::cmd_train, "train from a YAML config (also: qft-dist CONFIG.yaml)"},
-    {"prepare", qft::cli::cmd_prepare, "tokenize a data set into the HDF5 token cache"},
-    {"tokenize", qft::cli::cmd_tokenize, "encode/decode text with a tokenizer.json"},
-    {"init-model", qft::cli::cmd_init_model, "write a random-init Qwen3 model directory"},
-    {"merge", qft::cli::cmd_merge, "merge a PEFT LoRA adapter into its base model"},
-    {"eval", qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
-    {"inspect", qft::cli::cmd_inspect, "summarise a model dir, adapter, safetensors file or token cache"},
+    {"train", nullptr, qft::cli::cmd_train, "train from a YAML config (also: qft-dist CONFIG.yaml)"},
+    {"prepare", qft::cli::cmd_prepare, nullptr, "tokenize a data set into the HDF5 token cache"},
+    {"tokenize", qft::cli::cmd_tokenize, nullptr, "encode/decode text with a tokenizer.json"},
+    {"init-model", qft::cli::cmd_init_model, nullptr, "write a random-init Qwen3 model directory"},
+    {"merge", qft::cli::cmd_merge, nullptr, "merge a PEFT LoRA adapter into its base model"},
+    {"eval", nullptr, qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
+    {"inspect", qft::cli::cmd_inspect, nullptr, "summarise a model dir, adapter, safetensors file or token cache"},
 };
+
+// Logs what escaped a subcommand; returns the exit code.
+int report_failure() {
+  try {
+    throw;
+  } catch (const qft::Error& e) {
+    spdlog::error("{}", e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("internal error: {}", e.what());
+  }
+  return 1;
+}
+
+int run_subcommand(const Subcommand& s, const qft::cli::Args& args) {
+  if (s.run != nullptr) return s.run(args);
+  qft::parallel::MpiRuntime mpi;
+  try {
+    return s.run_in_job(args, mpi);
+  } catch (...) {
+    const int code = report_failure();
+    // While MPI is still up (mpi's destructor finalises it): other ranks may be waiting in a collective.
+    qft::parallel::MpiRuntime::abort_job_if_distributed(code);
+    return code;
+  }
+}
 
 void print_usage() {
   std::fprintf(stderr, "usage: qft-dist CONFIG.yaml\n       qft-dist SUBCOMMAND [args]\n\nsubcommands:\n");
@@ -50,7 +78,7 @@ int main(int argc, char** argv) {
   qft::cli::Args rest(argv + 2, argv + argc);
   try {
     for (const auto& s : kSubcommands) {
-      if (first == s.name) return s.run(rest);
+      if (first == s.name) return run_subcommand(s, rest);
     }
     auto ends_with = [&](const std::string& suffix) {
       return first.size() > suffix.size() && first.compare(first.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -58,16 +86,12 @@ int main(int argc, char** argv) {
     const bool looks_like_config = ends_with(".yaml") || ends_with(".yml");
     if (looks_like_config) {
       rest.insert(rest.begin(), first);
-      return qft::cli::cmd_train(rest);
+      return run_subcommand(kSubcommands[0], rest);
     }
     std::fprintf(stderr, "qft-dist: unknown subcommand '%s' (and not a .yaml config)\n\n", first.c_str());
     print_usage();
     return 2;
-  } catch (const qft::Error& e) {
-    spdlog::error("{}", e.what());
-  } catch (const std::exception& e) {
-    spdlog::error("internal error: {}", e.what());
+  } catch (...) {
+    return report_failure();
   }
-  qft::dist::World::abort_job_if_distributed(1);
-  return 1;
 }

@@ -1,6 +1,6 @@
 // What the trainer reads: the token cache seen as rows (packed or one sample per row). The row plan is
-// computed from the sample offsets alone, identically on every rank; a rank then reads only the rows
-// it trains on, e.g. rows r, r + world, r + 2*world... or a contiguous block.
+// computed from the sample offsets alone, identically on every rank, so a rank can read any set of rows
+// without the others. (Training reads all rows on every rank today, train/training_rows.cpp.)
 #pragma once
 
 #include <cstdint>
@@ -20,7 +20,7 @@ class PackedDataset {
   int64_t num_samples() const { return reader_.num_samples(); }
   const std::vector<int64_t>& row_samples(int64_t row) const;
   int64_t row_tokens(int64_t row) const;
-  // Pad id recorded by prepare ("<|endoftext|>"), for collate_padded.
+  // Pad id recorded by prepare ("<|endoftext|>").
   int64_t pad_token_id() const { return pad_token_id_; }
 
   // Rows [begin, end), reading the span of samples they cover in one read.

@@ -58,42 +58,4 @@ RowData build_row(const std::vector<const TokenizedSample*>& samples) {
   return row;
 }
 
-BatchData collate_flattened(const std::vector<RowData>& rows) {
-  BatchData batch;
-  batch.rows = 1;
-  int64_t segment_base = 0;
-  for (const RowData& row : rows) {
-    batch.input_ids.insert(batch.input_ids.end(), row.input_ids.begin(), row.input_ids.end());
-    batch.labels.insert(batch.labels.end(), row.labels.begin(), row.labels.end());
-    batch.position_ids.insert(batch.position_ids.end(), row.position_ids.begin(), row.position_ids.end());
-    int64_t segments_in_row = 0;
-    for (const int64_t segment : row.segment_ids) {
-      batch.segment_ids.push_back(segment_base + segment);
-      segments_in_row = std::max(segments_in_row, segment + 1);
-    }
-    segment_base += segments_in_row;
-  }
-  batch.columns = static_cast<int64_t>(batch.input_ids.size());
-  return batch;
-}
-
-BatchData collate_padded(const std::vector<RowData>& rows, int64_t pad_id) {
-  BatchData batch;
-  batch.rows = static_cast<int64_t>(rows.size());
-  for (const RowData& row : rows) batch.columns = std::max(batch.columns, static_cast<int64_t>(row.input_ids.size()));
-  const size_t columns = static_cast<size_t>(batch.columns);
-  for (const RowData& row : rows) {
-    const size_t pad = columns - row.input_ids.size();
-    batch.input_ids.insert(batch.input_ids.end(), row.input_ids.begin(), row.input_ids.end());
-    batch.input_ids.insert(batch.input_ids.end(), pad, pad_id);
-    batch.labels.insert(batch.labels.end(), row.labels.begin(), row.labels.end());
-    batch.labels.insert(batch.labels.end(), pad, kIgnoreLabel);
-    batch.position_ids.insert(batch.position_ids.end(), row.position_ids.begin(), row.position_ids.end());
-    batch.position_ids.insert(batch.position_ids.end(), pad, 0);
-    batch.segment_ids.insert(batch.segment_ids.end(), row.segment_ids.begin(), row.segment_ids.end());
-    batch.segment_ids.insert(batch.segment_ids.end(), pad, -1);
-  }
-  return batch;
-}
-
 }  // namespace qft::data

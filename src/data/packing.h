@@ -2,7 +2,8 @@
 // position ids restart at 0 for each sample and segment ids tell the model where the block-diagonal
 // causal attention blocks are. Labels follow the trainer contract (src/model/qwen3_model.h): unshifted
 // HF labels, id where target else -100, and -100 on each sample's FIRST token so that no sample is
-// trained to predict across a boundary. Torch-free: the trainer turns BatchData into tensors.
+// trained to predict across a boundary. Torch-free: the trainer pads a micro-batch of rows into tensors
+// (src/train/pretokenized.h, collate_rows).
 #pragma once
 
 #include <cstdint>
@@ -32,22 +33,5 @@ struct RowData {
 };
 
 RowData build_row(const std::vector<const TokenizedSample*>& samples);
-
-// Row-major [rows, columns] arrays for qft::model::Batch.
-struct BatchData {
-  int64_t rows = 0;
-  int64_t columns = 0;
-  std::vector<int64_t> input_ids;
-  std::vector<int64_t> labels;
-  std::vector<int64_t> position_ids;
-  std::vector<int64_t> segment_ids;  // -1 marks padding
-};
-
-// Padding-free (the default for packed data): all rows concatenated into one row of their total
-// length; segment ids are renumbered so every sample stays its own attention block.
-BatchData collate_flattened(const std::vector<RowData>& rows);
-
-// Rows padded to the longest one with `pad_id`, label -100, position 0 and segment -1.
-BatchData collate_padded(const std::vector<RowData>& rows, int64_t pad_id);
 
 }  // namespace qft::data

@@ -11,56 +11,47 @@
 namespace qft::model {
 namespace {
 
-// The LoRA branch of projection p in this layer, if it has one.
-std::optional<ops::LoraBranch> lora_branch(const LayerContext& ctx, Projection p) {
-  if (ctx.lora == nullptr) return std::nullopt;
-  const LoraPair& pair = (*ctx.lora)[static_cast<int>(p)];
-  if (!pair.defined()) return std::nullopt;
-  ops::LoraBranch b;
-  b.A = pair.A;
-  b.B = pair.B;
-  b.scaling = ctx.lora_scaling;
-  b.dropout = ctx.lora_dropout;
-  b.dropout_seed = ops::dropout_seed_for(ctx.dropout_seed, ctx.layer, static_cast<int>(p));
-  return b;
-}
-
-template <typename LW>  // LayerWeights or const LayerWeights
-auto& weight_of(LW& w, Projection p) {
-  switch (p) {
-    case Projection::q: return w.q_proj;
-    case Projection::k: return w.k_proj;
-    case Projection::v: return w.v_proj;
-    case Projection::o: return w.o_proj;
-    case Projection::gate: return w.gate_proj;
-    case Projection::up: return w.up_proj;
-    case Projection::down: break;
-  }
-  return w.down_proj;
-}
+const Linear& projection(const LayerContext& ctx, Projection p) { return ctx.projections[static_cast<int>(p)]; }
 
 at::Tensor project(const LayerContext& ctx, Projection p, const at::Tensor& x, LayerActivations* acts) {
-  const auto lora = lora_branch(ctx, p);
   at::Tensor* xa = acts != nullptr ? &acts->xa[static_cast<int>(p)] : nullptr;
-  return ops::linear_forward(x, weight_of(*ctx.weights, p), lora ? &*lora : nullptr, xa);
+  return ops::linear_forward(projection(ctx, p), x, xa);
 }
 
 at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
                             const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
-  const auto lora = lora_branch(ctx, p);
+  const Linear& linear = projection(ctx, p);
   ops::LinearGrads g;
-  g.dW = grads.weights != nullptr ? &weight_of(*grads.weights, p) : nullptr;
-  if (lora && grads.lora != nullptr) {
+  g.dW = grads.weights != nullptr ? &(*grads.weights)[p].trainable_weight() : nullptr;
+  if (linear.lora && grads.lora != nullptr) {
     LoraPair& pair = (*grads.lora)[static_cast<int>(p)];
     g.dA = &pair.A;
     g.dB = &pair.B;
   }
   g.need_dx = need_dx;
-  return ops::linear_backward(dy, x, weight_of(*ctx.weights, p), lora ? &*lora : nullptr,
-                              acts.xa[static_cast<int>(p)], g);
+  return ops::linear_backward(linear, dy, x, acts.xa[static_cast<int>(p)], g);
 }
 
 }  // namespace
+
+std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weights,
+                                                      const std::array<LoraPair, kNumProjections>* lora, double scaling,
+                                                      double dropout, uint64_t dropout_seed, int64_t layer) {
+  std::array<Linear, kNumProjections> out = weights.projections;
+  if (lora == nullptr) return out;
+  for (const ProjectionInfo& info : projection_table()) {
+    const LoraPair& pair = (*lora)[static_cast<int>(info.projection)];
+    if (!pair.defined()) continue;
+    LoraBranch branch;
+    branch.A = pair.A;
+    branch.B = pair.B;
+    branch.scaling = scaling;
+    branch.dropout = dropout;
+    branch.dropout_seed = ops::dropout_seed_for(dropout_seed, layer, static_cast<int>(info.projection));
+    out[static_cast<int>(info.projection)].lora = branch;
+  }
+  return out;
+}
 
 at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
   const Qwen3Config& c = *ctx.config;

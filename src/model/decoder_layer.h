@@ -19,11 +19,10 @@ namespace qft::model {
 // What a layer needs besides its input, shared by forward and backward (and by a recompute).
 struct LayerContext {
   const Qwen3Config* config = nullptr;
-  const LayerWeights* weights = nullptr;
-  const std::array<LoraPair, kNumProjections>* lora = nullptr;  // null: no adapters
-  double lora_scaling = 1.0;
-  double lora_dropout = 0.0;  // 0 when dropout is off (evaluation)
-  uint64_t dropout_seed = 0;  // masks derive from (dropout_seed, layer, projection)
+  const LayerWeights* weights = nullptr;  // the norms (the projections are below)
+  // This layer's projections as used in this step: the base storages with their LoRA branches attached
+  // (dropout rate and per-projection mask seed included).
+  std::array<Linear, kNumProjections> projections;
   int64_t layer = 0;
   int64_t B = 0, T = 0;
   at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
@@ -51,6 +50,12 @@ struct LayerGrads {
   LayerWeights* weights = nullptr;                        // full fine-tuning
   std::array<LoraPair, kNumProjections>* lora = nullptr;  // adapters
 };
+
+// The layer's projections with the adapters in `lora` (null: none) attached, each with `scaling`, the
+// dropout rate `dropout` (0 in evaluation) and a mask seed derived from (dropout_seed, layer, projection).
+std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weights,
+                                                      const std::array<LoraPair, kNumProjections>* lora, double scaling,
+                                                      double dropout, uint64_t dropout_seed, int64_t layer);
 
 // y = layer(x). When `acts` is given, it is filled with what backward needs.
 at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts);

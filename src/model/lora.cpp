@@ -2,44 +2,13 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
+#include "model/qwen3_weights.h"
+#include "model/shape_string.h"
 
 namespace qft::model {
-
-const char* projection_name(Projection p) {
-  static const char* names[kNumProjections] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                               "gate_proj", "up_proj", "down_proj"};
-  return names[static_cast<int>(p)];
-}
-
-const char* projection_module(Projection p) {
-  static const char* modules[kNumProjections] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                 "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                                 "mlp.down_proj"};
-  return modules[static_cast<int>(p)];
-}
-
-std::optional<Projection> projection_from_name(const std::string& name) {
-  for (int i = 0; i < kNumProjections; ++i) {
-    const auto p = static_cast<Projection>(i);
-    if (name == projection_name(p) || name == projection_module(p)) return p;
-  }
-  return std::nullopt;
-}
-
-std::array<int64_t, 2> projection_shape(const Qwen3Config& c, Projection p) {
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
-  switch (p) {
-    case Projection::q: return {c.q_size(), H};
-    case Projection::k: return {c.kv_size(), H};
-    case Projection::v: return {c.kv_size(), H};
-    case Projection::o: return {H, c.q_size()};
-    case Projection::gate: return {I, H};
-    case Projection::up: return {I, H};
-    case Projection::down: return {H, I};
-  }
-  fail("invalid projection {}", static_cast<int>(p));
-}
 
 double LoraConfig::scaling() const {
   QFT_CHECK(r > 0, "LoRA rank r must be positive, got {}", r);
@@ -52,25 +21,50 @@ bool LoraConfig::targets(Projection p) const {
   return false;
 }
 
-LoraWeights LoraWeights::init(const Qwen3Config& model, const LoraConfig& config, uint64_t seed, at::Device device) {
+LoraInit parse_lora_init(const std::string& text) {
+  if (text == "true") return LoraInit::kaiming_uniform;
+  if (text == "gaussian") return LoraInit::gaussian;
+  fail("init_lora_weights '{}' is not supported (true or gaussian)", text);
+}
+
+const char* lora_init_name(LoraInit init) { return init == LoraInit::gaussian ? "gaussian" : "true"; }
+
+std::string peft_lora_key(int64_t layer, Projection p, char which) {
+  return fmt::format("base_model.model.{}.lora_{}.weight", projection_module_path(layer, p), which);
+}
+
+LoraWeights LoraWeights::init(const Qwen3Config& model, const LoraConfig& config, uint64_t seed, at::Device device,
+                              LoraInit init) {
   QFT_CHECK(config.r > 0, "LoRA rank r must be positive, got {}", config.r);
   QFT_CHECK(config.lora_dropout >= 0.0 && config.lora_dropout < 1.0, "lora_dropout must be in [0, 1), got {}",
             config.lora_dropout);
   LoraWeights w;
   w.config = config;
   w.layers.resize(model.num_hidden_layers);
-  // Drawn on the CPU in a fixed order (layer, projection) so the result does not depend on the device.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   for (int64_t i = 0; i < model.num_hidden_layers; ++i) {
-    for (int p = 0; p < kNumProjections; ++p) {
-      if (!config.targets(static_cast<Projection>(p))) continue;
-      const auto [out, in] = projection_shape(model, static_cast<Projection>(p));
+    for (const ProjectionInfo& info : projection_table()) {
+      if (!config.targets(info.projection)) continue;
+      const auto [out, in] = projection_shape(model, info.projection);
       // kaiming_uniform_(a=sqrt(5)) on [r, in]: gain sqrt(2/(1+5)), bound = gain*sqrt(3/in) = 1/sqrt(in).
       const double bound = 1.0 / std::sqrt(static_cast<double>(in));
       at::Tensor A = at::empty({config.r, in}, f32).uniform_(-bound, bound, gen);
-      w.layers[i][p].A = A.to(device);
-      w.layers[i][p].B = at::zeros({out, config.r}, f32.device(device));
+      LoraPair& pair = w.layers[i][static_cast<int>(info.projection)];
+      pair.A = A.to(device);
+      pair.B = at::zeros({out, config.r}, f32.device(device));
+    }
+  }
+  if (init == LoraInit::gaussian) {
+    // PEFT reset_lora_parameters("gaussian"): nn.init.normal_(lora_A, std=1 / r), from a generator
+    // seeded afresh (the uniform draws above only fix the structure).
+    at::Generator normal_gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    const double std_dev = 1.0 / static_cast<double>(config.r);
+    for (auto& layer : w.layers) {
+      for (LoraPair& pair : layer) {
+        if (!pair.defined()) continue;
+        pair.A = at::normal(0.0, std_dev, pair.A.sizes(), normal_gen, f32).to(device);
+      }
     }
   }
   return w;
@@ -92,14 +86,52 @@ LoraWeights LoraWeights::zeros_like() const {
 std::vector<std::pair<std::string, at::Tensor>> LoraWeights::named_tensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < layers.size(); ++i)
-    for (int p = 0; p < kNumProjections; ++p) {
-      if (!layers[i][p].defined()) continue;
-      const std::string prefix = "base_model.model.model.layers." + std::to_string(i) + "." +
-                                 projection_module(static_cast<Projection>(p));
-      out.emplace_back(prefix + ".lora_A.weight", layers[i][p].A);
-      out.emplace_back(prefix + ".lora_B.weight", layers[i][p].B);
+    for (const ProjectionInfo& info : projection_table()) {
+      const LoraPair& pair = layers[i][static_cast<int>(info.projection)];
+      if (!pair.defined()) continue;
+      out.emplace_back(peft_lora_key(static_cast<int64_t>(i), info.projection, 'A'), pair.A);
+      out.emplace_back(peft_lora_key(static_cast<int64_t>(i), info.projection, 'B'), pair.B);
     }
   return out;
+}
+
+LoraWeights LoraWeights::with_tensors(const std::function<at::Tensor(size_t index)>& tensor_of) const {
+  LoraWeights out;
+  out.config = config;
+  out.layers.resize(layers.size());
+  size_t index = 0;
+  auto take = [&](const at::Tensor& like) {
+    at::Tensor t = tensor_of(index++);
+    QFT_CHECK(t.sizes() == like.sizes(), "LoRA tensor {} is {}, expected {}", index - 1, shape_string(t.sizes()),
+              shape_string(like.sizes()));
+    return t;
+  };
+  for (size_t i = 0; i < layers.size(); ++i)
+    for (const ProjectionInfo& info : projection_table()) {
+      const LoraPair& pair = layers[i][static_cast<int>(info.projection)];
+      if (!pair.defined()) continue;
+      LoraPair& dst = out.layers[i][static_cast<int>(info.projection)];
+      dst.A = take(pair.A);
+      dst.B = take(pair.B);
+    }
+  return out;
+}
+
+void merge_lora_into(Qwen3Weights& weights, const LoraWeights& lora) {
+  QFT_CHECK(weights.layers.size() == lora.layers.size(), "merge: the adapter has {} layers, the model {}",
+            lora.layers.size(), weights.layers.size());
+  const double scaling = lora.config.scaling();
+  for (size_t i = 0; i < lora.layers.size(); ++i) {
+    for (const ProjectionInfo& info : projection_table()) {
+      const LoraPair& pair = lora.layers[i][static_cast<int>(info.projection)];
+      if (!pair.defined()) continue;
+      at::Tensor& w = weights.layers[i][info.projection].trainable_weight();
+      const at::Tensor delta = at::matmul(pair.B.to(w.device(), at::kFloat), pair.A.to(w.device(), at::kFloat));
+      QFT_CHECK(delta.sizes() == w.sizes(), "merge: layer {} {}: the adapter's B A is {} but the weight is {}", i,
+                info.name, shape_string(delta.sizes()), shape_string(w.sizes()));
+      w = (w.to(at::kFloat) + delta * scaling).to(w.scalar_type());
+    }
+  }
 }
 
 }  // namespace qft::model

@@ -1,40 +1,41 @@
-// LoRA adapters in PEFT's layout: for each targeted projection, A [r, in] and B [out, r], fp32 master
-// weights, y = base(x) + scaling * B(A(dropout(x))). Init as PEFT: A kaiming-uniform(a=sqrt(5)),
-// i.e. U(-1/sqrt(in), 1/sqrt(in)), B zeros.
+// LoRA, all of it in one place: the adapter config (PEFT's LoraConfig fields qft supports), the adapters
+// of a model (A [r, in] and B [out, r] per targeted projection, fp32 masters), PEFT's initialisations,
+// PEFT's tensor names, and merging into the base weights. Which projections are targeted comes from PEFT's
+// `target_modules` rules in lora_targets.h; the math of one branch is ops::linear_forward/backward; the
+// PEFT file format (adapter_config.json, adapter_model.safetensors) is src/hf/peft_adapter.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <optional>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 
+#include "model/projection.h"
 #include "model/qwen3_config.h"
 
 namespace qft::model {
 
-// The seven linear projections of a Qwen3 decoder layer, in a fixed order.
-enum class Projection : int { q = 0, k, v, o, gate, up, down };
-constexpr int kNumProjections = 7;
-// "q_proj", "k_proj", ..., "down_proj".
-const char* projection_name(Projection p);
-// HF module path inside a layer: "self_attn.q_proj", ..., "mlp.down_proj".
-const char* projection_module(Projection p);
-std::optional<Projection> projection_from_name(const std::string& name);
-// [out_features, in_features] of a projection for this config.
-std::array<int64_t, 2> projection_shape(const Qwen3Config& config, Projection p);
-
+// PEFT's LoraConfig defaults (r 8, lora_alpha 8, dropout 0, targets q_proj and v_proj for Qwen3).
 struct LoraConfig {
   int64_t r = 8;
   double lora_alpha = 8.0;
   double lora_dropout = 0.0;
   bool use_rslora = false;
-  std::vector<Projection> target_modules;  // sorted, unique
+  std::vector<Projection> target_modules = {Projection::q, Projection::v};  // sorted, unique
   double scaling() const;                  // alpha / r, or alpha / sqrt(r) with rsLoRA
   bool targets(Projection p) const;
 };
+
+// PEFT's init_lora_weights: true (A kaiming-uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in))) or
+// "gaussian" (A ~ N(0, 1/r)); B is zero in both.
+enum class LoraInit { kaiming_uniform, gaussian };
+// "true" | "gaussian" as written in configs and adapter_config.json; an error names the accepted values.
+LoraInit parse_lora_init(const std::string& text);
+const char* lora_init_name(LoraInit init);  // "true" | "gaussian"
 
 struct LoraPair {
   at::Tensor A;  // [r, in]
@@ -42,18 +43,30 @@ struct LoraPair {
   bool defined() const { return A.defined(); }
 };
 
+// "base_model.model.model.layers.{layer}.self_attn.q_proj.lora_A.weight" (and lora_B).
+std::string peft_lora_key(int64_t layer, Projection p, char which /* 'A' or 'B' */);
+
 struct LoraWeights {
   LoraConfig config;
   // layers[i][p]: undefined pair where projection p is not targeted.
   std::vector<std::array<LoraPair, kNumProjections>> layers;
 
-  // PEFT-compatible init on `device` in fp32, reproducible from `seed`.
+  // PEFT's init on `device` in fp32, reproducible from `seed` (drawn on the CPU in a fixed order, so the
+  // result does not depend on the device).
   static LoraWeights init(const Qwen3Config& model, const LoraConfig& config, uint64_t seed,
-                          at::Device device = at::kCPU);
+                          at::Device device = at::kCPU, LoraInit init = LoraInit::kaiming_uniform);
   // Same structure, all zeros (gradient buffers).
   LoraWeights zeros_like() const;
-  // Every defined tensor with its PEFT key (base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight).
+  // Every defined tensor with its PEFT key, layer by layer, A before B, projections in table order.
   std::vector<std::pair<std::string, at::Tensor>> named_tensors() const;
+  // The same structure whose i-th tensor (named_tensors order) is tensor_of(i): views of a flat buffer.
+  LoraWeights with_tensors(const std::function<at::Tensor(size_t index)>& tensor_of) const;
 };
+
+struct Qwen3Weights;
+
+// W += scaling * B A for every adapted projection (PEFT's merge_and_unload), computed in fp32 and rounded
+// once to the weight's dtype.
+void merge_lora_into(Qwen3Weights& weights, const LoraWeights& lora);
 
 }  // namespace qft::model

@@ -64,12 +64,10 @@ LayerContext layer_context(const Prepared& p, const Qwen3Config& c, const Qwen3W
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w.layers[i];
-  if (lora != nullptr) {
-    ctx.lora = &lora->layers[i];
-    ctx.lora_scaling = lora->config.scaling();
-    ctx.lora_dropout = dropout ? lora->config.lora_dropout : 0.0;
-  }
-  ctx.dropout_seed = dropout_seed;
+  ctx.projections = lora == nullptr
+                        ? w.layers[i].projections
+                        : layer_projections(w.layers[i], &lora->layers[i], lora->config.scaling(),
+                                            dropout ? lora->config.lora_dropout : 0.0, dropout_seed, i);
   ctx.layer = i;
   ctx.B = p.B;
   ctx.T = p.T;
@@ -111,7 +109,7 @@ Qwen3Model::Qwen3Model(Qwen3Config config, Qwen3Weights weights)
   check_structure(config_, weights_, nullptr);
 }
 
-StepResult Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
+LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
                                         const StepOptions& options) {
   c10::NoGradGuard no_grad;  // the explicit backward below is the only one
   const Qwen3Config& c = config_;
@@ -170,13 +168,13 @@ StepResult Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* l
   }
   if (gw != nullptr) ops::embedding_backward(dx, p.ids, gw->embed_tokens);
 
-  StepResult r;
+  LossSum r;
   r.loss_sum = ce.loss_sum;
   r.target_tokens = ce.target_tokens;
   return r;
 }
 
-StepResult Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens) {
+LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens) {
   c10::NoGradGuard no_grad;
   check_structure(config_, weights_, lora);
   QFT_CHECK(batch.labels.defined(), "forward_loss: batch has no labels");
@@ -186,7 +184,7 @@ StepResult Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora,
   const ops::CrossEntropyResult ce =
       ops::lm_head_cross_entropy(hn, weights_.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),
                                  loss_chunk_tokens, 1.0, nullptr, nullptr);
-  StepResult r;
+  LossSum r;
   r.loss_sum = ce.loss_sum;
   r.target_tokens = ce.target_tokens;
   return r;

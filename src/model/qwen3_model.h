@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "model/lora.h"
+#include "model/ops/cross_entropy.h"
 #include "model/qwen3_config.h"
 #include "model/qwen3_weights.h"
 
@@ -31,11 +32,12 @@ struct StepOptions {
   double loss_denominator = 1.0;
   bool train_lora_dropout = true;  // apply lora_dropout (training) or not (evaluation)
   uint64_t dropout_seed = 0;       // dropout masks are a pure function of (seed, layer, projection)
-  int64_t loss_chunk_tokens = 1024;  // tokens per lm_head/cross-entropy chunk
+  int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens;  // tokens per lm_head/cross-entropy chunk
   bool flash_attention = true;  // use flash attention where it applies (CUDA, bf16/fp16); else the math path
 };
 
-struct StepResult {
+// Loss of one micro-batch, as sums (the trainer divides by the token count of the whole step).
+struct LossSum {
   double loss_sum = 0.0;       // sum of per-token losses over targets in this micro-batch (unscaled)
   int64_t target_tokens = 0;   // number of labels != -100 after the shift
 };
@@ -57,11 +59,12 @@ class Qwen3Model {
   const Qwen3Weights& weights() const { return weights_; }
 
   // Forward + loss + backward for one micro-batch; adds (grad / loss_denominator) into `grads`.
-  StepResult forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
+  LossSum forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
                               const StepOptions& options);
 
   // Loss only (no gradients, no dropout).
-  StepResult forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens = 1024);
+  LossSum forward_loss(const Batch& batch, const LoraWeights* lora,
+                      int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens);
 
   // Full logits [B, T, V] in fp32 (small inputs: tests, chat, eval).
   at::Tensor logits(const Batch& batch, const LoraWeights* lora);

@@ -4,41 +4,39 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/shape_string.h"
 
 namespace qft::model {
 namespace {
 
-// Every tensor of a layer: HF name inside the layer and member, in checkpoint order.
-struct LayerTensor {
+// The tensors of a layer in checkpoint order: the four norms by member, the projections by the table.
+struct LayerNorm {
   const char* name;
   at::Tensor LayerWeights::*member;
 };
-constexpr LayerTensor kLayerTensors[] = {
-    {"input_layernorm.weight", &LayerWeights::input_layernorm},
-    {"self_attn.q_proj.weight", &LayerWeights::q_proj},
-    {"self_attn.k_proj.weight", &LayerWeights::k_proj},
-    {"self_attn.v_proj.weight", &LayerWeights::v_proj},
-    {"self_attn.o_proj.weight", &LayerWeights::o_proj},
-    {"self_attn.q_norm.weight", &LayerWeights::q_norm},
-    {"self_attn.k_norm.weight", &LayerWeights::k_norm},
-    {"post_attention_layernorm.weight", &LayerWeights::post_attention_layernorm},
-    {"mlp.gate_proj.weight", &LayerWeights::gate_proj},
-    {"mlp.up_proj.weight", &LayerWeights::up_proj},
-    {"mlp.down_proj.weight", &LayerWeights::down_proj},
-};
+constexpr LayerNorm kInputNorm = {"input_layernorm.weight", &LayerWeights::input_layernorm};
+constexpr LayerNorm kQueryNorm = {"self_attn.q_norm.weight", &LayerWeights::q_norm};
+constexpr LayerNorm kKeyNorm = {"self_attn.k_norm.weight", &LayerWeights::k_norm};
+constexpr LayerNorm kPostNorm = {"post_attention_layernorm.weight", &LayerWeights::post_attention_layernorm};
 
-// (HF key, member) for every tensor of layer i, in checkpoint order.
+// f(HF key, tensor slot, expected shape) for every tensor of layer i, in checkpoint order (that of
+// transformers' state_dict: input norm, q k v o, q/k norms, post norm, gate up down). A projection's
+// slot is the dense tensor of its storage.
 template <typename LW, typename F>
-void for_each_layer_tensor(LW& w, int64_t i, F&& f) {
-  const std::string p = "model.layers." + std::to_string(i) + ".";
-  for (const LayerTensor& t : kLayerTensors) f(p + t.name, w.*t.member);
-}
-
-// Expected shapes, in the same order as kLayerTensors.
-std::vector<std::vector<int64_t>> layer_shapes(const Qwen3Config& c) {
-  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  return {{H}, {c.q_size(), H}, {c.kv_size(), H}, {c.kv_size(), H}, {H, c.q_size()}, {D}, {D}, {H},
-          {I, H}, {I, H}, {H, I}};
+void for_each_layer_tensor(LW& w, const Qwen3Config& c, int64_t i, F&& f) {
+  const std::string prefix = "model.layers." + std::to_string(i) + ".";
+  const int64_t H = c.hidden_size, D = c.head_dim;
+  auto norm = [&](const LayerNorm& n, int64_t size) { f(prefix + n.name, w.*n.member, std::vector<int64_t>{size}); };
+  auto projection = [&](Projection p) {
+    const auto [out, in] = projection_shape(c, p);
+    f(projection_module_path(i, p) + ".weight", w[p].trainable_weight(), std::vector<int64_t>{out, in});
+  };
+  norm(kInputNorm, H);
+  for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) projection(p);
+  norm(kQueryNorm, D);
+  norm(kKeyNorm, D);
+  norm(kPostNorm, H);
+  for (Projection p : {Projection::gate, Projection::up, Projection::down}) projection(p);
 }
 
 // Visits every tensor of the model (lm_head only when untied) with its name and expected shape.
@@ -46,11 +44,7 @@ template <typename W, typename F>
 void for_each_tensor(W& w, const Qwen3Config& c, bool tied, F&& f) {
   const int64_t V = c.vocab_size, H = c.hidden_size;
   f(std::string("model.embed_tokens.weight"), w.embed_tokens, std::vector<int64_t>{V, H});
-  const auto shapes = layer_shapes(c);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    size_t k = 0;
-    for_each_layer_tensor(w.layers[i], i, [&](const std::string& name, auto& t) { f(name, t, shapes[k++]); });
-  }
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) for_each_layer_tensor(w.layers[i], c, i, f);
   f(std::string("model.norm.weight"), w.norm, std::vector<int64_t>{H});
   if (!tied) f(std::string("lm_head.weight"), w.lm_head, std::vector<int64_t>{V, H});
 }
@@ -63,14 +57,25 @@ Qwen3Weights map_tensors(const Qwen3Weights& src, F&& f) {
   w.embed_tokens = map(src.embed_tokens);
   w.layers.resize(src.layers.size());
   for (size_t i = 0; i < src.layers.size(); ++i) {
-    for (const LayerTensor& t : kLayerTensors) w.layers[i].*t.member = map(src.layers[i].*t.member);
+    const LayerWeights& s = src.layers[i];
+    LayerWeights& d = w.layers[i];
+    for (const LayerNorm* n : {&kInputNorm, &kQueryNorm, &kKeyNorm, &kPostNorm}) d.*(n->member) = map(s.*(n->member));
+    for (const ProjectionInfo& info : projection_table())
+      d[info.projection] = Linear::dense(info.projection, map(s[info.projection].trainable_weight()));
   }
   w.norm = map(src.norm);
   w.lm_head = src.tied() ? w.embed_tokens : map(src.lm_head);
   return w;
 }
 
-std::string shape_str(at::IntArrayRef s) { return "[" + fmt::format("{}", fmt::join(s, ", ")) + "]"; }
+// Layers whose projections are dense storages with no tensor yet, for for_each_tensor to fill.
+std::vector<LayerWeights> empty_layers(int64_t n) {
+  std::vector<LayerWeights> layers(static_cast<size_t>(n));
+  for (LayerWeights& layer : layers)
+    for (const ProjectionInfo& info : projection_table()) layer[info.projection] = Linear::dense(info.projection, {});
+  return layers;
+}
+
 
 bool is_norm(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
 
@@ -88,13 +93,13 @@ Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config&
   const bool tied = config.tie_word_embeddings;
 
   Qwen3Weights w;
-  w.layers.resize(config.num_hidden_layers);
+  w.layers = empty_layers(config.num_hidden_layers);
   std::set<std::string> used;
   for_each_tensor(w, config, tied, [&](const std::string& name, at::Tensor& t, const std::vector<int64_t>& shape) {
     QFT_CHECK(ckpt.contains(name), "{}: missing tensor \"{}\"", ckpt.source(), name);
     const io::TensorInfo& info = ckpt.info(name);
     QFT_CHECK(info.shape == shape, "{}: tensor \"{}\" has shape {} but the config needs {}",
-              ckpt.file_of(name).path(), name, shape_str(info.shape), shape_str(shape));
+              ckpt.file_of(name).path(), name, shape_string(info.shape), shape_string(shape));
     at::Tensor src = ckpt.tensor(name);
     QFT_CHECK(at::isFloatingType(src.scalar_type()), "{}: tensor \"{}\" has dtype {}, expected a floating type",
               ckpt.file_of(name).path(), name, info.dtype);
@@ -119,7 +124,7 @@ Qwen3Weights Qwen3Weights::random(const Qwen3Config& config, uint64_t seed, doub
                                   at::ScalarType dtype) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   Qwen3Weights w;
-  w.layers.resize(config.num_hidden_layers);
+  w.layers = empty_layers(config.num_hidden_layers);
   const bool tied = config.tie_word_embeddings;
   // Values drawn in fp32 so that a model is the same whatever dtype it is then stored in.
   for_each_tensor(w, config, tied, [&](const std::string& name, at::Tensor& t, const std::vector<int64_t>& shape) {
@@ -146,6 +151,21 @@ std::vector<std::pair<std::string, at::Tensor>> Qwen3Weights::named_tensors(cons
 
 Qwen3Weights Qwen3Weights::to(at::ScalarType dtype, at::Device device) const {
   return map_tensors(*this, [&](const at::Tensor& t) { return t.to(device, dtype); });
+}
+
+Qwen3Weights Qwen3Weights::with_tensors(const Qwen3Config& config,
+                                        const std::function<at::Tensor(size_t index)>& tensor_of) const {
+  Qwen3Weights w;
+  w.layers = empty_layers(config.num_hidden_layers);
+  size_t index = 0;
+  const bool tie = tied() || !lm_head.defined();
+  for_each_tensor(w, config, tie, [&](const std::string& name, at::Tensor& t, const std::vector<int64_t>& shape) {
+    t = tensor_of(index++);
+    QFT_CHECK(t.sizes().vec() == shape, "{} is {}, the config needs {}", name, shape_string(t.sizes()),
+              shape_string(shape));
+  });
+  if (tie) w.lm_head = w.embed_tokens;
+  return w;
 }
 
 Qwen3Weights Qwen3Weights::zeros_like(std::optional<at::ScalarType> dtype) const {

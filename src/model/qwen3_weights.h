@@ -1,6 +1,8 @@
 // Qwen3 base weights, named and shaped as in the Hugging Face checkpoint.
 #pragma once
 
+#include <array>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -8,18 +10,20 @@
 
 #include <ATen/ATen.h>
 
+#include "model/linear.h"
 #include "model/qwen3_config.h"
 
 namespace qft::model {
 
 struct LayerWeights {
   at::Tensor input_layernorm;           // [H]
-  at::Tensor q_proj, k_proj, v_proj;    // [nH*D, H], [nKV*D, H], [nKV*D, H]
   at::Tensor q_norm, k_norm;            // [D]
-  at::Tensor o_proj;                    // [H, nH*D]
   at::Tensor post_attention_layernorm;  // [H]
-  at::Tensor gate_proj, up_proj;        // [I, H]
-  at::Tensor down_proj;                 // [H, I]
+  // q, k, v, o, gate, up, down (projection.h's table), without LoRA: adapters are attached per step.
+  std::array<Linear, kNumProjections> projections;
+
+  Linear& operator[](Projection p) { return projections[static_cast<int>(p)]; }
+  const Linear& operator[](Projection p) const { return projections[static_cast<int>(p)]; }
 };
 
 struct Qwen3Weights {
@@ -38,6 +42,9 @@ struct Qwen3Weights {
   // HF checkpoint names -> tensors (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors(const Qwen3Config& config) const;
   Qwen3Weights to(at::ScalarType dtype, at::Device device) const;
+  // The same structure whose i-th tensor (named_tensors order) is tensor_of(i), e.g. views of a flat
+  // buffer; a tied lm_head stays tied.
+  Qwen3Weights with_tensors(const Qwen3Config& config, const std::function<at::Tensor(size_t index)>& tensor_of) const;
 
   // lm_head is the very tensor embed_tokens (tie_word_embeddings).
   bool tied() const;

@@ -1,44 +1,51 @@
 #include "train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
-#include "train/shape_string.h"
 
 namespace qft::train {
 
-void AdamW::add_param(std::string name, at::Tensor master, bool decay) {
-  QFT_CHECK(master.scalar_type() == at::kFloat, "AdamW: parameter '{}' must be an fp32 master tensor, got {}", name,
-            c10::toString(master.scalar_type()));
-  Entry entry;
-  entry.name = std::move(name);
-  entry.exp_avg = at::zeros_like(master, at::MemoryFormat::Preserve);
-  entry.exp_avg_sq = at::zeros_like(master, at::MemoryFormat::Preserve);
-  entry.param = std::move(master);
-  entry.decay = decay;
-  entries_.push_back(std::move(entry));
+AdamW::AdamW(AdamWOptions options, parallel::Range owned, std::vector<parallel::Range> no_decay, at::Device device)
+    : options_(options), owned_(owned) {
+  QFT_CHECK(owned.begin >= 0 && owned.begin <= owned.end, "AdamW: invalid range [{}, {})", owned.begin, owned.end);
+  std::sort(no_decay.begin(), no_decay.end(),
+            [](const parallel::Range& a, const parallel::Range& b) { return a.begin < b.begin; });
+  int64_t cursor = owned.begin;
+  for (const parallel::Range& r : no_decay) {
+    QFT_CHECK(r.begin >= cursor && r.end <= owned.end, "AdamW: no-decay range [{}, {}) overlaps or leaves [{}, {})",
+              r.begin, r.end, owned.begin, owned.end);
+    if (r.begin > cursor) decay_ranges_.push_back({cursor, r.begin});
+    cursor = r.end;
+  }
+  if (cursor < owned.end) decay_ranges_.push_back({cursor, owned.end});
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  exp_avg_ = at::zeros({owned.size()}, f32);
+  exp_avg_sq_ = at::zeros({owned.size()}, f32);
 }
 
-void AdamW::step(const std::vector<at::Tensor>& grads, double lr) {
-  QFT_CHECK(grads.size() == entries_.size(), "AdamW: {} gradients for {} parameters", grads.size(), entries_.size());
+void AdamW::step(at::Tensor& params, const at::Tensor& grads, double lr) {
+  QFT_CHECK(params.dim() == 1 && grads.dim() == 1 && params.numel() == grads.numel() && params.numel() >= owned_.end,
+            "AdamW: flat buffers of {} parameters and {} gradients for the range [{}, {})", params.numel(),
+            grads.numel(), owned_.begin, owned_.end);
+  QFT_CHECK(params.scalar_type() == at::kFloat, "AdamW: the parameters must be fp32 masters");
   ++step_count_;
   const double step = static_cast<double>(step_count_);
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, step);
   const double bias_correction2 = 1.0 - std::pow(options_.beta2, step);
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    Entry& e = entries_[i];
-    const at::Tensor& grad = grads[i];
-    QFT_CHECK(grad.sizes() == e.param.sizes(), "AdamW: gradient of '{}' has shape {}, parameter {}", e.name,
-              shape_string(grad.sizes()), shape_string(e.param.sizes()));
-    const at::Tensor g = grad.scalar_type() == at::kFloat ? grad : grad.to(at::kFloat);
-    if (e.decay && options_.weight_decay != 0.0) e.param.mul_(1.0 - lr * options_.weight_decay);
-    e.exp_avg.lerp_(g, 1.0 - options_.beta1);
-    e.exp_avg_sq.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    const at::Tensor denom = (e.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    e.param.addcdiv_(e.exp_avg, denom, -step_size);
+  if (options_.weight_decay != 0.0) {
+    for (const parallel::Range& r : decay_ranges_) params.narrow(0, r.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);
   }
+  at::Tensor p = params.narrow(0, owned_.begin, owned_.size());
+  at::Tensor g = grads.narrow(0, owned_.begin, owned_.size());
+  if (g.scalar_type() != at::kFloat) g = g.to(at::kFloat);
+  exp_avg_.lerp_(g, 1.0 - options_.beta1);
+  exp_avg_sq_.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+  const at::Tensor denom = (exp_avg_sq_.sqrt() / bias_correction2_sqrt).add_(options_.eps);
+  p.addcdiv_(exp_avg_, denom, -step_size);
 }
 
 double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm) {

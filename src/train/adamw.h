@@ -3,15 +3,17 @@
 //   m  = lerp(m, g, 1 - beta1)                 (= beta1 m + (1 - beta1) g)
 //   v  = beta2 v + (1 - beta2) g^2
 //   p -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-// Scalars are computed in double as Python does. Parameters are fp32 master tensors updated in place;
-// the state lives per parameter tensor so a ZeRO issue can hand each rank a subset of the entries.
+// Every operation is element-wise, so it runs on a range of the flat parameter buffer
+// (flat_parameters.h) at once: the whole buffer in a world of one, this rank's shard under ZeRO.
+// Scalars are computed in double as Python does; parameters, gradients and state are fp32.
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+
+#include "parallel/communicator.h"
 
 namespace qft::train {
 
@@ -24,31 +26,28 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  explicit AdamW(AdamWOptions options) : options_(options) {}
+  // Optimizer state (m, v) for `owned`, a range of the flat parameter buffer, on `device`. `no_decay`:
+  // the sub-ranges of `owned` that weight decay skips (HF excludes norm weights and biases).
+  AdamW(AdamWOptions options, parallel::Range owned, std::vector<parallel::Range> no_decay, at::Device device);
 
-  // Registers a trainable fp32 tensor. `decay` false excludes it from weight decay (HF excludes norm
-  // weights and biases). Names key the state in checkpoints.
-  void add_param(std::string name, at::Tensor master, bool decay);
+  // One update of params[owned] from grads[owned] (1-D fp32 flat buffers) at learning rate `lr`.
+  void step(at::Tensor& params, const at::Tensor& grads, double lr);
 
-  // One update of every parameter with its gradient (same order as add_param), at learning rate `lr`.
-  void step(const std::vector<at::Tensor>& grads, double lr);
-
-  struct Entry {
-    std::string name;
-    at::Tensor param;       // fp32 master, updated in place
-    at::Tensor exp_avg;     // m
-    at::Tensor exp_avg_sq;  // v
-    bool decay = true;
-  };
-  const std::vector<Entry>& entries() const { return entries_; }
-  std::vector<Entry>& entries() { return entries_; }
+  const parallel::Range& owned() const { return owned_; }
+  // m and v of the owned range, element i belonging to flat index owned().begin + i.
+  at::Tensor& exp_avg() { return exp_avg_; }
+  at::Tensor& exp_avg_sq() { return exp_avg_sq_; }
+  const at::Tensor& exp_avg() const { return exp_avg_; }
+  const at::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
   int64_t step_count() const { return step_count_; }
   void set_step_count(int64_t steps) { step_count_ = steps; }
   const AdamWOptions& options() const { return options_; }
 
  private:
   AdamWOptions options_;
-  std::vector<Entry> entries_;
+  parallel::Range owned_;
+  std::vector<parallel::Range> decay_ranges_;  // owned minus no_decay, relative to the flat buffer
+  at::Tensor exp_avg_, exp_avg_sq_;
   int64_t step_count_ = 0;  // torch keeps one per parameter; all parameters step together here
 };
 

@@ -10,8 +10,8 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "io/safetensors.h"
-#include "train/remove_tree.h"
-#include "train/shape_string.h"
+#include "core/remove_tree.h"
+#include "model/shape_string.h"
 
 namespace qft::train {
 
@@ -63,35 +63,52 @@ TrainerState read_trainer_state(const std::string& dir) {
   return TrainerState::from_json(j, path);
 }
 
-void save_optimizer_state(const std::string& path, const AdamW& optimizer, bool with_masters) {
+namespace {
+
+// Entry `e`'s part of optimizer state that covers `owned` (the whole entry: every entry lies inside the
+// owned range until ZeRO shards the state).
+at::Tensor state_view(const at::Tensor& state, const parallel::Range& owned, const FlatParameters::Entry& e) {
+  QFT_CHECK(e.range.begin >= owned.begin && e.range.end <= owned.end,
+            "optimizer state: '{}' [{}, {}) is not inside this rank's range [{}, {})", e.name, e.range.begin,
+            e.range.end, owned.begin, owned.end);
+  return state.narrow(0, e.range.begin - owned.begin, e.range.size()).view(e.shape);
+}
+
+}  // namespace
+
+void save_optimizer_state(const std::string& path, const AdamW& optimizer, const FlatParameters& flat,
+                          bool with_masters) {
   io::NamedTensors tensors;
-  for (const auto& e : optimizer.entries()) {
-    tensors.emplace_back(e.name + ".exp_avg", e.exp_avg.to(at::kCPU).contiguous());
-    tensors.emplace_back(e.name + ".exp_avg_sq", e.exp_avg_sq.to(at::kCPU).contiguous());
-    if (with_masters) tensors.emplace_back(e.name + ".master", e.param.to(at::kCPU).contiguous());
+  for (size_t i = 0; i < flat.entries().size(); ++i) {
+    const FlatParameters::Entry& e = flat.entries()[i];
+    tensors.emplace_back(e.name + ".exp_avg", state_view(optimizer.exp_avg(), optimizer.owned(), e).to(at::kCPU).contiguous());
+    tensors.emplace_back(e.name + ".exp_avg_sq",
+                         state_view(optimizer.exp_avg_sq(), optimizer.owned(), e).to(at::kCPU).contiguous());
+    if (with_masters) tensors.emplace_back(e.name + ".master", flat.param(i).to(at::kCPU).contiguous());
   }
   io::save_safetensors(path, tensors, {{"format", "pt"}, {"step", std::to_string(optimizer.step_count())}});
 }
 
-void load_optimizer_state(const std::string& path, AdamW& optimizer, bool with_masters) {
+void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParameters& flat, bool with_masters) {
   io::SafetensorsFile file(path);
   const auto step = file.metadata().find("step");
   QFT_CHECK(step != file.metadata().end(), "{}: no \"step\" in the metadata", path);
   size_t expected_tensors = 0;
-  for (auto& e : optimizer.entries()) {
-    auto restore = [&](const std::string& name, at::Tensor& into) {
+  for (size_t i = 0; i < flat.entries().size(); ++i) {
+    const FlatParameters::Entry& e = flat.entries()[i];
+    auto restore = [&](const std::string& name, at::Tensor into) {
       ++expected_tensors;
       QFT_CHECK(file.contains(name), "{}: missing tensor \"{}\" (the checkpoint was written for other parameters)",
                 path, name);
       const at::Tensor saved = file.tensor(name);
       QFT_CHECK(saved.sizes() == into.sizes() && saved.scalar_type() == at::kFloat,
-                "{}: tensor \"{}\" is {} {}, expected F32 {}", path, name, file.info(name).dtype, shape_string(saved.sizes()),
-                shape_string(into.sizes()));
+                "{}: tensor \"{}\" is {} {}, expected F32 {}", path, name, file.info(name).dtype, model::shape_string(saved.sizes()),
+                model::shape_string(into.sizes()));
       into.copy_(saved);
     };
-    restore(e.name + ".exp_avg", e.exp_avg);
-    restore(e.name + ".exp_avg_sq", e.exp_avg_sq);
-    if (with_masters) restore(e.name + ".master", e.param);
+    restore(e.name + ".exp_avg", state_view(optimizer.exp_avg(), optimizer.owned(), e));
+    restore(e.name + ".exp_avg_sq", state_view(optimizer.exp_avg_sq(), optimizer.owned(), e));
+    if (with_masters) restore(e.name + ".master", flat.param(i));
   }
   QFT_CHECK(file.names().size() == expected_tensors, "{}: {} tensors, expected {} for this model and config", path,
             file.names().size(), expected_tensors);

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "train/adamw.h"
+#include "train/flat_parameters.h"
 
 namespace qft::train {
 
@@ -35,9 +36,11 @@ TrainerState read_trainer_state(const std::string& dir);
 
 // `{name}.exp_avg`, `{name}.exp_avg_sq` (+ `{name}.master` when with_masters) and the step count in
 // the metadata.
-void save_optimizer_state(const std::string& path, const AdamW& optimizer, bool with_masters);
+// The state is stored per entry of the flat buffer, so the file does not depend on the buffer's layout.
+void save_optimizer_state(const std::string& path, const AdamW& optimizer, const FlatParameters& flat,
+                          bool with_masters);
 // Restores into the registered tensors (same names and shapes, else an error naming the tensor).
-void load_optimizer_state(const std::string& path, AdamW& optimizer, bool with_masters);
+void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParameters& flat, bool with_masters);
 
 std::string checkpoint_dir_name(int64_t step);
 // checkpoint-<step> directories of `output_dir` holding a trainer_state.json, oldest first.

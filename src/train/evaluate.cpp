@@ -8,26 +8,25 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
-#include "dist/world.h"
 #include "model/qwen3_model.h"
-#include "train/peft_adapter.h"
+#include "hf/peft_adapter.h"
 #include "train/training_rows.h"
 
 namespace qft::train {
 
-EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir) {
-  const dist::World& world = dist::World::instance();
-  const at::Device device = training_device(config);
+EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, parallel::Communicator& world,
+                    int local_rank) {
+  const at::Device device = training_device(config, local_rank);
   const at::ScalarType dtype = compute_dtype(config, device);
   const std::string& model_dir = config.model.model_name_or_path;
   const auto model_config =
       model::Qwen3Config::from_file((std::filesystem::path(model_dir) / "config.json").string());
-  const std::vector<TokenRow> rows = load_training_rows(config, model_config);
+  const std::vector<TokenRow> rows = load_training_rows(config, model_config, world);
   model::Qwen3Model model(model_config, model::Qwen3Weights::load(model_dir, model_config, dtype, device));
 
   const std::string adapter = adapter_dir.empty() ? config.lora.adapter_name_or_path : adapter_dir;
   std::optional<model::LoraWeights> lora;
-  if (!adapter.empty()) lora = load_peft_adapter(adapter, model_config, device);
+  if (!adapter.empty()) lora = hf::load_peft_adapter(adapter, model_config, device);
 
   double loss_sum = 0.0;
   int64_t targets = 0, inputs = 0;
@@ -36,7 +35,7 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir) {
   for (size_t r = world.rank(); r < rows.size(); r += world.size()) mine.push_back(&rows[r]);
   for (size_t b = 0; b < mine.size(); b += batch) {
     const std::vector<const TokenRow*> micro(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch));
-    const model::StepResult result =
+    const model::LossSum result =
         model.forward_loss(collate_rows(micro, device), lora ? &*lora : nullptr, config.training.loss_chunk_tokens);
     loss_sum += result.loss_sum;
     targets += result.target_tokens;

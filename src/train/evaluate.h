@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "parallel/communicator.h"
 #include "train/train_config.h"
 
 namespace qft::train {
@@ -19,6 +20,7 @@ struct EvalResult {
 
 // `adapter_dir` overrides lora.adapter_name_or_path ("" = use it, or none: the base model alone).
 // Rows are split over the ranks (row r goes to rank r % world) in batches of per_device_train_batch_size.
-EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir = "");
+EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, parallel::Communicator& world,
+                    int local_rank);
 
 }  // namespace qft::train

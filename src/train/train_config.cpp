@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
-#include "train/target_modules.h"
+#include "model/lora_targets.h"
 
 namespace qft::train {
 
@@ -59,10 +59,11 @@ std::string read_init_lora_weights(ConfigReader& section) {
        section.where("init_lora_weights"), value);
 }
 
-LoraOptions read_lora_section(ConfigReader section) {
+// The `lora` section: the fine-tuning method and the adapter keys.
+LoraOptions read_lora_section(ConfigReader section, FinetuningType& finetuning_type) {
   LoraOptions lora;
   const std::string type = section.get_choice("finetuning_type", {"lora", "full"}, "lora");
-  lora.finetuning_type = type == "full" ? FinetuningType::full : FinetuningType::lora;
+  finetuning_type = type == "full" ? FinetuningType::full : FinetuningType::lora;
   lora.r = section.get_int("r", lora.r);
   require(lora.r >= 1, section, "r", "a positive integer", lora.r);
   lora.lora_alpha = section.get_double("lora_alpha", lora.lora_alpha);
@@ -71,7 +72,7 @@ LoraOptions read_lora_section(ConfigReader section) {
   require(lora.lora_dropout >= 0 && lora.lora_dropout < 1, section, "lora_dropout", "in [0, 1)", lora.lora_dropout);
   lora.target_modules = section.get_string_list("target_modules", lora.target_modules);
   try {
-    validate_target_modules_spec(lora.target_modules);
+    model::validate_target_modules_spec(lora.target_modules);
   } catch (const Error& e) {
     fail("{}: {}", section.where("target_modules"), e.what());
   }
@@ -79,7 +80,7 @@ LoraOptions read_lora_section(ConfigReader section) {
   lora.init_lora_weights = read_init_lora_weights(section);
   lora.adapter_name_or_path = section.get_string("adapter_name_or_path", "");
   if (!lora.adapter_name_or_path.empty()) {
-    QFT_CHECK(lora.finetuning_type == FinetuningType::lora, "{}: an adapter can only be continued with finetuning_type: lora",
+    QFT_CHECK(finetuning_type == FinetuningType::lora, "{}: an adapter can only be continued with finetuning_type: lora",
               section.where("adapter_name_or_path"));
     QFT_CHECK(fs::exists(fs::path(lora.adapter_name_or_path) / "adapter_config.json"),
               "{}: '{}' has no adapter_config.json (expected a PEFT adapter directory)",
@@ -201,7 +202,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
   config.source = source;
   // Fixed order, so the first error a user sees is the first section in the file layout of the docs.
   config.model = read_model_section(top.section("model"));
-  config.lora = read_lora_section(top.section("lora"));
+  config.lora = read_lora_section(top.section("lora"), config.finetuning_type);
   config.data = read_data_section(top.section("data"));
   if (config.data.pipeline) {
     config.data.tokenizer =
@@ -282,7 +283,7 @@ nlohmann::json TrainConfig::to_json() const {
   j["model"] = {{"model_name_or_path", model.model_name_or_path},
                 {"torch_dtype", model.torch_dtype},
                 {"device", model.device}};
-  j["lora"] = {{"finetuning_type", lora.finetuning_type == FinetuningType::full ? "full" : "lora"},
+  j["lora"] = {{"finetuning_type", finetuning_type == FinetuningType::full ? "full" : "lora"},
                {"r", lora.r},
                {"lora_alpha", lora.lora_alpha},
                {"lora_dropout", lora.lora_dropout},

@@ -14,6 +14,8 @@
 
 #include "core/config_reader.h"
 #include "data/data_config.h"
+#include "model/lora.h"
+#include "model/ops/cross_entropy.h"
 
 namespace qft::train {
 
@@ -25,11 +27,11 @@ struct ModelOptions {
 
 enum class FinetuningType { lora, full };
 
+// The LoRA keys of the `lora` section; defaults are PEFT's (model::LoraConfig).
 struct LoraOptions {
-  FinetuningType finetuning_type = FinetuningType::lora;
-  int64_t r = 8;
-  double lora_alpha = 8.0;
-  double lora_dropout = 0.0;
+  int64_t r = model::LoraConfig{}.r;
+  double lora_alpha = model::LoraConfig{}.lora_alpha;
+  double lora_dropout = model::LoraConfig{}.lora_dropout;
   // As written by the user: projection names, "all-linear", or one regex string (PEFT semantics).
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
   bool use_rslora = false;
@@ -71,7 +73,7 @@ struct TrainingOptions {
   bool shuffle = true;               // false: rows in file order (reference comparisons)
   bool dataloader_drop_last = false; // drop the last incomplete micro-batch of each epoch
   bool gradient_checkpointing = false;
-  int64_t loss_chunk_tokens = 1024;
+  int64_t loss_chunk_tokens = model::ops::kDefaultLossChunkTokens;
   std::string resume_from_checkpoint;  // a checkpoint-<step> directory, "latest", or "" (fresh run)
 };
 
@@ -84,6 +86,9 @@ struct OutputOptions {
 
 struct TrainConfig {
   ModelOptions model;
+  // lora: adapters on a frozen base; full: every base weight trained. Written as `lora.finetuning_type`,
+  // next to the LoRA keys where LLaMA-Factory users look for it.
+  FinetuningType finetuning_type = FinetuningType::lora;
   LoraOptions lora;
   DataOptions data;
   TrainingOptions training;

@@ -9,13 +9,12 @@
 
 #include "core/error.h"
 #include "core/files.h"
-#include "dist/world.h"
-#include "train/dtype_names.h"
-#include "train/hf_model_dir.h"
+#include "hf/dtype_names.h"
+#include "hf/model_dir.h"
 #include "train/memory_stats.h"
-#include "train/peft_adapter.h"
-#include "train/remove_tree.h"
-#include "train/target_modules.h"
+#include "hf/peft_adapter.h"
+#include "core/remove_tree.h"
+#include "model/lora_targets.h"
 #include "train/training_rows.h"
 
 namespace qft::train {
@@ -63,17 +62,17 @@ std::string format_bytes(int64_t bytes) { return fmt::format("{:.2f} GiB", stati
 
 }  // namespace
 
-Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
-  const dist::World& world = dist::World::instance();
-  rank_ = world.rank();
-  world_size_ = world.size();
-  world.check_same_on_all_ranks("the training config", config_.hash());
-  full_finetuning_ = config_.lora.finetuning_type == FinetuningType::full;
+Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_rank)
+    : config_(std::move(config)), world_(world), local_rank_(local_rank) {
+  rank_ = world_.rank();
+  world_size_ = world_.size();
+  world_.check_same_on_all_ranks("the training config", config_.hash());
+  full_finetuning_ = config_.finetuning_type == FinetuningType::full;
   resolve_device_and_dtype();
 
   const std::string model_dir = config_.model.model_name_or_path;
   model_config_ = model::Qwen3Config::from_file((fs::path(model_dir) / "config.json").string());
-  rows_ = load_training_rows(config_, model_config_);
+  rows_ = load_training_rows(config_, model_config_, world_);
 
   const TrainingOptions& t = config_.training;
   plan_ = std::make_unique<DataPlan>(static_cast<int64_t>(rows_.size()), t.per_device_train_batch_size,
@@ -99,7 +98,7 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
     spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, world size {}",
                  full_finetuning_ ? "all weights" : fmt::format("LoRA r={} alpha={}", lora_->config.r,
                                                                lora_->config.lora_alpha),
-                 device_.str(), torch_dtype_name(compute_dtype_), rows_.size(), total_steps_,
+                 device_.str(), hf::torch_dtype_name(compute_dtype_), rows_.size(), total_steps_,
                  plan_->steps_per_epoch(), warmup, world_size_);
   }
 }
@@ -107,7 +106,7 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
 Trainer::~Trainer() = default;
 
 void Trainer::resolve_device_and_dtype() {
-  device_ = training_device(config_);
+  device_ = training_device(config_, local_rank_);
   compute_dtype_ = compute_dtype(config_, device_);
   if (compute_dtype_ == at::kHalf && rank_ == 0) {
     spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");
@@ -123,27 +122,30 @@ void Trainer::prepare_output_dir() {
             "{}: output.output_dir '{}' already holds a training run; set output.overwrite_output_dir: true to "
             "replace it, or training.resume_from_checkpoint to continue it",
             config_.source, dir);
-  dist::World::instance().barrier();
+  world_.barrier();
   if (rank_ == 0) {
     if (occupied) remove_training_output(dir);
     fs::create_directories(dir);
   }
-  dist::World::instance().barrier();
+  world_.barrier();
 }
 
 void Trainer::create_trainable_state(const std::string& resume_dir) {
   if (full_finetuning_) {
-    // fp32 masters; Tensor::to returns the tensor itself when it is already fp32 on this device, so a
-    // CPU fp32 run updates the compute weights in place and keeps one copy.
-    const model::Qwen3Weights masters = model_->weights().to(at::kFloat, device_);
-    full_masters_ = masters.named_tensors(model_config_);
-    grads_.weights = model_->weights().zeros_like(at::kFloat);
+    const auto compute = model_->weights().named_tensors(model_config_);
+    flat_ = std::make_unique<FlatParameters>(compute, device_, decays);
+    // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
+    if (compute_dtype_ == at::kFloat) {
+      model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
+    }
+    grads_.weights = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->grad(i); });
   } else {
     const std::string adapter_dir = !resume_dir.empty() ? resume_dir : config_.lora.adapter_name_or_path;
+    model::LoraWeights initial;
     if (!adapter_dir.empty()) {
-      lora_ = load_peft_adapter(adapter_dir, model_config_, device_);
+      initial = hf::load_peft_adapter(adapter_dir, model_config_, device_);
       // Dropout is a training choice, not part of the stored adapter.
-      lora_->config.lora_dropout = config_.lora.lora_dropout;
+      initial.config.lora_dropout = config_.lora.lora_dropout;
     } else {
       model::LoraConfig lora_config;
       lora_config.r = config_.lora.r;
@@ -152,14 +154,18 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
       lora_config.use_rslora = config_.lora.use_rslora;
       try {
         lora_config.target_modules =
-            resolve_target_modules(config_.lora.target_modules, model_config_.num_hidden_layers);
+            model::resolve_target_modules(config_.lora.target_modules, model_config_.num_hidden_layers);
       } catch (const Error& e) {
         fail("{}: lora.target_modules: {}", config_.source, e.what());
       }
-      lora_ = init_lora_weights(model_config_, lora_config, config_.lora.init_lora_weights,
-                                static_cast<uint64_t>(config_.training.seed), device_);
+      initial = model::LoraWeights::init(model_config_, lora_config, static_cast<uint64_t>(config_.training.seed),
+                                         device_, model::parse_lora_init(config_.lora.init_lora_weights));
     }
-    grads_.lora = lora_->zeros_like();
+    // LoRA weights decay like any other weight (HF: no norm or bias among them).
+    flat_ = std::make_unique<FlatParameters>(initial.named_tensors(), device_,
+                                             [](const std::string&) { return true; });
+    lora_ = initial.with_tensors([&](size_t i) { return flat_->param(i); });
+    grads_.lora = initial.with_tensors([&](size_t i) { return flat_->grad(i); });
   }
 
   AdamWOptions options;
@@ -167,12 +173,8 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   options.beta2 = config_.training.adam_beta2;
   options.eps = config_.training.adam_epsilon;
   options.weight_decay = config_.training.weight_decay;
-  optimizer_ = std::make_unique<AdamW>(options);
-  if (full_finetuning_) {
-    for (const auto& [name, master] : full_masters_) optimizer_->add_param(name, master, decays(name));
-  } else {
-    for (const auto& [name, tensor] : lora_->named_tensors()) optimizer_->add_param(name, tensor, true);
-  }
+  const parallel::Range everything{0, flat_->numel()};
+  optimizer_ = std::make_unique<AdamW>(options, everything, flat_->no_decay_ranges(everything), device_);
 }
 
 void Trainer::restore_checkpoint(const std::string& resume_dir) {
@@ -191,7 +193,8 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
             config_.source, resume_dir, state.global_step, total_steps_);
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
   // masters stored with the optimizer state.
-  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), *optimizer_, full_finetuning_);
+  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), *optimizer_, *flat_,
+                       full_finetuning_);
   QFT_CHECK(optimizer_->step_count() == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir,
             optimizer_->step_count(), state.global_step);
   if (full_finetuning_) refresh_compute_weights();
@@ -202,18 +205,13 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
   if (rank_ == 0) spdlog::info("resumed from {} at step {}", resume_dir, start_step_);
 }
 
-std::vector<at::Tensor> Trainer::gradient_tensors() const {
+std::vector<at::Tensor> Trainer::gradient_views() const {
   std::vector<at::Tensor> out;
-  if (full_finetuning_) {
-    for (auto& [name, g] : grads_.weights->named_tensors(model_config_)) out.push_back(g);
-  } else {
-    for (auto& [name, g] : grads_.lora->named_tensors()) out.push_back(g);
-  }
+  for (size_t i = 0; i < flat_->entries().size(); ++i) out.push_back(flat_->grad(i));
   return out;
 }
 
-Trainer::StepResult Trainer::run_step(int64_t step) {
-  const dist::World& world = dist::World::instance();
+Trainer::StepMetrics Trainer::run_step(int64_t step) {
   const TrainingOptions& t = config_.training;
   const auto micro_batches = plan_->micro_batches(step, rank_);
 
@@ -227,11 +225,10 @@ Trainer::StepResult Trainer::run_step(int64_t step) {
       local_tokens += static_cast<int64_t>(rows_[r].input_ids.size());
     }
   }
-  const int64_t global_targets = world.all_reduce_sum(local_targets);
+  const int64_t global_targets = world_.all_reduce_sum(local_targets);
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
 
-  const std::vector<at::Tensor> grads = gradient_tensors();
-  for (const auto& g : grads) g.zero_();
+  flat_->grads().zero_();
 
   double local_loss_sum = 0.0;
   int64_t model_targets = 0;
@@ -247,7 +244,7 @@ Trainer::StepResult Trainer::run_step(int64_t step) {
         (static_cast<uint64_t>(step) * t.gradient_accumulation_steps + m) * world_size_ + rank_;
     options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
     options.loss_chunk_tokens = t.loss_chunk_tokens;
-    const model::StepResult result =
+    const model::LossSum result =
         model_->forward_backward(batch, full_finetuning_ ? nullptr : &*lora_, grads_, options);
     local_loss_sum += result.loss_sum;
     model_targets += result.target_tokens;
@@ -256,9 +253,9 @@ Trainer::StepResult Trainer::run_step(int64_t step) {
             "step {}: the model counted {} target tokens, the data {} (labels at packed-segment starts must be -100)",
             step + 1, model_targets, local_targets);
 
-  StepResult out;
-  out.loss = world.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
-  out.input_tokens = world.all_reduce_sum(local_tokens);
+  StepMetrics out;
+  out.loss = world_.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
+  out.input_tokens = world_.all_reduce_sum(local_tokens);
   QFT_CHECK(std::isfinite(out.loss),
             "step {}: the loss is {}; training stopped and no final adapter or model was written "
             "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
@@ -266,29 +263,25 @@ Trainer::StepResult Trainer::run_step(int64_t step) {
 
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
-  for (at::Tensor g : grads) world.all_reduce_sum(g);
-  out.grad_norm = clip_grad_norm(grads, t.max_grad_norm);
+  world_.all_reduce_sum(flat_->grads());
+  out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
   QFT_CHECK(std::isfinite(out.grad_norm),
             "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
             step + 1, out.grad_norm, out.loss);
   out.learning_rate = schedule_->learning_rate(step);
-  optimizer_->step(grads, out.learning_rate);
+  optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   if (full_finetuning_) refresh_compute_weights();
   return out;
 }
 
 void Trainer::refresh_compute_weights() {
+  // A no-op where the compute weights are the masters' own views (fp32).
+  if (compute_dtype_ == at::kFloat) return;
   const auto compute = model_->weights().named_tensors(model_config_);
-  QFT_CHECK(compute.size() == full_masters_.size(), "internal: {} compute tensors, {} masters", compute.size(),
-            full_masters_.size());
-  for (size_t i = 0; i < compute.size(); ++i) {
-    const at::Tensor& target = compute[i].second;
-    const at::Tensor& master = full_masters_[i].second;
-    if (!target.is_same(master)) target.copy_(master);
-  }
+  for (size_t i = 0; i < compute.size(); ++i) compute[i].second.copy_(flat_->param(i));
 }
 
-void Trainer::log_step(int64_t step, const StepResult& result, double interval_seconds) {
+void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_seconds) {
   const int64_t global_step = step + 1;
   nlohmann::json row;
   row["step"] = global_step;
@@ -315,13 +308,14 @@ void Trainer::log_step(int64_t step, const StepResult& result, double interval_s
 void Trainer::save_trainable(const std::string& dir) const {
   if (full_finetuning_) {
     // The model's stored dtype (config.json torch_dtype), converted from the fp32 masters.
-    const at::ScalarType stored = parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
+    const at::ScalarType stored = hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
     io::NamedTensors tensors;
-    for (const auto& [name, master] : full_masters_) tensors.emplace_back(name, master.to(at::kCPU, stored));
-    write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
-    copy_tokenizer_files(config_.model.model_name_or_path, dir);
+    for (size_t i = 0; i < flat_->entries().size(); ++i)
+      tensors.emplace_back(flat_->entries()[i].name, flat_->param(i).to(at::kCPU, stored));
+    hf::write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
+    hf::copy_tokenizer_files(config_.model.model_name_or_path, dir);
   } else {
-    save_peft_adapter(dir, *lora_, config_.model.model_name_or_path, config_.lora.init_lora_weights);
+    hf::save_peft_adapter(dir, *lora_, config_.model.model_name_or_path, config_.lora.init_lora_weights);
   }
 }
 
@@ -334,7 +328,8 @@ void Trainer::save_checkpoint(int64_t global_step) {
     save_trainable(tmp_dir);
     // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v
     // because the model files are in the (usually lower) stored dtype.
-    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), *optimizer_, full_finetuning_);
+    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), *optimizer_, *flat_,
+                         full_finetuning_);
     TrainerState state;
     state.global_step = global_step;
     state.epoch = plan_->epoch_after(global_step - 1);
@@ -343,11 +338,11 @@ void Trainer::save_checkpoint(int64_t global_step) {
     state.config_fingerprint = config_.math_fingerprint();
     state.log_history = log_history_;
     write_trainer_state(tmp_dir, state);
-    move_into_place(tmp_dir, final_dir.string());
+    hf::move_into_place(tmp_dir, final_dir.string());
     prune_checkpoints(config_.output.output_dir, config_.output.save_total_limit);
     spdlog::info("saved {}", final_dir.string());
   }
-  dist::World::instance().barrier();
+  world_.barrier();
 }
 
 void Trainer::save_final() {
@@ -355,7 +350,7 @@ void Trainer::save_final() {
     save_trainable(config_.output.output_dir);
     spdlog::info("saved the final {} to {}", full_finetuning_ ? "model" : "adapter", config_.output.output_dir);
   }
-  dist::World::instance().barrier();
+  world_.barrier();
 }
 
 TrainSummary Trainer::train() {
@@ -367,7 +362,7 @@ TrainSummary Trainer::train() {
   }
   auto interval_start = std::chrono::steady_clock::now();
   for (int64_t step = start_step_; step < total_steps_; ++step) {
-    const StepResult result = run_step(step);
+    const StepMetrics result = run_step(step);
     interval_loss_sum_ += result.loss;
     interval_steps_ += 1;
     interval_tokens_ += result.input_tokens;
@@ -391,8 +386,8 @@ TrainSummary Trainer::train() {
   return summary;
 }
 
-TrainSummary run_training(const TrainConfig& config) {
-  Trainer trainer(config);
+TrainSummary run_training(const TrainConfig& config, parallel::Communicator& world, int local_rank) {
+  Trainer trainer(config, world, local_rank);
   return trainer.train();
 }
 

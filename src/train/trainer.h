@@ -3,7 +3,9 @@
 // accumulation equals one big batch) -> gradient all-reduce -> clipping -> AdamW -> LR schedule ->
 // logging (spdlog + output_dir/trainer_log.jsonl) -> checkpoints -> the final adapter or model.
 //
-// Every rank runs the same code; in a world of one the collectives are no-ops.
+// Every rank runs the same code; in a world of one the collectives are no-ops. The communicator is passed
+// in (main() owns the MPI runtime); trainable parameters and their gradients live in flat buffers
+// (flat_parameters.h), so the gradient reduction is one collective and the optimizer steps a range.
 #pragma once
 
 #include <cstdint>
@@ -15,9 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "model/qwen3_model.h"
+#include "parallel/communicator.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/data_plan.h"
+#include "train/flat_parameters.h"
 #include "train/lr_schedule.h"
 #include "train/pretokenized.h"
 #include "train/train_config.h"
@@ -33,7 +37,8 @@ class Trainer {
  public:
   // Loads the model, data and trainable state (or the checkpoint to resume); validates everything
   // that can fail before the first step.
-  explicit Trainer(TrainConfig config);
+  // `world`: every rank of the job; `local_rank`: this rank's place on its node (picks the GPU).
+  Trainer(TrainConfig config, parallel::Communicator& world, int local_rank);
   ~Trainer();
 
   // Trains to the last step and writes the final adapter (LoRA) or model (full) into output_dir.
@@ -43,7 +48,7 @@ class Trainer {
   int64_t total_steps() const { return total_steps_; }
 
  private:
-  struct StepResult {
+  struct StepMetrics {
     double loss = 0.0;       // mean over the step's target tokens (all micro-batches, all ranks)
     double grad_norm = 0.0;  // before clipping
     double learning_rate = 0.0;
@@ -54,15 +59,18 @@ class Trainer {
   void prepare_output_dir();
   void create_trainable_state(const std::string& resume_dir);
   void restore_checkpoint(const std::string& resume_dir);
-  StepResult run_step(int64_t step);
+  StepMetrics run_step(int64_t step);
   void refresh_compute_weights();
-  void log_step(int64_t step, const StepResult& result, double interval_seconds);
+  void log_step(int64_t step, const StepMetrics& result, double interval_seconds);
   void save_checkpoint(int64_t global_step);
   void save_trainable(const std::string& dir) const;
   void save_final();
-  std::vector<at::Tensor> gradient_tensors() const;
+  // Every entry's gradient (views of the flat gradient buffer), for the clipping norm.
+  std::vector<at::Tensor> gradient_views() const;
 
   TrainConfig config_;
+  parallel::Communicator& world_;
+  int local_rank_ = 0;
   int rank_ = 0;
   int world_size_ = 1;
   at::Device device_ = at::kCPU;
@@ -76,11 +84,12 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   int64_t total_steps_ = 0;
 
-  // LoRA: the adapters are the fp32 masters. Full: fp32 masters of every base tensor (aliasing the
-  // compute weights when those are fp32 on the same device).
+  // The fp32 masters and their gradients, one flat buffer each. LoRA: lora_'s A/B are views of it.
+  // Full: the masters of every base tensor; the compute weights are views of it too when they are fp32 on
+  // the same device, else a copy refreshed after each update.
+  std::unique_ptr<FlatParameters> flat_;
   std::optional<model::LoraWeights> lora_;
-  std::vector<std::pair<std::string, at::Tensor>> full_masters_;
-  model::Gradients grads_;
+  model::Gradients grads_;  // views of flat_->grads()
   std::unique_ptr<AdamW> optimizer_;
 
   int64_t start_step_ = 0;  // optimizer steps already done (resume)
@@ -91,6 +100,6 @@ class Trainer {
 };
 
 // Convenience for the CLI and tests.
-TrainSummary run_training(const TrainConfig& config);
+TrainSummary run_training(const TrainConfig& config, parallel::Communicator& world, int local_rank);
 
 }  // namespace qft::train

@@ -6,19 +6,18 @@
 #include "core/error.h"
 #include "data/packed_dataset.h"
 #include "data/prepare.h"
-#include "dist/world.h"
-#include "train/dtype_names.h"
+#include "hf/dtype_names.h"
 
 namespace qft::train {
 namespace {
 
-std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const model::Qwen3Config& model_config) {
+std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
+                                            parallel::Communicator& world) {
   const data::DataConfig& data_config = *config.data.pipeline;
   const std::string& model_dir = config.model.model_name_or_path;
   const std::string& cache_path = config.data.token_cache;
-  const dist::World& world = dist::World::instance();
   // One writer: rank 0 prepares (or finds up to date) the cache, then every rank reads it.
-  if (world.is_main()) {
+  if (world.rank() == 0) {
     const data::PrepareReport report = data::prepare_dataset(data_config, config.data.tokenizer);
     QFT_CHECK(report.cache_path == cache_path, "{}: the data or tokenizer changed while loading ({} became {})",
               config.source, cache_path, report.cache_path);
@@ -52,28 +51,30 @@ std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const mod
 
 }  // namespace
 
-std::vector<TokenRow> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config) {
-  if (config.data.pipeline) return load_token_cache_rows(config, model_config);
+std::vector<TokenRow> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
+                                         parallel::Communicator& world) {
+  if (config.data.pipeline) return load_token_cache_rows(config, model_config, world);
   return read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size);
 }
 
-at::Device training_device(const TrainConfig& config) {
+at::Device training_device(const TrainConfig& config, int local_rank) {
   const std::string& choice = config.model.device;
   const bool cuda_available = at::hasCUDA();
   QFT_CHECK(choice != "cuda" || cuda_available,
             "{}: model.device is cuda but this qft build or machine has no CUDA device", config.source);
   if (choice == "cpu" || !cuda_available) return at::kCPU;
   const int devices = at::detail::getCUDAHooks().deviceCount();
-  const dist::World& world = dist::World::instance();
-  QFT_CHECK(world.local_rank() < devices, "rank {} is local rank {} on its node, but the node has {} CUDA devices",
-            world.rank(), world.local_rank(), devices);
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank()));
+  QFT_CHECK(local_rank < devices,
+            "this rank is number {} on its node, but the node has {} CUDA devices: start one rank per GPU "
+            "(mpirun -np <GPUs>, or srun --ntasks-per-node=<GPUs per node>)",
+            local_rank, devices);
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 
 at::ScalarType compute_dtype(const TrainConfig& config, at::Device device) {
   const std::string& dtype = config.model.torch_dtype;
   if (dtype == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
-  return parse_dtype(dtype, config.source + ": model.torch_dtype");
+  return hf::parse_dtype(dtype, config.source + ": model.torch_dtype");
 }
 
 }  // namespace qft::train

@@ -63,29 +63,5 @@ TEST(BuildRow, AFirstTokenThatIsATargetIsStillIgnored) {
   EXPECT_EQ(row.labels, (std::vector<int64_t>{-100, 2, -100, 4}));
 }
 
-TEST(Collate, FlattenedConcatenatesRowsAndRenumbersSegments) {
-  const TokenizedSample a{{1, 2}, {0, 1}};
-  const TokenizedSample b{{3}, {1}};
-  const TokenizedSample c{{4, 5, 6}, {0, 1, 1}};
-  const BatchData batch = collate_flattened({build_row({&a, &b}), build_row({&c})});
-  EXPECT_EQ(batch.rows, 1);
-  EXPECT_EQ(batch.columns, 6);
-  EXPECT_EQ(batch.segment_ids, (std::vector<int64_t>{0, 0, 1, 2, 2, 2}));
-  EXPECT_EQ(batch.position_ids, (std::vector<int64_t>{0, 1, 0, 0, 1, 2}));
-  EXPECT_EQ(batch.labels, (std::vector<int64_t>{-100, 2, -100, -100, 5, 6}));
-}
-
-TEST(Collate, PaddedFillsWithPadIgnoreAndSegmentMinusOne) {
-  const TokenizedSample a{{1, 2, 3}, {0, 1, 1}};
-  const TokenizedSample b{{4}, {0}};
-  const BatchData batch = collate_padded({build_row({&a}), build_row({&b})}, 99);
-  EXPECT_EQ(batch.rows, 2);
-  EXPECT_EQ(batch.columns, 3);
-  EXPECT_EQ(batch.input_ids, (std::vector<int64_t>{1, 2, 3, 4, 99, 99}));
-  EXPECT_EQ(batch.labels, (std::vector<int64_t>{-100, 2, 3, -100, -100, -100}));
-  EXPECT_EQ(batch.segment_ids, (std::vector<int64_t>{0, 0, 0, 0, -1, -1}));
-  EXPECT_EQ(batch.position_ids, (std::vector<int64_t>{0, 1, 2, 0, 0, 0}));
-}
-
 }  // namespace
 }  // namespace qft::data

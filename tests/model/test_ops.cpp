@@ -175,18 +175,18 @@ TEST(Ops, LinearFrozenAndFullMatchAutograd) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(6);
   at::Tensor x = leaf(randn({7, 5}, gen)), W = leaf(randn({4, 5}, gen));
   const at::Tensor ref = at::matmul(x, W.t());
-  QFT_EXPECT_CLOSE(ops::linear_forward(x.detach(), W.detach(), nullptr, nullptr), ref.detach(), "linear_y");
+  const Linear linear = Linear::dense(Projection::q, W.detach());
+  QFT_EXPECT_CLOSE(ops::linear_forward(linear, x.detach(), nullptr), ref.detach(), "linear_y");
   const at::Tensor dy = randn({7, 4}, gen);
   const auto g = autograd((ref * dy).sum(), {x, W});
   // Frozen: dx only.
   ops::LinearGrads frozen;
-  QFT_EXPECT_CLOSE(ops::linear_backward(dy, x.detach(), W.detach(), nullptr, at::Tensor(), frozen), g[0],
-                   "linear_dx");
+  QFT_EXPECT_CLOSE(ops::linear_backward(linear, dy, x.detach(), at::Tensor(), frozen), g[0], "linear_dx");
   // Full fine-tune: dW accumulates onto what is there.
   at::Tensor dW = at::ones({4, 5}, f64);
   ops::LinearGrads full;
   full.dW = &dW;
-  ops::linear_backward(dy, x.detach(), W.detach(), nullptr, at::Tensor(), full);
+  ops::linear_backward(linear, dy, x.detach(), at::Tensor(), full);
   QFT_EXPECT_CLOSE(dW - 1.0, g[1], "linear_dW");
 }
 
@@ -198,7 +198,8 @@ TEST(Ops, LinearLoraMatchesAutograd) {
       SCOPED_TRACE(testing::Message() << "dropout=" << dropout << " rslora=" << rslora);
       at::Tensor x = leaf(randn({N, in}, gen)), W = leaf(randn({out, in}, gen));
       at::Tensor A = leaf(randn({r, in}, gen)), B = leaf(randn({out, r}, gen));
-      ops::LoraBranch lora;
+      Linear linear = Linear::dense(Projection::up, W.detach());
+      LoraBranch lora;
       lora.A = A.detach();
       lora.B = B.detach();
       lora.scaling = rslora ? 16.0 / std::sqrt(3.0) : 16.0 / 3.0;
@@ -215,7 +216,8 @@ TEST(Ops, LinearLoraMatchesAutograd) {
       }
       const at::Tensor ref = at::matmul(x, W.t()) + lora.scaling * at::matmul(at::matmul(xd, A.t()), B.t());
       at::Tensor xa;
-      const at::Tensor y = ops::linear_forward(x.detach(), W.detach(), &lora, &xa);
+      linear.lora = lora;
+      const at::Tensor y = ops::linear_forward(linear, x.detach(), &xa);
       QFT_EXPECT_CLOSE(y, ref.detach(), "lora_y");
       const at::Tensor dy = randn({N, out}, gen);
       const auto g = autograd((ref * dy).sum(), {x, W, A, B});
@@ -223,7 +225,7 @@ TEST(Ops, LinearLoraMatchesAutograd) {
       ops::LinearGrads grads;
       grads.dA = &dA;
       grads.dB = &dB;
-      const at::Tensor dx = ops::linear_backward(dy, x.detach(), W.detach(), &lora, xa, grads);
+      const at::Tensor dx = ops::linear_backward(linear, dy, x.detach(), xa, grads);
       QFT_EXPECT_CLOSE(dx, g[0], "lora_dx");
       QFT_EXPECT_CLOSE(dA, g[2], "lora_dA");
       QFT_EXPECT_CLOSE(dB, g[3], "lora_dB");
@@ -231,7 +233,7 @@ TEST(Ops, LinearLoraMatchesAutograd) {
       grads.dW = &dW;
       dA.zero_();
       dB.zero_();
-      ops::linear_backward(dy, x.detach(), W.detach(), &lora, xa, grads);
+      ops::linear_backward(linear, dy, x.detach(), xa, grads);
       QFT_EXPECT_CLOSE(dW, g[1], "lora_full_dW");
       QFT_EXPECT_CLOSE(dA, g[2], "lora_full_dA");
     }
@@ -241,17 +243,19 @@ TEST(Ops, LinearLoraMatchesAutograd) {
 TEST(Ops, LoraMastersStayFp32WithLowPrecisionActivations) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8);
   const at::Tensor x = randn({4, 8}, gen).to(at::kBFloat16), W = randn({6, 8}, gen).to(at::kBFloat16);
-  ops::LoraBranch lora;
+  Linear linear = Linear::dense(Projection::o, W);
+  LoraBranch lora;
   lora.A = randn({2, 8}, gen).to(at::kFloat);
   lora.B = randn({6, 2}, gen).to(at::kFloat);
+  linear.lora = lora;
   at::Tensor xa;
-  const at::Tensor y = ops::linear_forward(x, W, &lora, &xa);
+  const at::Tensor y = ops::linear_forward(linear, x, &xa);
   EXPECT_EQ(y.scalar_type(), at::kBFloat16);
   at::Tensor dA = at::zeros_like(lora.A), dB = at::zeros_like(lora.B);
   ops::LinearGrads grads;
   grads.dA = &dA;
   grads.dB = &dB;
-  const at::Tensor dx = ops::linear_backward(at::ones_like(y), x, W, &lora, xa, grads);
+  const at::Tensor dx = ops::linear_backward(linear, at::ones_like(y), x, xa, grads);
   EXPECT_EQ(dx.scalar_type(), at::kBFloat16);
   EXPECT_EQ(dA.scalar_type(), at::kFloat);
   EXPECT_GT(dB.abs().sum().item<float>(), 0.0f);
@@ -320,6 +324,3 @@ TEST(Ops, CrossEntropyMatchesAutogradInEveryChunking) {
   EXPECT_THROW(ops::lm_head_cross_entropy(h.detach(), W.detach(), bad, 4, 1.0, nullptr, nullptr), qft::Error);
 }
 
-TEST(Ops, ZZReportMaxError) {
-  std::printf("[ops] max relative error vs autograd (float64): %.3e\n", qft::test::max_error());
-}

@@ -18,7 +18,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/qwen3_model.h"
-#include "train/peft_adapter.h"
+#include "hf/peft_adapter.h"
 
 namespace {
 
@@ -65,7 +65,7 @@ int run(const Options& o) {
   qft::model::Qwen3Model model(config, std::move(weights));
 
   std::optional<qft::model::LoraWeights> lora;
-  if (!o.adapter.empty()) lora = qft::train::load_peft_adapter(o.adapter, config, device);
+  if (!o.adapter.empty()) lora = qft::hf::load_peft_adapter(o.adapter, config, device);
 
   const qft::io::SafetensorsFile batch_file(o.batch);
   auto load = [&](const char* name) {

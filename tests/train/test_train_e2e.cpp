@@ -11,9 +11,9 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "model/qwen3_weights.h"
-#include "train/hf_model_dir.h"
-#include "train/peft_adapter.h"
-#include "train/remove_tree.h"
+#include "hf/model_dir.h"
+#include "hf/peft_adapter.h"
+#include "core/remove_tree.h"
 #include "train_test_support.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
@@ -23,6 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace qft;
 using namespace qft::train;
+using namespace qft::hf;
 using namespace qft::train::testing;
 
 constexpr int64_t kVocab = 256;
@@ -233,7 +234,7 @@ TEST_F(TrainE2E, FullFineTuningLearnsAndResumes) {
   const model::Qwen3Config config_out = model::Qwen3Config::from_file(dir_ / "full/config.json");
   const model::Qwen3Weights trained = model::Qwen3Weights::load(dir_ / "full", config_out, at::kFloat, at::kCPU);
   const model::Qwen3Weights original = model::Qwen3Weights::load(dir_ / "model", config_out, at::kFloat, at::kCPU);
-  EXPECT_FALSE(at::equal(trained.layers[0].q_proj, original.layers[0].q_proj));
+  EXPECT_FALSE(at::equal(trained.layers[0][model::Projection::q].trainable_weight(), original.layers[0][model::Projection::q].trainable_weight()));
 
   std::vector<std::string> resume = settings;
   resume.push_back("training.resume_from_checkpoint=" + (dir_ / "full/checkpoint-3"));
@@ -242,7 +243,7 @@ TEST_F(TrainE2E, FullFineTuningLearnsAndResumes) {
   ASSERT_EQ(r.size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(r[i], l[i]) << "step " << i + 1;
   const model::Qwen3Weights again = model::Qwen3Weights::load(dir_ / "resumed", config_out, at::kFloat, at::kCPU);
-  EXPECT_TRUE(at::equal(again.layers[1].down_proj, trained.layers[1].down_proj));
+  EXPECT_TRUE(at::equal(again.layers[1][model::Projection::down].trainable_weight(), trained.layers[1][model::Projection::down].trainable_weight()));
   EXPECT_TRUE(at::equal(again.embed_tokens, trained.embed_tokens));
 }
 

@@ -14,16 +14,17 @@
 #include "io/safetensors.h"
 #include "model/qwen3_model.h"
 #include "train/adamw.h"
+#include "train/flat_parameters.h"
 #include "train/data_plan.h"
-#include "train/hf_model_dir.h"
-#include "train/init_model.h"
+#include "hf/model_dir.h"
+#include "hf/init_model.h"
 #include "train/lr_schedule.h"
-#include "train/merge.h"
-#include "train/peft_adapter.h"
+#include "hf/merge.h"
+#include "hf/peft_adapter.h"
 #include "train/pretokenized.h"
-#include "train/remove_tree.h"
+#include "core/remove_tree.h"
 #include "train_test_support.h"
-#include "train/target_modules.h"
+#include "model/lora_targets.h"
 #include "train/train_config.h"
 
 namespace {
@@ -31,6 +32,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace qft;
 using namespace qft::train;
+using namespace qft::hf;
+using qft::model::resolve_target_modules;
+using qft::model::resolve_target_modules_json;
 using namespace qft::train::testing;
 
 void write_text(const std::string& path, const std::string& text) {
@@ -110,16 +114,19 @@ TEST(AdamW, MatchesTheTextbookFormulaInDouble) {
   at::manual_seed(3);
   const at::Tensor p0 = at::randn({5, 3});
   const at::Tensor q0 = at::randn({4});
-  AdamW optimizer({beta1, beta2, eps, wd});
-  optimizer.add_param("p", p0.clone(), /*decay=*/true);
-  optimizer.add_param("q", q0.clone(), /*decay=*/false);
+  // Two tensors in one flat buffer; weight decay on "p" only.
+  FlatParameters flat({{"p", p0}, {"q", q0}}, at::kCPU, [](const std::string& name) { return name == "p"; });
+  const qft::parallel::Range all{0, flat.numel()};
+  AdamW optimizer({beta1, beta2, eps, wd}, all, flat.no_decay_ranges(all), at::kCPU);
 
   at::Tensor p = p0.to(at::kDouble), q = q0.to(at::kDouble);
   at::Tensor mp = at::zeros_like(p), vp = at::zeros_like(p), mq = at::zeros_like(q), vq = at::zeros_like(q);
   for (int t = 1; t <= 4; ++t) {
     const at::Tensor gp = at::randn({5, 3}), gq = at::randn({4}) * 10;
     const double step_lr = lr * t;  // a different rate every step, as a schedule gives
-    optimizer.step({gp, gq}, step_lr);
+    flat.grad(0).copy_(gp);
+    flat.grad(1).copy_(gq);
+    optimizer.step(flat.params(), flat.grads(), step_lr);
     auto reference = [&](at::Tensor& x, at::Tensor& m, at::Tensor& v, const at::Tensor& g32, bool decay) {
       const at::Tensor g = g32.to(at::kDouble);
       if (decay) x = x * (1 - step_lr * wd);
@@ -131,20 +138,22 @@ TEST(AdamW, MatchesTheTextbookFormulaInDouble) {
     };
     reference(p, mp, vp, gp, true);
     reference(q, mq, vq, gq, false);
-    EXPECT_TRUE(at::allclose(optimizer.entries()[0].param.to(at::kDouble), p, 1e-6, 1e-6)) << "step " << t;
-    EXPECT_TRUE(at::allclose(optimizer.entries()[1].param.to(at::kDouble), q, 1e-6, 1e-6)) << "step " << t;
-    EXPECT_TRUE(at::allclose(optimizer.entries()[0].exp_avg_sq.to(at::kDouble), vp, 1e-6, 1e-9));
+    const at::Tensor exp_avg_sq_p = optimizer.exp_avg_sq().narrow(0, 0, 15).view({5, 3});
+    EXPECT_TRUE(at::allclose(flat.param(0).to(at::kDouble), p, 1e-6, 1e-6)) << "step " << t;
+    EXPECT_TRUE(at::allclose(flat.param(1).to(at::kDouble), q, 1e-6, 1e-6)) << "step " << t;
+    EXPECT_TRUE(at::allclose(exp_avg_sq_p.to(at::kDouble), vp, 1e-6, 1e-9));
   }
   EXPECT_EQ(optimizer.step_count(), 4);
   // Without decay on q, the first step moves every element by about lr (m_hat / sqrt(v_hat) = sign).
 }
 
 TEST(AdamW, FirstStepMovesEachElementByTheLearningRate) {
-  AdamW optimizer({0.9, 0.999, 1e-8, 0.0});
-  optimizer.add_param("w", at::zeros({3}), true);
-  optimizer.step({at::tensor({2.0f, -0.5f, 1e-3f})}, 0.1);
+  FlatParameters flat({{"w", at::zeros({3})}}, at::kCPU, [](const std::string&) { return true; });
+  AdamW optimizer({0.9, 0.999, 1e-8, 0.0}, {0, 3}, {}, at::kCPU);
+  flat.grad(0).copy_(at::tensor({2.0f, -0.5f, 1e-3f}));
+  optimizer.step(flat.params(), flat.grads(), 0.1);
   const at::Tensor expected = at::tensor({-0.1f, 0.1f, -0.1f});
-  EXPECT_TRUE(at::allclose(optimizer.entries()[0].param, expected, 1e-4, 1e-5)) << optimizer.entries()[0].param;
+  EXPECT_TRUE(at::allclose(flat.param(0), expected, 1e-4, 1e-5)) << flat.param(0);
 }
 
 TEST(ClipGradNorm, ScalesAllGradientsByOneCoefficient) {
@@ -196,7 +205,7 @@ TEST_F(ConfigTest, ReadsValuesAndDefaults) {
   EXPECT_EQ(c.training.per_device_train_batch_size, 8);
   EXPECT_EQ(c.training.gradient_accumulation_steps, 1);
   EXPECT_EQ(c.model.torch_dtype, "auto");
-  EXPECT_EQ(c.lora.finetuning_type, FinetuningType::lora);
+  EXPECT_EQ(c.finetuning_type, FinetuningType::lora);
 }
 
 TEST_F(ConfigTest, UnknownKeySuggestsTheClosestWithFileAndLine) {
@@ -352,7 +361,7 @@ model::LoraWeights random_lora(const model::Qwen3Config& config, std::vector<mod
   lc.r = 4;
   lc.lora_alpha = alpha;
   lc.target_modules = std::move(targets);
-  model::LoraWeights lora = init_lora_weights(config, lc, "true", 11, at::kCPU);
+  model::LoraWeights lora = model::LoraWeights::init(config, lc, 11, at::kCPU, model::LoraInit::kaiming_uniform);
   at::manual_seed(5);
   for (auto& layer : lora.layers)
     for (auto& pair : layer)
@@ -413,8 +422,8 @@ TEST(PeftAdapter, GaussianInitDrawsAWithStdOneOverR) {
   lc.r = 4;
   lc.target_modules = {model::Projection::gate};
   const model::Qwen3Config config = small_config();
-  const model::LoraWeights kaiming = init_lora_weights(config, lc, "true", 3, at::kCPU);
-  const model::LoraWeights gaussian = init_lora_weights(config, lc, "gaussian", 3, at::kCPU);
+  const model::LoraWeights kaiming = model::LoraWeights::init(config, lc, 3, at::kCPU, model::LoraInit::kaiming_uniform);
+  const model::LoraWeights gaussian = model::LoraWeights::init(config, lc, 3, at::kCPU, model::LoraInit::gaussian);
   const at::Tensor a = gaussian.layers[0][static_cast<int>(model::Projection::gate)].A;  // [4, 32]
   // Kaiming-uniform is bounded by 1/sqrt(in) = 0.177; N(0, 1/4) values reach past it.
   EXPECT_LE(kaiming.layers[0][4].A.abs().max().item<double>(), 1.0 / std::sqrt(32.0));
@@ -522,12 +531,12 @@ TEST(Merge, AddsScaledDeltaAndMatchesTheAdapterModel) {
   const double scaling = 6.0 / 4.0;
   for (int i = 0; i < 2; ++i) {
     const at::Tensor q_expected =
-        base.layers[i].q_proj + scaling * at::matmul(lora.layers[i][0].B, lora.layers[i][0].A);
-    EXPECT_TRUE(at::allclose(merged.layers[i].q_proj, q_expected, 1e-6, 1e-6)) << "layer " << i;
+        base.layers[i][model::Projection::q].trainable_weight() + scaling * at::matmul(lora.layers[i][0].B, lora.layers[i][0].A);
+    EXPECT_TRUE(at::allclose(merged.layers[i][model::Projection::q].trainable_weight(), q_expected, 1e-6, 1e-6)) << "layer " << i;
     const auto& up = lora.layers[i][static_cast<int>(Projection::up)];
-    EXPECT_TRUE(at::allclose(merged.layers[i].up_proj, base.layers[i].up_proj + scaling * at::matmul(up.B, up.A),
+    EXPECT_TRUE(at::allclose(merged.layers[i][model::Projection::up].trainable_weight(), base.layers[i][model::Projection::up].trainable_weight() + scaling * at::matmul(up.B, up.A),
                              1e-6, 1e-6));
-    EXPECT_TRUE(at::equal(merged.layers[i].k_proj, base.layers[i].k_proj));
+    EXPECT_TRUE(at::equal(merged.layers[i][model::Projection::k].trainable_weight(), base.layers[i][model::Projection::k].trainable_weight()));
   }
   EXPECT_TRUE(at::equal(merged.embed_tokens, base.embed_tokens));
 

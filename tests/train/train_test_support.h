@@ -9,9 +9,26 @@
 #include <string>
 
 #include "core/error.h"
-#include "train/remove_tree.h"
+#include "core/remove_tree.h"
+#include "parallel/mpi_communicator.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
 
 namespace qft::train::testing {
+
+// One MPI runtime for the test binary (a world of one), as main() has one for qft-dist.
+inline parallel::MpiRuntime& test_mpi() {
+  static parallel::MpiRuntime mpi;
+  return mpi;
+}
+
+// Training and evaluation in the test process's world of one.
+inline TrainSummary run_training(const TrainConfig& config) {
+  return train::run_training(config, test_mpi().world(), test_mpi().local_rank());
+}
+inline EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir = "") {
+  return train::evaluate(config, adapter_dir, test_mpi().world(), test_mpi().local_rank());
+}
 
 // The message of the qft::Error that `f` throws ("" when it throws none).
 inline std::string error_of(const std::function<void()>& f) {

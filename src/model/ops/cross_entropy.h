@@ -18,6 +18,9 @@ struct CrossEntropyResult {
   int64_t target_tokens = 0; // number of targets != -100
 };
 
+// Target tokens per chunk unless a config says otherwise: 1024 x 151,936 fp32 logits = 0.6 GB.
+constexpr int64_t kDefaultLossChunkTokens = 1024;
+
 // h [N, H] (after the final norm), W [V, H], targets [N] (-100 = none). Rows are processed in chunks of
 // `chunk_tokens` targets; rows without a target are skipped entirely (their dh is 0). When dh is given
 // it is overwritten with the gradient of loss_sum / denominator; dW (if given) accumulates it.

@@ -34,7 +34,9 @@ at::Tensor dropout_keep_mask(at::IntArrayRef shape, double p, uint64_t seed, at:
   return at::empty(shape, at::TensorOptions().dtype(dtype).device(device)).bernoulli_(1.0 - p, gen);
 }
 
-at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora, at::Tensor* xa) {
+at::Tensor linear_forward(const Linear& linear, const at::Tensor& x, at::Tensor* xa) {
+  const at::Tensor W = linear.weight->dense();
+  const LoraBranch* lora = linear.lora ? &*linear.lora : nullptr;
   if (lora == nullptr) return at::mm(x, W.t());
   const at::ScalarType dt = x.scalar_type();
   const at::Tensor a = at::mm(apply_dropout(x, *lora), lora->A.to(dt).t());  // [N, r]
@@ -46,10 +48,13 @@ at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& W, const LoraBr
   return y;
 }
 
-at::Tensor linear_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora,
-                           const at::Tensor& xa, const LinearGrads& grads) {
+at::Tensor linear_backward(const Linear& linear, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& xa,
+                           const LinearGrads& grads) {
+  const LoraBranch* lora = linear.lora ? &*linear.lora : nullptr;
   if (grads.dW != nullptr) accumulate(*grads.dW, at::mm(dy.t(), x));
-  if (lora == nullptr) return grads.need_dx ? at::mm(dy, W) : at::Tensor();
+  // Only dx needs the base weight; a packed storage dequantizes it here again rather than keeping a
+  // dense copy alive since forward.
+  if (lora == nullptr) return grads.need_dx ? at::mm(dy, linear.weight->dense()) : at::Tensor();
 
   const at::ScalarType dt = x.scalar_type();
   const at::Tensor A = lora->A.to(dt), B = lora->B.to(dt);
@@ -62,7 +67,7 @@ at::Tensor linear_backward(const at::Tensor& dy, const at::Tensor& x, const at::
   // base GEMM accumulates onto it.
   at::Tensor dx = at::mm(da, A);
   if (lora->dropout > 0.0) dx = apply_dropout(dx, *lora);
-  return dx.addmm_(dy, W);
+  return dx.addmm_(dy, linear.weight->dense());
 }
 
 }  // namespace qft::model::ops

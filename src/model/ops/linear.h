@@ -1,21 +1,16 @@
-// A bias-free linear projection y = x W^T with an optional LoRA branch
-// y += scaling * (dropout(x) A^T) B^T, as PEFT's lora.Linear. The base weight is frozen unless a
-// weight-gradient buffer is passed (full fine-tuning): a frozen weight costs no weight-grad GEMM.
+// y = x W^T for one projection (model/linear.h), plus its LoRA branch y += scaling * (dropout(x) A^T) B^T
+// when it has one. W comes from the projection's storage (WeightStorage::dense), so the same op serves
+// a dense, sharded or 4-bit base. The base weight is frozen unless a weight-gradient buffer is passed
+// (full fine-tuning): a frozen weight costs no weight-grad GEMM.
 #pragma once
 
 #include <cstdint>
 
 #include <ATen/ATen.h>
 
-namespace qft::model::ops {
+#include "model/linear.h"
 
-struct LoraBranch {
-  at::Tensor A;  // [r, in], fp32 master (cast to x's dtype for the GEMMs)
-  at::Tensor B;  // [out, r]
-  double scaling = 1.0;
-  double dropout = 0.0;       // probability of zeroing an input element; 0 disables
-  uint64_t dropout_seed = 0;  // the mask is a pure function of this seed and the shape
-};
+namespace qft::model::ops {
 
 // Seed of the dropout mask of one projection in one layer: a hash of the three.
 uint64_t dropout_seed_for(uint64_t seed, int64_t layer, int projection);
@@ -23,8 +18,8 @@ uint64_t dropout_seed_for(uint64_t seed, int64_t layer, int projection);
 // Dropout keep-mask (0/1 in `dtype`) for `shape`, reproducible from `seed` on a given device.
 at::Tensor dropout_keep_mask(at::IntArrayRef shape, double p, uint64_t seed, at::ScalarType dtype, at::Device device);
 
-// x [N, in], W [out, in] -> y [N, out]. With LoRA, *xa = dropout(x) A^T [N, r] is saved for backward.
-at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora, at::Tensor* xa);
+// x [N, in] -> y [N, out]. With LoRA, *xa = dropout(x) A^T [N, r] is saved for backward.
+at::Tensor linear_forward(const Linear& linear, const at::Tensor& x, at::Tensor* xa);
 
 struct LinearGrads {
   at::Tensor* dW = nullptr;  // += dy^T x when the base weight is trained
@@ -34,7 +29,7 @@ struct LinearGrads {
 };
 
 // Returns dx (undefined when !need_dx) and accumulates the requested weight gradients.
-at::Tensor linear_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& W, const LoraBranch* lora,
-                           const at::Tensor& xa, const LinearGrads& grads);
+at::Tensor linear_backward(const Linear& linear, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& xa,
+                           const LinearGrads& grads);
 
 }  // namespace qft::model::ops

@@ -41,13 +41,10 @@ static Qwen3Weights gpu_weights(const Qwen3Config& c, at::ScalarType dt) {
     l.post_attention_layernorm = at::ones({c.hidden_size}, o);
     l.q_norm = at::ones({c.head_dim}, o);
     l.k_norm = at::ones({c.head_dim}, o);
-    l.q_proj = rn({c.q_size(), c.hidden_size});
-    l.k_proj = rn({c.kv_size(), c.hidden_size});
-    l.v_proj = rn({c.kv_size(), c.hidden_size});
-    l.o_proj = rn({c.hidden_size, c.q_size()});
-    l.gate_proj = rn({c.intermediate_size, c.hidden_size});
-    l.up_proj = rn({c.intermediate_size, c.hidden_size});
-    l.down_proj = rn({c.hidden_size, c.intermediate_size});
+    for (const ProjectionInfo& info : projection_table()) {
+      const auto [out, in] = projection_shape(c, info.projection);
+      l[info.projection] = Linear::dense(info.projection, rn({out, in}));
+    }
     w.layers.push_back(l);
   }
   w.norm = at::ones({c.hidden_size}, o);

@@ -11,7 +11,7 @@
 #include "model/lora.h"
 #include "model/qwen3_weights.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 struct MergeOptions {
   std::string base_dir;
@@ -21,11 +21,8 @@ struct MergeOptions {
   uint64_t max_shard_bytes = 5000000000ULL;  // huggingface_hub's default "5GB"
 };
 
-// Adds the adapter's deltas into `weights` in place (each result rounded once to its dtype).
-void merge_lora_into(model::Qwen3Weights& weights, const model::LoraWeights& lora);
-
 // Writes the merged model directory (config.json, safetensors, tokenizer files). Everything goes to a
 // temporary sibling directory that is renamed at the end, so a failure leaves no partial output.
 void merge_adapter(const MergeOptions& options);
 
-}  // namespace qft::train
+}  // namespace qft::hf

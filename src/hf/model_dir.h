@@ -9,7 +9,7 @@
 #include "io/safetensors.h"
 #include "model/qwen3_config.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 // Tensors first (sharded above max_shard_bytes), config.json last, so a directory with a config.json
 // is complete. `dir` is created when missing.
@@ -31,4 +31,4 @@ void move_into_place(const std::string& tmp_dir, const std::string& final_dir);
 void write_directory_atomically(const std::string& final_dir, const std::string& purpose,
                                 const std::function<void(const std::string& tmp_dir)>& write);
 
-}  // namespace qft::train
+}  // namespace qft::hf

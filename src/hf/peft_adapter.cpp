@@ -1,4 +1,4 @@
-#include "train/peft_adapter.h"
+#include "hf/peft_adapter.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,9 +10,9 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "io/safetensors.h"
-#include "train/target_modules.h"
+#include "model/lora_targets.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 namespace {
 
@@ -54,24 +54,6 @@ T read_value(const nlohmann::json& config, const std::string& key, T fallback, c
 }
 
 }  // namespace
-
-model::LoraWeights init_lora_weights(const model::Qwen3Config& model, const model::LoraConfig& config,
-                                     const std::string& init_lora_weights, uint64_t seed, at::Device device) {
-  model::LoraWeights lora = model::LoraWeights::init(model, config, seed, device);
-  if (init_lora_weights == "true") return lora;
-  QFT_CHECK(init_lora_weights == "gaussian", "init_lora_weights '{}' is not supported (true or gaussian)",
-            init_lora_weights);
-  // PEFT reset_lora_parameters("gaussian"): nn.init.normal_(lora_A, std=1 / r); B stays zero.
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const double std_dev = 1.0 / static_cast<double>(config.r);
-  for (auto& layer : lora.layers) {
-    for (auto& pair : layer) {
-      if (!pair.defined()) continue;
-      pair.A = at::normal(0.0, std_dev, pair.A.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(device);
-    }
-  }
-  return lora;
-}
 
 nlohmann::json peft_adapter_config(const model::LoraConfig& config, const std::string& base_model_name_or_path,
                                    const std::string& init_lora_weights) {
@@ -164,18 +146,17 @@ model::LoraConfig read_peft_adapter_config(const std::string& dir, const model::
   require_neutral(j, "use_qalora", false, file, "QA-LoRA");
   require_neutral(j, "alora_invocation_tokens", nullptr, file, "activated LoRA");
 
+  // Keys PEFT leaves out take PEFT's defaults.
   model::LoraConfig config;
-  config.r = read_value<int64_t>(j, "r", 8, file, "a positive integer");
+  config.r = read_value<int64_t>(j, "r", config.r, file, "a positive integer");
   QFT_CHECK(config.r >= 1, "{}: \"r\" must be positive, got {}", file, config.r);
-  config.lora_alpha = read_value<double>(j, "lora_alpha", 8.0, file, "a number");
-  config.lora_dropout = read_value<double>(j, "lora_dropout", 0.0, file, "a number");
-  config.use_rslora = read_value<bool>(j, "use_rslora", false, file, "true or false");
+  config.lora_alpha = read_value<double>(j, "lora_alpha", config.lora_alpha, file, "a number");
+  config.lora_dropout = read_value<double>(j, "lora_dropout", config.lora_dropout, file, "a number");
+  config.use_rslora = read_value<bool>(j, "use_rslora", config.use_rslora, file, "true or false");
   const auto targets = j.find("target_modules");
-  if (targets == j.end() || targets->is_null()) {
-    // PEFT's default for model_type qwen3 (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
-    config.target_modules = {Projection::q, Projection::v};
-  } else {
-    config.target_modules = resolve_target_modules_json(*targets, base.num_hidden_layers, file);
+  // Absent: model::LoraConfig's default, PEFT's for model_type qwen3 (q_proj, v_proj).
+  if (targets != j.end() && !targets->is_null()) {
+    config.target_modules = model::resolve_target_modules_json(*targets, base.num_hidden_layers, file);
   }
   return config;
 }
@@ -198,8 +179,6 @@ model::LoraWeights load_peft_adapter(const std::string& dir, const model::Qwen3C
   for (int64_t i = 0; i < base.num_hidden_layers; ++i) {
     for (Projection p : config.target_modules) {
       const auto [out, in] = model::projection_shape(base, p);
-      const std::string prefix =
-          fmt::format("base_model.model.model.layers.{}.{}", i, model::projection_module(p));
       auto load = [&](const std::string& name, std::vector<int64_t> shape) {
         expected.insert(name);
         QFT_CHECK(tensors.contains(name), "{}: missing tensor \"{}\" (adapter_config.json targets {} with r = {})",
@@ -213,8 +192,8 @@ model::LoraWeights load_peft_adapter(const std::string& dir, const model::Qwen3C
         return t.to(device, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
       };
       auto& pair = lora.layers[i][static_cast<int>(p)];
-      pair.A = load(prefix + ".lora_A.weight", {config.r, in});
-      pair.B = load(prefix + ".lora_B.weight", {out, config.r});
+      pair.A = load(model::peft_lora_key(i, p, 'A'), {config.r, in});
+      pair.B = load(model::peft_lora_key(i, p, 'B'), {out, config.r});
     }
   }
   for (const auto& name : tensors.names()) {
@@ -225,4 +204,4 @@ model::LoraWeights load_peft_adapter(const std::string& dir, const model::Qwen3C
   return lora;
 }
 
-}  // namespace qft::train
+}  // namespace qft::hf

@@ -1,4 +1,4 @@
-#include "train/target_modules.h"
+#include "model/lora_targets.h"
 
 #include <algorithm>
 #include <regex>
@@ -9,15 +9,9 @@
 #include "core/config_reader.h"
 #include "core/error.h"
 
-namespace qft::train {
+namespace qft::model {
 
 namespace {
-
-using model::Projection;
-
-std::string module_path(int64_t layer, Projection p) {
-  return fmt::format("model.layers.{}.{}", layer, model::projection_module(p));
-}
 
 bool name_matches(const std::string& module, const std::string& target) {
   if (module == target) return true;
@@ -33,9 +27,18 @@ std::regex compile_regex(const std::string& pattern) {
   }
 }
 
+std::vector<std::string> projection_names() {
+  std::vector<std::string> out;
+  for (const ProjectionInfo& info : projection_table()) out.push_back(info.name);
+  return out;
+}
+
+// "q_proj, k_proj, ..., down_proj" for messages.
+std::string projection_name_list() { return fmt::format("{}", fmt::join(projection_names(), ", ")); }
+
 std::vector<Projection> all_projections() {
   std::vector<Projection> out;
-  for (int p = 0; p < model::kNumProjections; ++p) out.push_back(static_cast<Projection>(p));
+  for (const ProjectionInfo& info : projection_table()) out.push_back(info.projection);
   return out;
 }
 
@@ -46,18 +49,18 @@ std::vector<Projection> select(const std::string& what, int64_t num_layers, Matc
   std::vector<Projection> out;
   for (Projection p : all_projections()) {
     int64_t matched_layers = 0;
-    for (int64_t layer = 0; layer < num_layers; ++layer) matched_layers += matches(module_path(layer, p)) ? 1 : 0;
+    for (int64_t layer = 0; layer < num_layers; ++layer) matched_layers += matches(projection_module_path(layer, p)) ? 1 : 0;
     if (matched_layers == 0) continue;
     QFT_CHECK(matched_layers == num_layers,
               "target_modules {} selects {} in {} of {} layers; qft adapts a projection in every layer or in none "
               "(PEFT's layers_to_transform is not supported)",
-              what, model::projection_name(p), matched_layers, num_layers);
+              what, projection_name(p), matched_layers, num_layers);
     out.push_back(p);
   }
   QFT_CHECK(!out.empty(),
-            "target_modules {} matches none of the Qwen3 projections (q_proj, k_proj, v_proj, o_proj, gate_proj, "
-            "up_proj, down_proj); LoRA on embed_tokens/lm_head is not supported",
-            what);
+            "target_modules {} matches none of the Qwen3 projections ({}); LoRA on embed_tokens/lm_head is not "
+            "supported",
+            what, projection_name_list());
   return out;
 }
 
@@ -66,10 +69,9 @@ std::vector<Projection> resolve_name_list(const std::vector<std::string>& names,
   // would otherwise train fewer adapters than the user asked for.
   for (const auto& name : names) {
     bool found = false;
-    for (Projection p : all_projections()) found = found || name_matches(module_path(0, p), name);
-    for (Projection p : all_projections()) found = found || name_matches(module_path(num_layers - 1, p), name);
-    QFT_CHECK(found, "target_modules entry '{}' matches no Qwen3 projection (q_proj, k_proj, v_proj, o_proj, "
-              "gate_proj, up_proj, down_proj)", name);
+    for (Projection p : all_projections()) found = found || name_matches(projection_module_path(0, p), name);
+    for (Projection p : all_projections()) found = found || name_matches(projection_module_path(num_layers - 1, p), name);
+    QFT_CHECK(found, "target_modules entry '{}' matches no Qwen3 projection ({})", name, projection_name_list());
   }
   return select(fmt::format("[{}]", fmt::join(names, ", ")), num_layers, [&](const std::string& module) {
     return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return name_matches(module, n); });
@@ -82,7 +84,7 @@ std::vector<Projection> resolve_regex(const std::string& pattern, int64_t num_la
                 [&](const std::string& module) { return std::regex_match(module, re); });
 }
 
-bool is_projection_name(const std::string& s) { return model::projection_from_name(s).has_value(); }
+bool is_projection_name(const std::string& s) { return projection_from_name(s).has_value(); }
 
 // YAML cannot tell `q_proj` from `[q_proj]`, so a lone entry is a regex only when it looks like one.
 bool looks_like_regex(const std::string& s) { return s.find_first_of("*+?()[]{}|^$\\") != std::string::npos; }
@@ -101,11 +103,9 @@ void validate_target_modules_spec(const std::vector<std::string>& spec) {
     // A list entry matches by module-path suffix, so its last component must name a projection.
     const std::string last = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
     if (!is_projection_name(last)) {
-      const std::string guess = closest_match(last, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                     "down_proj"});
-      fail("target_modules entry '{}' is not a Qwen3 projection (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
-           "down_proj){}",
-           name, guess.empty() ? "" : fmt::format("; did you mean '{}'?", guess));
+      const std::string guess = closest_match(last, projection_names());
+      fail("target_modules entry '{}' is not a Qwen3 projection ({}){}", name, projection_name_list(),
+           guess.empty() ? "" : fmt::format("; did you mean '{}'?", guess));
     }
   }
 }
@@ -139,4 +139,4 @@ std::vector<Projection> resolve_target_modules_json(const nlohmann::json& value,
   }
 }
 
-}  // namespace qft::train
+}  // namespace qft::model

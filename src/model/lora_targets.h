@@ -11,20 +11,20 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/lora.h"
+#include "model/projection.h"
 
-namespace qft::train {
+namespace qft::model {
 
 // As written in a YAML config: a list of names, ["all-linear"], or a one-element list holding a regex
 // (YAML cannot tell `q_proj` from `[q_proj]`, so a lone entry is a regex only when it contains regex
 // syntax such as `.*`, `(`, `|`; otherwise it is a name).
 // Throws qft::Error (without location; callers prefix it) when the spec cannot be valid.
 void validate_target_modules_spec(const std::vector<std::string>& spec);
-std::vector<model::Projection> resolve_target_modules(const std::vector<std::string>& spec, int64_t num_layers);
+std::vector<Projection> resolve_target_modules(const std::vector<std::string>& spec, int64_t num_layers);
 
 // As stored in adapter_config.json: a JSON list of names (PEFT list semantics) or a string (regex,
 // "all-linear"). `source` names the file in errors.
-std::vector<model::Projection> resolve_target_modules_json(const nlohmann::json& value, int64_t num_layers,
+std::vector<Projection> resolve_target_modules_json(const nlohmann::json& value, int64_t num_layers,
                                                            const std::string& source);
 
-}  // namespace qft::train
+}  // namespace qft::model

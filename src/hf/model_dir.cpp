@@ -1,13 +1,13 @@
-#include "train/hf_model_dir.h"
+#include "hf/model_dir.h"
 
 #include <cctype>
 #include <filesystem>
 
 #include "core/error.h"
 #include "core/files.h"
-#include "train/remove_tree.h"
+#include "core/remove_tree.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 namespace fs = std::filesystem;
 
@@ -86,4 +86,4 @@ void write_directory_atomically(const std::string& final_dir, const std::string&
   }
 }
 
-}  // namespace qft::train
+}  // namespace qft::hf

@@ -1,4 +1,4 @@
-#include "train/init_model.h"
+#include "hf/init_model.h"
 
 #include <filesystem>
 
@@ -7,10 +7,10 @@
 
 #include "core/error.h"
 #include "model/qwen3_weights.h"
-#include "train/dtype_names.h"
-#include "train/hf_model_dir.h"
+#include "hf/dtype_names.h"
+#include "hf/model_dir.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 namespace {
 
@@ -104,4 +104,4 @@ void init_model(const InitModelOptions& options) {
                options.seed);
 }
 
-}  // namespace qft::train
+}  // namespace qft::hf

@@ -11,11 +11,7 @@
 #include "model/lora.h"
 #include "model/qwen3_config.h"
 
-namespace qft::train {
-
-// "true" (kaiming-uniform A) or "gaussian" (A ~ N(0, 1/r)); B is zero in both, as in PEFT.
-model::LoraWeights init_lora_weights(const model::Qwen3Config& model, const model::LoraConfig& config,
-                                     const std::string& init_lora_weights, uint64_t seed, at::Device device);
+namespace qft::hf {
 
 // The adapter_config.json object PEFT 0.18 writes for this LoRA config.
 nlohmann::json peft_adapter_config(const model::LoraConfig& config, const std::string& base_model_name_or_path,
@@ -35,4 +31,4 @@ model::LoraConfig read_peft_adapter_config(const std::string& dir, const model::
 model::LoraWeights load_peft_adapter(const std::string& dir, const model::Qwen3Config& base,
                                      at::Device device = at::kCPU);
 
-}  // namespace qft::train
+}  // namespace qft::hf

@@ -1,4 +1,4 @@
-#include "train/remove_tree.h"
+#include "core/remove_tree.h"
 
 #include <ftw.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 
-namespace qft::train {
+namespace qft {
 
 namespace {
 
@@ -26,4 +26,4 @@ void remove_tree(const std::string& path) {
   QFT_CHECK(rc == 0, "cannot remove {} ({})", path, std::strerror(rc > 0 ? rc : errno));
 }
 
-}  // namespace qft::train
+}  // namespace qft

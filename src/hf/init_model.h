@@ -11,7 +11,7 @@
 
 #include "model/qwen3_config.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 // "0.6B", "1.7B", "4B", "8B", "14B", "32B", "tiny", "tiny-gqa4", "tiny-untied".
 std::vector<std::string> init_model_preset_names();
@@ -32,4 +32,4 @@ struct InitModelOptions {
 // overwrite an existing output directory.
 void init_model(const InitModelOptions& options);
 
-}  // namespace qft::train
+}  // namespace qft::hf

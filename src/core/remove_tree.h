@@ -6,10 +6,10 @@
 
 #include <string>
 
-namespace qft::train {
+namespace qft {
 
 // Removes `path` (a file or a directory tree); a missing path is not an error. Throws qft::Error
 // naming the entry that could not be removed.
 void remove_tree(const std::string& path);
 
-}  // namespace qft::train
+}  // namespace qft

@@ -7,8 +7,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-namespace qft::train {
+namespace qft::model {
 
 inline std::string shape_string(at::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-}  // namespace qft::train
+}  // namespace qft::model

@@ -1,8 +1,8 @@
-#include "train/dtype_names.h"
+#include "hf/dtype_names.h"
 
 #include "core/error.h"
 
-namespace qft::train {
+namespace qft::hf {
 
 at::ScalarType parse_dtype(const std::string& name, const std::string& context) {
   if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
@@ -20,4 +20,4 @@ std::string torch_dtype_name(at::ScalarType type) {
   }
 }
 
-}  // namespace qft::train
+}  // namespace qft::hf
