@@ -30,12 +30,17 @@ std::vector<Range> staircase(int64_t n, int size) {
 }
 
 // Runs `check` with the communicator splitting its work into calls of at most `max_count` elements.
+// (MPI only: other communicators count in 64 bits and run `check` once.)
 template <typename F>
 void with_max_count(int64_t max_count, F&& check) {
-  auto& mpi = dynamic_cast<MpiCommunicator&>(world());
-  mpi.set_max_count(max_count);
+  auto* mpi = dynamic_cast<MpiCommunicator*>(&world());
+  if (mpi == nullptr) {
+    if (max_count == INT32_MAX) check();
+    return;
+  }
+  mpi->set_max_count(max_count);
   check();
-  mpi.set_max_count(INT32_MAX);
+  mpi->set_max_count(INT32_MAX);
 }
 
 }  // namespace
