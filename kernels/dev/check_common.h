@@ -155,6 +155,12 @@ double time_ms(F&& fn, int iters = 20) {
   return ms / iters;
 }
 
+// QFT_CHECK_VALIDATE_ONLY=1 stops a check program after its validation (for compute-sanitizer runs).
+inline bool validate_only() {
+  const char* e = std::getenv("QFT_CHECK_VALIDATE_ONLY");
+  return e != nullptr && std::string(e) == "1";
+}
+
 // One row of the results table (grep '^|' to collect them): bytes moved per call -> GB/s and % of peak.
 inline void table_row_bandwidth(const std::string& op, const char* dtype, const std::string& shape, double ms,
                                 double bytes, double err) {

@@ -86,7 +86,7 @@ bool validate(int64_t n, bool nested) {
   const std::vector<uint16_t> cpu = nf4::dequantize_bf16(q), gpu = gpu_dequantize(q);
   const size_t mism = count_mismatches(cpu, gpu), nan = count_nan(gpu);
   const double err = dequant_rel_err(values, gpu);
-  // The NF4 grid's widest gap is 0.3038 (between -1.0 and -0.696): rounding error <= 0.152 of the absmax, plus the 8-bit absmax error and bf16.
+  // The NF4 grid's widest gap is 0.3038 (between -1.0 and -0.696): rounding error <= 0.152 of the absmax, plus the 8-bit absmax error and bf16. plus the 8-bit absmax error and bf16.
   const bool ok = mism == 0 && nan == 0 && err < 0.17;
   std::printf("  dequantize n=%-9lld %-6s GPU vs CPU reference: %zu bf16 mismatches, %zu NaN; quantization rel err %.3f  %s\n",
               static_cast<long long>(n), nested ? "nested" : "plain", mism, nan, err, ok ? "OK" : "FAIL");
@@ -188,6 +188,12 @@ int main(int argc, char** argv) {
   std::printf("validate GPU dequantize against the CPU reference\n");
   for (int64_t n : {int64_t(64) * 256 * 7, int64_t(1000003), int64_t(4096) * 4096 + 17})
     for (bool nested : {true, false}) ok &= validate(n, nested);
+  if (!ok) {
+    std::printf("nf4_check: VALIDATION FAILED\n");
+    return 1;
+  }
+  // The comparison with bitsandbytes is reported (and sets the exit code) but does not stop the benchmark.
+  bool bnb_ok = true;
   if (argc > 1) {
     std::printf("compare with bitsandbytes cases in %s\n", argv[1]);
     std::vector<std::string> files;
@@ -199,21 +205,24 @@ int main(int argc, char** argv) {
     std::sort(files.begin(), files.end());
     if (files.empty()) {
       std::printf("  no case_*.bin files\n");
-      ok = false;
+      bnb_ok = false;
     }
-    for (const auto& f : files) ok &= compare_bnb_case(f);
+    for (const auto& f : files) bnb_ok &= compare_bnb_case(f);
   }
-  if (!ok) {
-    std::printf("nf4_check: VALIDATION FAILED\n");
+  if (!validate_only()) {
+    const int64_t n = int64_t(12288) * 4096;  // one Qwen3-8B MLP projection
+    const std::vector<float> values = random_bf16_values(n, 0.02);
+    const nf4::Quantized q = nf4::quantize(values.data(), n, true);
+    double ms = 0;
+    const std::vector<uint16_t> bits = gpu_dequantize(q, &ms);
+    const double bytes = n / 2.0 + 2.0 * n + double(q.absmax_codes.size()) + 4.0 * q.absmax2.size();
+    table_row_bandwidth("nf4 dequantize (nested)", "bf16", shape_string({12288, 4096}), ms, bytes,
+                        dequant_rel_err(values, bits));
+  }
+  if (!bnb_ok) {
+    std::printf("nf4_check: GPU dequantize validated; COMPARISON WITH BITSANDBYTES FAILED\n");
     return 1;
   }
-  const int64_t n = int64_t(12288) * 4096;  // one Qwen3-8B MLP projection
-  const std::vector<float> values = random_bf16_values(n, 0.02);
-  const nf4::Quantized q = nf4::quantize(values.data(), n, true);
-  double ms = 0;
-  const std::vector<uint16_t> bits = gpu_dequantize(q, &ms);
-  const double bytes = n / 2.0 + 2.0 * n + double(q.absmax_codes.size()) + 4.0 * q.absmax2.size();
-  table_row_bandwidth("nf4 dequantize (nested)", "bf16", shape_string({12288, 4096}), ms, bytes, dequant_rel_err(values, bits));
   std::printf("nf4_check: all validations passed\n");
   return 0;
 }

@@ -139,6 +139,10 @@ int main() {
     std::printf("qk_norm_rope_check: VALIDATION FAILED\n");
     return 1;
   }
+  if (validate_only()) {
+    std::printf("qk_norm_rope_check: all validations passed (no benchmark)\n");
+    return 0;
+  }
   bench<float>("qk_norm_rope q (8B)", 16384, 32, 128, f32);
   bench<bf16>("qk_norm_rope q (8B)", 16384, 32, 128, h16);
   bench<bf16>("qk_norm_rope k (8B)", 16384, 8, 128, h16);

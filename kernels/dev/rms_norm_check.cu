@@ -16,8 +16,8 @@ struct Errors {
 };
 
 template <class T>
-Errors validate(int N, int C) {
-  std::printf("validate %s N=%d C=%d\n", dtype_name<T>(), N, C);
+Errors validate(int N, int C, int version) {
+  std::printf("validate %s N=%d C=%d version %d\n", dtype_name<T>(), N, C, version);
   const std::vector<T> x = random_vector<T>(size_t(N) * C), w = random_vector<T>(C, 1.0, 0.2),
                        dy = random_vector<T>(size_t(N) * C);
   const std::vector<float> dw0 = random_vector<float>(C);
@@ -30,8 +30,14 @@ Errors validate(int N, int C) {
   dout.fill_nan();
   drstd.fill_nan();
   ddx.fill_nan();
-  CUDA_CHECK(k::rms_norm_forward(dout.ptr, drstd.ptr, dx_.ptr, dw_.ptr, N, C, kEps, 0));
-  CUDA_CHECK(k::rms_norm_backward(ddx.ptr, ddw.ptr, scratch.ptr, ddy.ptr, dx_.ptr, dw_.ptr, drstd.ptr, N, C, 0));
+  if (version == 2)  // the default: through the public launchers
+    CUDA_CHECK(k::rms_norm_forward(dout.ptr, drstd.ptr, dx_.ptr, dw_.ptr, N, C, kEps, 0));
+  else
+    CUDA_CHECK(k::forward_impl(dout.ptr, drstd.ptr, dx_.ptr, dw_.ptr, N, C, kEps, 0, version));
+  if (version == 2)
+    CUDA_CHECK(k::rms_norm_backward(ddx.ptr, ddw.ptr, scratch.ptr, ddy.ptr, dx_.ptr, dw_.ptr, drstd.ptr, N, C, 0));
+  else
+    CUDA_CHECK(k::backward_impl(ddx.ptr, ddw.ptr, scratch.ptr, ddy.ptr, dx_.ptr, dw_.ptr, drstd.ptr, N, C, 0, version));
   CUDA_CHECK(cudaDeviceSynchronize());
 
   // fp64 reference
@@ -72,7 +78,7 @@ Errors validate(int N, int C) {
 }
 
 template <class T>
-void bench(int N, int C, const Errors& e) {
+void bench(int N, int C, int version, const Errors& e) {
   DeviceBuffer<T> x(size_t(N) * C), w(C), dy(size_t(N) * C), out(size_t(N) * C), dx(size_t(N) * C);
   DeviceBuffer<float> rstd(N), dw(C), scratch(k::rms_norm_backward_scratch_floats(N, C));
   fill_random(x.ptr, x.n);
@@ -81,34 +87,47 @@ void bench(int N, int C, const Errors& e) {
   dw.zero();
   const double tensor = double(N) * C * sizeof(T);
   const std::string shape = shape_string({N, C});
-  const double fwd = time_ms([&] { CUDA_CHECK(k::rms_norm_forward(out.ptr, rstd.ptr, x.ptr, w.ptr, N, C, kEps, 0)); });
-  table_row_bandwidth("rms_norm fwd", dtype_name<T>(), shape, fwd, 2 * tensor + 4.0 * N, e.fwd);
+  const std::string v = " v" + std::to_string(version);
+  const double fwd = time_ms([&] { CUDA_CHECK(k::forward_impl(out.ptr, rstd.ptr, x.ptr, w.ptr, N, C, kEps, 0, version)); });
+  table_row_bandwidth("rms_norm fwd" + v, dtype_name<T>(), shape, fwd, 2 * tensor + 4.0 * N, e.fwd);
   const double bwd = time_ms([&] {
-    CUDA_CHECK(k::rms_norm_backward(dx.ptr, nullptr, nullptr, dy.ptr, x.ptr, w.ptr, rstd.ptr, N, C, 0));
+    CUDA_CHECK(k::backward_impl(dx.ptr, nullptr, nullptr, dy.ptr, x.ptr, w.ptr, rstd.ptr, N, C, 0, version));
   });
-  table_row_bandwidth("rms_norm bwd (dx)", dtype_name<T>(), shape, bwd, 3 * tensor + 4.0 * N, e.bwd);
+  table_row_bandwidth("rms_norm bwd (dx)" + v, dtype_name<T>(), shape, bwd, 3 * tensor + 4.0 * N, e.bwd);
   const double bwd_dw = time_ms([&] {
-    CUDA_CHECK(k::rms_norm_backward(dx.ptr, dw.ptr, scratch.ptr, dy.ptr, x.ptr, w.ptr, rstd.ptr, N, C, 0));
+    CUDA_CHECK(k::backward_impl(dx.ptr, dw.ptr, scratch.ptr, dy.ptr, x.ptr, w.ptr, rstd.ptr, N, C, 0, version));
   });
   // Counted as the minimum traffic (dy, x read once, dx written); the dw pass re-reads dy and x.
-  table_row_bandwidth("rms_norm bwd (dx+dw)", dtype_name<T>(), shape, bwd_dw, 3 * tensor + 4.0 * N, e.bwd);
+  table_row_bandwidth("rms_norm bwd (dx+dw)" + v, dtype_name<T>(), shape, bwd_dw, 3 * tensor + 4.0 * N, e.bwd);
 }
 
 }  // namespace
 
 int main() {
+  // Version 1 (two passes over the row) and version 2 (the row in registers, the default where C fits).
   bool ok = true;
-  Errors f32 = validate<float>(1031, 4096);  // an odd row count: the last block is partly idle
-  Errors h16 = validate<bf16>(1031, 4096);
-  Errors head = validate<bf16>(4096, 128);   // per-head use (q_norm/k_norm)
-  ok = f32.ok && h16.ok && head.ok;
+  Errors f32[3], h16[3], head[3], wide[3];
+  for (int v : {1, 2}) {
+    f32[v] = validate<float>(1031, 4096, v);  // an odd row count: the last block is partly idle
+    h16[v] = validate<bf16>(1031, 4096, v);
+    head[v] = validate<bf16>(4096, 128, v);   // per-head use (q_norm/k_norm)
+    wide[v] = validate<bf16>(257, 5120, v);   // Qwen3-14B/32B hidden size: past version 2's registers
+    ok = ok && f32[v].ok && h16[v].ok && head[v].ok && wide[v].ok;
+  }
   if (!ok) {
     std::printf("rms_norm_check: VALIDATION FAILED\n");
     return 1;
   }
-  bench<float>(16384, 4096, f32);
-  bench<bf16>(16384, 4096, h16);
-  bench<bf16>(16384 * 32, 128, head);
+  if (validate_only()) {
+    std::printf("rms_norm_check: all validations passed (no benchmark)\n");
+    return 0;
+  }
+  for (int v : {1, 2}) {
+    bench<float>(16384, 4096, v, f32[v]);
+    bench<bf16>(16384, 4096, v, h16[v]);
+    bench<bf16>(16384, 1024, v, h16[v]);
+    bench<bf16>(16384 * 32, 128, v, head[v]);
+  }
   std::printf("rms_norm_check: all validations passed\n");
   return 0;
 }

@@ -78,6 +78,10 @@ int main() {
     std::printf("swiglu_check: VALIDATION FAILED\n");
     return 1;
   }
+  if (validate_only()) {
+    std::printf("swiglu_check: all validations passed (no benchmark)\n");
+    return 0;
+  }
   bench<float>(8192, 12288, f32);  // Qwen3-8B intermediate_size
   bench<bf16>(8192, 12288, h16);
   std::printf("swiglu_check: all validations passed\n");
