@@ -65,31 +65,26 @@ TrainerState read_trainer_state(const std::string& dir) {
 
 namespace {
 
-// Entry `e`'s part of optimizer state that covers `owned` (the whole entry: every entry lies inside the
-// owned range until ZeRO shards the state).
-at::Tensor state_view(const at::Tensor& state, const parallel::Range& owned, const FlatParameters::Entry& e) {
-  QFT_CHECK(e.range.begin >= owned.begin && e.range.end <= owned.end,
-            "optimizer state: '{}' [{}, {}) is not inside this rank's range [{}, {})", e.name, e.range.begin,
-            e.range.end, owned.begin, owned.end);
-  return state.narrow(0, e.range.begin - owned.begin, e.range.size()).view(e.shape);
+// Entry `e` of a full-size flat state tensor.
+at::Tensor entry_view(const at::Tensor& state, const FlatParameters::Entry& e) {
+  return state.narrow(0, e.range.begin, e.range.size()).view(e.shape);
 }
 
 }  // namespace
 
-void save_optimizer_state(const std::string& path, const AdamW& optimizer, const FlatParameters& flat,
+void save_optimizer_state(const std::string& path, const OptimizerState& state, const FlatParameters& flat,
                           bool with_masters) {
   io::NamedTensors tensors;
   for (size_t i = 0; i < flat.entries().size(); ++i) {
     const FlatParameters::Entry& e = flat.entries()[i];
-    tensors.emplace_back(e.name + ".exp_avg", state_view(optimizer.exp_avg(), optimizer.owned(), e).to(at::kCPU).contiguous());
-    tensors.emplace_back(e.name + ".exp_avg_sq",
-                         state_view(optimizer.exp_avg_sq(), optimizer.owned(), e).to(at::kCPU).contiguous());
+    tensors.emplace_back(e.name + ".exp_avg", entry_view(state.exp_avg, e).to(at::kCPU).contiguous());
+    tensors.emplace_back(e.name + ".exp_avg_sq", entry_view(state.exp_avg_sq, e).to(at::kCPU).contiguous());
     if (with_masters) tensors.emplace_back(e.name + ".master", flat.param(i).to(at::kCPU).contiguous());
   }
-  io::save_safetensors(path, tensors, {{"format", "pt"}, {"step", std::to_string(optimizer.step_count())}});
+  io::save_safetensors(path, tensors, {{"format", "pt"}, {"step", std::to_string(state.step)}});
 }
 
-void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParameters& flat, bool with_masters) {
+void load_optimizer_state(const std::string& path, OptimizerState& state, FlatParameters& flat, bool with_masters) {
   io::SafetensorsFile file(path);
   const auto step = file.metadata().find("step");
   QFT_CHECK(step != file.metadata().end(), "{}: no \"step\" in the metadata", path);
@@ -106,8 +101,8 @@ void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParamet
                 model::shape_string(into.sizes()));
       into.copy_(saved);
     };
-    restore(e.name + ".exp_avg", state_view(optimizer.exp_avg(), optimizer.owned(), e));
-    restore(e.name + ".exp_avg_sq", state_view(optimizer.exp_avg_sq(), optimizer.owned(), e));
+    restore(e.name + ".exp_avg", entry_view(state.exp_avg, e));
+    restore(e.name + ".exp_avg_sq", entry_view(state.exp_avg_sq, e));
     if (with_masters) restore(e.name + ".master", flat.param(i));
   }
   QFT_CHECK(file.names().size() == expected_tensors, "{}: {} tensors, expected {} for this model and config", path,
@@ -118,7 +113,7 @@ void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParamet
   } catch (const std::logic_error&) {
     fail("{}: metadata step '{}' is not an integer", path, step->second);
   }
-  optimizer.set_step_count(step_count);
+  state.step = step_count;
 }
 
 std::string checkpoint_dir_name(int64_t step) { return "checkpoint-" + std::to_string(step); }

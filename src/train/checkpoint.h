@@ -36,11 +36,20 @@ TrainerState read_trainer_state(const std::string& dir);
 
 // `{name}.exp_avg`, `{name}.exp_avg_sq` (+ `{name}.master` when with_masters) and the step count in
 // the metadata.
-// The state is stored per entry of the flat buffer, so the file does not depend on the buffer's layout.
-void save_optimizer_state(const std::string& path, const AdamW& optimizer, const FlatParameters& flat,
+// AdamW's m and v for every element of the flat buffers (gathered from the ZeRO shards), and its step.
+struct OptimizerState {
+  at::Tensor exp_avg;     // [flat.numel()], fp32
+  at::Tensor exp_avg_sq;
+  int64_t step = 0;
+};
+
+// The state is stored per entry of the flat buffer, so the file does not depend on the buffer's layout,
+// the number of ranks or the ZeRO stage: a resume with other ones reshards it.
+void save_optimizer_state(const std::string& path, const OptimizerState& state, const FlatParameters& flat,
                           bool with_masters);
 // Restores into the registered tensors (same names and shapes, else an error naming the tensor).
-void load_optimizer_state(const std::string& path, AdamW& optimizer, FlatParameters& flat, bool with_masters);
+// Fills `state` (allocated like flat's buffers) and, with masters, flat's parameters.
+void load_optimizer_state(const std::string& path, OptimizerState& state, FlatParameters& flat, bool with_masters);
 
 std::string checkpoint_dir_name(int64_t step);
 // checkpoint-<step> directories of `output_dir` holding a trainer_state.json, oldest first.

@@ -21,7 +21,7 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
   const std::string& model_dir = config.model.model_name_or_path;
   const auto model_config =
       model::Qwen3Config::from_file((std::filesystem::path(model_dir) / "config.json").string());
-  const std::vector<TokenRow> rows = load_training_rows(config, model_config, world);
+  const std::unique_ptr<TrainingRows> rows = load_training_rows(config, model_config, world);
   model::Qwen3Model model(model_config, model::Qwen3Weights::load(model_dir, model_config, dtype, device));
 
   const std::string adapter = adapter_dir.empty() ? config.lora.adapter_name_or_path : adapter_dir;
@@ -31,10 +31,14 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
   double loss_sum = 0.0;
   int64_t targets = 0, inputs = 0;
   const int64_t batch = config.training.per_device_train_batch_size;
-  std::vector<const TokenRow*> mine;
-  for (size_t r = world.rank(); r < rows.size(); r += world.size()) mine.push_back(&rows[r]);
+  // This rank's rows only: r, r + world, r + 2 world, ...
+  std::vector<int64_t> mine;
+  for (int64_t r = world.rank(); r < rows->size(); r += world.size()) mine.push_back(r);
   for (size_t b = 0; b < mine.size(); b += batch) {
-    const std::vector<const TokenRow*> micro(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch));
+    const std::vector<TokenRow> micro_rows =
+        rows->read(std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch)));
+    std::vector<const TokenRow*> micro;
+    for (const TokenRow& row : micro_rows) micro.push_back(&row);
     const model::LossSum result =
         model.forward_loss(collate_rows(micro, device), lora ? &*lora : nullptr, config.training.loss_chunk_tokens);
     loss_sum += result.loss_sum;
@@ -47,7 +51,7 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
     }
   }
   EvalResult out;
-  out.rows = static_cast<int64_t>(rows.size());
+  out.rows = rows->size();
   out.target_tokens = world.all_reduce_sum(targets);
   out.input_tokens = world.all_reduce_sum(inputs);
   QFT_CHECK(out.target_tokens > 0, "{}: the evaluation data has no target token", config.source);

@@ -7,7 +7,8 @@
 namespace qft::train {
 
 FlatParameters::FlatParameters(const std::vector<std::pair<std::string, at::Tensor>>& tensors, at::Device device,
-                               bool (*decays)(const std::string& name)) {
+                               bool (*decays)(const std::string& name), int shards) {
+  QFT_CHECK(shards >= 1, "flat parameters: {} shards", shards);
   int64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     Entry e;
@@ -18,9 +19,10 @@ FlatParameters::FlatParameters(const std::vector<std::pair<std::string, at::Tens
     offset += t.numel();
     entries_.push_back(std::move(e));
   }
+  const int64_t padded = (offset + shards - 1) / shards * shards;
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
-  params_ = at::empty({offset}, f32);
-  grads_ = at::zeros({offset}, f32);
+  params_ = at::zeros({padded}, f32);
+  grads_ = at::zeros({padded}, f32);
   for (size_t i = 0; i < tensors.size(); ++i) param(i).copy_(tensors[i].second);
 }
 

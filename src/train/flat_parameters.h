@@ -25,9 +25,11 @@ class FlatParameters {
   };
 
   // Lays out `tensors` in order, copies their values into the fp32 parameter buffer on `device`, zeroes
-  // the gradient buffer. `decays(name)` says whether weight decay applies to a tensor.
+  // the gradient buffer. `decays(name)` says whether weight decay applies to a tensor. The buffers are
+  // padded with zeros to a multiple of `shards`, so that ZeRO's shards are equal (NCCL's reduce-scatter
+  // and all-gather take equal parts); the padding belongs to no entry and stays zero.
   FlatParameters(const std::vector<std::pair<std::string, at::Tensor>>& tensors, at::Device device,
-                 bool (*decays)(const std::string& name));
+                 bool (*decays)(const std::string& name), int shards = 1);
 
   const std::vector<Entry>& entries() const { return entries_; }
   int64_t numel() const { return params_.numel(); }

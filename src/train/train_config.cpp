@@ -143,6 +143,16 @@ TrainingOptions read_training_section(ConfigReader section) {
   return t;
 }
 
+DistributedOptions read_distributed_section(ConfigReader section) {
+  DistributedOptions d;
+  d.tensor_parallel_size = section.get_int("tensor_parallel_size", d.tensor_parallel_size);
+  require(d.tensor_parallel_size >= 1, section, "tensor_parallel_size", "a positive integer", d.tensor_parallel_size);
+  d.zero_stage = section.get_int("zero_stage", d.zero_stage);
+  require(d.zero_stage >= 0 && d.zero_stage <= 3, section, "zero_stage", "0, 1, 2 or 3", d.zero_stage);
+  section.finish();
+  return d;
+}
+
 OutputOptions read_output_section(ConfigReader section) {
   OutputOptions o;
   o.output_dir = section.get_string("output_dir");
@@ -210,6 +220,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
     config.data.token_cache = data::token_cache_path(*config.data.pipeline, config.data.tokenizer);
   }
   config.training = read_training_section(top.section("training"));
+  config.distributed = read_distributed_section(top.section("distributed"));
   ConfigReader output_section = top.section("output");
   config.output = read_output_section(output_section);
   top.finish();
@@ -273,6 +284,7 @@ nlohmann::json TrainConfig::math_fingerprint() const {
     j["training"].erase(key);
   }
   j.erase("output");
+  j.erase("distributed");
   return j;
 }
 
@@ -321,6 +333,8 @@ nlohmann::json TrainConfig::to_json() const {
                    {"gradient_checkpointing", t.gradient_checkpointing},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
                    {"resume_from_checkpoint", t.resume_from_checkpoint}};
+  j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
+                      {"zero_stage", distributed.zero_stage}};
   j["output"] = {{"output_dir", output.output_dir},
                  {"overwrite_output_dir", output.overwrite_output_dir},
                  {"save_total_limit", output.save_total_limit},

@@ -77,6 +77,13 @@ struct TrainingOptions {
   std::string resume_from_checkpoint;  // a checkpoint-<step> directory, "latest", or "" (fresh run)
 };
 
+// How the ranks of a job share the work (docs/DISTRIBUTED.md). The numbers a run computes do not
+// depend on these (up to floating-point rounding), so a resume may change them.
+struct DistributedOptions {
+  int64_t tensor_parallel_size = 1;  // ranks that split each layer (Megatron); the rest is data parallel
+  int64_t zero_stage = 0;            // 0: replicated optimizer state; 1: sharded over data-parallel ranks
+};
+
 struct OutputOptions {
   std::string output_dir;
   bool overwrite_output_dir = false;
@@ -92,6 +99,7 @@ struct TrainConfig {
   LoraOptions lora;
   DataOptions data;
   TrainingOptions training;
+  DistributedOptions distributed;
   OutputOptions output;
   std::string source;  // the YAML file it was read from (for messages)
 

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "hf/peft_adapter.h"
 #include "core/remove_tree.h"
 #include "model/lora_targets.h"
+#include "parallel/nccl_communicator.h"
 #include "train/training_rows.h"
 
 namespace qft::train {
@@ -58,6 +60,12 @@ std::string resolve_resume_dir(const TrainConfig& config) {
   return checkpoints.back();
 }
 
+void check_grad_norm(double grad_norm, double loss, int64_t step) {
+  QFT_CHECK(std::isfinite(grad_norm),
+            "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
+            step + 1, grad_norm, loss);
+}
+
 std::string format_bytes(int64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1 << 30)); }
 
 }  // namespace
@@ -66,17 +74,20 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
     : config_(std::move(config)), world_(world), local_rank_(local_rank) {
   rank_ = world_.rank();
   world_size_ = world_.size();
+  check_launch();
   world_.check_same_on_all_ranks("the training config", config_.hash());
   full_finetuning_ = config_.finetuning_type == FinetuningType::full;
   resolve_device_and_dtype();
+  create_groups();
 
   const std::string model_dir = config_.model.model_name_or_path;
   model_config_ = model::Qwen3Config::from_file((fs::path(model_dir) / "config.json").string());
   rows_ = load_training_rows(config_, model_config_, world_);
 
+  // The data plan splits rows over the data-parallel ranks; tensor-parallel peers read the same rows.
   const TrainingOptions& t = config_.training;
-  plan_ = std::make_unique<DataPlan>(static_cast<int64_t>(rows_.size()), t.per_device_train_batch_size,
-                                     t.gradient_accumulation_steps, world_size_, t.shuffle, t.dataloader_drop_last,
+  plan_ = std::make_unique<DataPlan>(rows_->size(), t.per_device_train_batch_size, t.gradient_accumulation_steps,
+                                     grid_->data_parallel_size(), t.shuffle, t.dataloader_drop_last,
                                      static_cast<uint64_t>(t.seed));
   total_steps_ = t.max_steps > 0
                      ? t.max_steps
@@ -95,15 +106,58 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   prepare_output_dir();
 
   if (rank_ == 0) {
-    spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, world size {}",
+    spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, {}, ZeRO stage {}, "
+                 "gradients over {}",
                  full_finetuning_ ? "all weights" : fmt::format("LoRA r={} alpha={}", lora_->config.r,
                                                                lora_->config.lora_alpha),
-                 device_.str(), hf::torch_dtype_name(compute_dtype_), rows_.size(), total_steps_,
-                 plan_->steps_per_epoch(), warmup, world_size_);
+                 device_.str(), hf::torch_dtype_name(compute_dtype_), rows_->size(), total_steps_,
+                 plan_->steps_per_epoch(), warmup, grid_->describe(), config_.distributed.zero_stage,
+                 gpu_data_ ? "NCCL" : "MPI");
   }
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::check_launch() const {
+  // A launcher whose process manager our MPI cannot talk to starts N independent singletons, each
+  // believing it is the whole job; they would all train the full data and overwrite each other's files.
+  for (const char* variable : {"SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
+    const char* value = std::getenv(variable);
+    if (value == nullptr) continue;
+    // SLURM_NTASKS is also set in an sbatch script outside srun; only a task started by srun has SLURM_PROCID.
+    if (std::string(variable) == "SLURM_NTASKS" && std::getenv("SLURM_PROCID") == nullptr) continue;
+    const long launched = std::strtol(value, nullptr, 10);
+    QFT_CHECK(launched <= 1 || launched == world_size_,
+              "the launcher started {} processes ({}={}) but MPI sees a world of {}: each process would train alone. "
+              "Under Slurm use `srun --mpi=pmix` (Open MPI needs PMIx; `srun --mpi=list` shows what the cluster has) "
+              "or `mpirun` inside the allocation",
+              launched, variable, value, world_size_);
+  }
+  const DistributedOptions& d = config_.distributed;
+  QFT_CHECK(world_size_ % d.tensor_parallel_size == 0,
+            "{}: distributed.tensor_parallel_size {} does not divide the {} ranks of the job", config_.source,
+            d.tensor_parallel_size, world_size_);
+  QFT_CHECK(d.tensor_parallel_size == 1,
+            "{}: distributed.tensor_parallel_size {}: tensor-parallel training is not available in this build yet "
+            "(data parallelism over all {} ranks is: set tensor_parallel_size: 1)",
+            config_.source, d.tensor_parallel_size, world_size_);
+  QFT_CHECK(d.zero_stage <= 1,
+            "{}: distributed.zero_stage {} is not available in this build yet (0: replicated optimizer state, 1: "
+            "optimizer state sharded over the data-parallel ranks)",
+            config_.source, d.zero_stage);
+}
+
+void Trainer::create_groups() {
+  grid_ = std::make_unique<parallel::RankGrid>(world_size_, static_cast<int>(config_.distributed.tensor_parallel_size));
+  groups_ = parallel::make_parallel_groups(world_, *grid_);
+  data_ = groups_.data.get();
+  // On GPUs the gradients travel over NCCL (the MPI path would stage them through host memory).
+  if (device_.is_cuda() && groups_.data->size() > 1 && parallel::nccl_available()) {
+    set_current_cuda_device(device_);
+    gpu_data_ = parallel::make_nccl_communicator(*groups_.data, "data-parallel");
+    data_ = gpu_data_.get();
+  }
+}
 
 void Trainer::resolve_device_and_dtype() {
   device_ = training_device(config_, local_rank_);
@@ -133,7 +187,7 @@ void Trainer::prepare_output_dir() {
 void Trainer::create_trainable_state(const std::string& resume_dir) {
   if (full_finetuning_) {
     const auto compute = model_->weights().named_tensors(model_config_);
-    flat_ = std::make_unique<FlatParameters>(compute, device_, decays);
+    flat_ = std::make_unique<FlatParameters>(compute, device_, decays, groups_.data->size());
     // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
     if (compute_dtype_ == at::kFloat) {
       model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
@@ -163,7 +217,7 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
     }
     // LoRA weights decay like any other weight (HF: no norm or bias among them).
     flat_ = std::make_unique<FlatParameters>(initial.named_tensors(), device_,
-                                             [](const std::string&) { return true; });
+                                             [](const std::string&) { return true; }, groups_.data->size());
     lora_ = initial.with_tensors([&](size_t i) { return flat_->param(i); });
     grads_.lora = initial.with_tensors([&](size_t i) { return flat_->grad(i); });
   }
@@ -173,8 +227,10 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   options.beta2 = config_.training.adam_beta2;
   options.eps = config_.training.adam_epsilon;
   options.weight_decay = config_.training.weight_decay;
-  const parallel::Range everything{0, flat_->numel()};
-  optimizer_ = std::make_unique<AdamW>(options, everything, flat_->no_decay_ranges(everything), device_);
+  shards_ = parallel::split_evenly(flat_->numel(), groups_.data->size());
+  const parallel::Range owned =
+      config_.distributed.zero_stage == 0 ? parallel::Range{0, flat_->numel()} : shards_[groups_.data->rank()];
+  optimizer_ = std::make_unique<AdamW>(options, owned, flat_->no_decay_ranges(owned), device_);
 }
 
 void Trainer::restore_checkpoint(const std::string& resume_dir) {
@@ -189,14 +245,19 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
   QFT_CHECK(state.world_size == world_size_,
             "{}: the checkpoint {} was written by {} ranks, this run has {}; the data order depends on the world size",
             config_.source, resume_dir, state.world_size, world_size_);
-  QFT_CHECK(state.global_step < total_steps_, "{}: the checkpoint {} is at step {}, the run has only {} steps",
+  // A checkpoint at the last step is a run killed before its final save: resuming writes that save.
+  QFT_CHECK(state.global_step <= total_steps_, "{}: the checkpoint {} is at step {}, the run has only {} steps",
             config_.source, resume_dir, state.global_step, total_steps_);
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
-  // masters stored with the optimizer state.
-  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), *optimizer_, *flat_,
-                       full_finetuning_);
-  QFT_CHECK(optimizer_->step_count() == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir,
-            optimizer_->step_count(), state.global_step);
+  // masters stored with the optimizer state. Every rank reads the whole state and keeps its own shard.
+  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), 0};
+  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), full, *flat_, full_finetuning_);
+  QFT_CHECK(full.step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, full.step,
+            state.global_step);
+  const parallel::Range owned = optimizer_->owned();
+  optimizer_->exp_avg().copy_(full.exp_avg.narrow(0, owned.begin, owned.size()));
+  optimizer_->exp_avg_sq().copy_(full.exp_avg_sq.narrow(0, owned.begin, owned.size()));
+  optimizer_->set_step_count(full.step);
   if (full_finetuning_) refresh_compute_weights();
   start_step_ = state.global_step;
   for (const auto& row : state.log_history) {
@@ -213,17 +274,19 @@ std::vector<at::Tensor> Trainer::gradient_views() const {
 
 Trainer::StepMetrics Trainer::run_step(int64_t step) {
   const TrainingOptions& t = config_.training;
-  const auto micro_batches = plan_->micro_batches(step, rank_);
+  const auto micro_batches = plan_->micro_batches(step, groups_.data->rank());
+  // This rank reads only the rows of its own micro-batches.
+  std::vector<int64_t> wanted;
+  for (const auto& rows : micro_batches) wanted.insert(wanted.end(), rows.begin(), rows.end());
+  const std::vector<TokenRow> step_rows = rows_->read(wanted);
 
   // The loss of a step is the mean over all its target tokens, so the denominator is known before the
   // first micro-batch: count on every rank, sum over ranks.
   int64_t local_targets = 0;
   int64_t local_tokens = 0;
-  for (const auto& rows : micro_batches) {
-    for (int64_t r : rows) {
-      local_targets += rows_[r].target_tokens;
-      local_tokens += static_cast<int64_t>(rows_[r].input_ids.size());
-    }
+  for (const TokenRow& row : step_rows) {
+    local_targets += row.target_tokens;
+    local_tokens += static_cast<int64_t>(row.input_ids.size());
   }
   const int64_t global_targets = world_.all_reduce_sum(local_targets);
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
@@ -232,9 +295,10 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
 
   double local_loss_sum = 0.0;
   int64_t model_targets = 0;
+  size_t next_row = 0;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     std::vector<const TokenRow*> rows;
-    for (int64_t r : micro_batches[m]) rows.push_back(&rows_[r]);
+    for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
     const model::Batch batch = collate_rows(rows, device_);
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
@@ -263,13 +327,23 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
 
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
-  world_.all_reduce_sum(flat_->grads());
-  out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
-  QFT_CHECK(std::isfinite(out.grad_norm),
-            "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
-            step + 1, out.grad_norm, out.loss);
   out.learning_rate = schedule_->learning_rate(step);
-  optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
+  if (config_.distributed.zero_stage == 0) {
+    data_->all_reduce_sum(flat_->grads());
+    out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
+    check_grad_norm(out.grad_norm, out.loss, step);
+    optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
+  } else {
+    // ZeRO-1: each data-parallel rank receives the summed gradients of its own shard, updates that shard
+    // of the parameters with the optimizer state it alone holds, and the shards are gathered back.
+    data_->reduce_scatter_sum(flat_->grads(), shards_);
+    at::Tensor own = flat_->grads().narrow(0, optimizer_->owned().begin, optimizer_->owned().size());
+    out.grad_norm = std::sqrt(data_->all_reduce_sum(own.to(at::kDouble).square().sum().item<double>()));
+    check_grad_norm(out.grad_norm, out.loss, step);
+    if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
+    optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
+    data_->all_gather(flat_->params(), shards_);
+  }
   if (full_finetuning_) refresh_compute_weights();
   return out;
 }
@@ -319,7 +393,20 @@ void Trainer::save_trainable(const std::string& dir) const {
   }
 }
 
+OptimizerState Trainer::gather_optimizer_state() {
+  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), optimizer_->step_count()};
+  const parallel::Range owned = optimizer_->owned();
+  full.exp_avg.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg());
+  full.exp_avg_sq.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg_sq());
+  if (config_.distributed.zero_stage > 0) {
+    data_->all_gather(full.exp_avg, shards_);
+    data_->all_gather(full.exp_avg_sq, shards_);
+  }
+  return full;
+}
+
 void Trainer::save_checkpoint(int64_t global_step) {
+  const OptimizerState optimizer_state = gather_optimizer_state();  // collective: every rank takes part
   if (rank_ == 0) {
     const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
     const std::string tmp_dir = final_dir.string() + ".tmp";
@@ -328,7 +415,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
     save_trainable(tmp_dir);
     // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v
     // because the model files are in the (usually lower) stored dtype.
-    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), *optimizer_, *flat_,
+    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), optimizer_state, *flat_,
                          full_finetuning_);
     TrainerState state;
     state.global_step = global_step;

@@ -18,12 +18,14 @@
 
 #include "model/qwen3_model.h"
 #include "parallel/communicator.h"
+#include "parallel/rank_grid.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/data_plan.h"
 #include "train/flat_parameters.h"
 #include "train/lr_schedule.h"
 #include "train/pretokenized.h"
+#include "train/training_rows.h"
 #include "train/train_config.h"
 
 namespace qft::train {
@@ -48,6 +50,7 @@ class Trainer {
   int64_t total_steps() const { return total_steps_; }
 
  private:
+  // What one optimizer step reports.
   struct StepMetrics {
     double loss = 0.0;       // mean over the step's target tokens (all micro-batches, all ranks)
     double grad_norm = 0.0;  // before clipping
@@ -56,12 +59,16 @@ class Trainer {
   };
 
   void resolve_device_and_dtype();
+  void check_launch() const;
+  void create_groups();
   void prepare_output_dir();
   void create_trainable_state(const std::string& resume_dir);
   void restore_checkpoint(const std::string& resume_dir);
   StepMetrics run_step(int64_t step);
   void refresh_compute_weights();
   void log_step(int64_t step, const StepMetrics& result, double interval_seconds);
+  // The optimizer state of the whole flat buffer, gathered from the ZeRO shards (collective).
+  OptimizerState gather_optimizer_state();
   void save_checkpoint(int64_t global_step);
   void save_trainable(const std::string& dir) const;
   void save_final();
@@ -69,17 +76,23 @@ class Trainer {
   std::vector<at::Tensor> gradient_views() const;
 
   TrainConfig config_;
-  parallel::Communicator& world_;
+  parallel::Communicator& world_;  // every rank, MPI: scalars, barriers, agreement checks
   int local_rank_ = 0;
   int rank_ = 0;
   int world_size_ = 1;
+  std::unique_ptr<parallel::RankGrid> grid_;
+  parallel::ParallelGroups groups_;                 // MPI groups split along the grid
+  std::unique_ptr<parallel::Communicator> gpu_data_;  // NCCL data-parallel group on GPUs
+  parallel::Communicator* data_ = nullptr;          // the data-parallel group gradients travel in
+  // ZeRO-1: rank r of the data-parallel group owns shards_[r] of the flat buffers (its optimizer state).
+  std::vector<parallel::Range> shards_;
   at::Device device_ = at::kCPU;
   at::ScalarType compute_dtype_ = at::kFloat;
   bool full_finetuning_ = false;
 
   model::Qwen3Config model_config_;
   std::unique_ptr<model::Qwen3Model> model_;
-  std::vector<TokenRow> rows_;
+  std::unique_ptr<TrainingRows> rows_;
   std::unique_ptr<DataPlan> plan_;
   std::unique_ptr<LrSchedule> schedule_;
   int64_t total_steps_ = 0;

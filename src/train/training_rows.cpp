@@ -2,6 +2,9 @@
 
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <spdlog/spdlog.h>
+#ifdef QFT_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "core/error.h"
 #include "data/packed_dataset.h"
@@ -11,12 +14,67 @@
 namespace qft::train {
 namespace {
 
-std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
-                                            parallel::Communicator& world) {
+// Rows of the text pipeline's token cache, read from the HDF5 file when asked for.
+class TokenCacheRows final : public TrainingRows {
+ public:
+  TokenCacheRows(const std::string& cache_path, const data::DataConfig& data_config, int64_t vocab_size,
+                 std::string model_dir)
+      : cache_path_(cache_path), dataset_(cache_path, data_config.max_seq_length, data_config.packing),
+        vocab_size_(vocab_size), model_dir_(std::move(model_dir)) {}
+
+  int64_t size() const override { return dataset_.num_rows(); }
+
+  std::vector<TokenRow> read(const std::vector<int64_t>& indices) const override {
+    std::vector<TokenRow> rows;
+    rows.reserve(indices.size());
+    for (data::RowData& r : dataset_.read_rows(indices)) {
+      TokenRow row;
+      row.target_tokens = r.target_tokens();
+      row.input_ids = std::move(r.input_ids);
+      row.labels = std::move(r.labels);
+      row.position_ids = std::move(r.position_ids);
+      row.segment_ids = std::move(r.segment_ids);
+      for (int64_t id : row.input_ids) {
+        QFT_CHECK(id >= 0 && id < vocab_size_,
+                  "{}: token id {} from the tokenizer is outside the model's vocabulary ({} ids in {}/config.json)",
+                  cache_path_, id, vocab_size_, model_dir_);
+      }
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
+
+ private:
+  std::string cache_path_;
+  data::PackedDataset dataset_;
+  int64_t vocab_size_;
+  std::string model_dir_;
+};
+
+// Rows of a pretokenized JSONL file, all in memory (read_pretokenized_jsonl checked them).
+class InMemoryRows final : public TrainingRows {
+ public:
+  explicit InMemoryRows(std::vector<TokenRow> rows) : rows_(std::move(rows)) {}
+  int64_t size() const override { return static_cast<int64_t>(rows_.size()); }
+  std::vector<TokenRow> read(const std::vector<int64_t>& indices) const override {
+    std::vector<TokenRow> out;
+    out.reserve(indices.size());
+    for (int64_t i : indices) {
+      QFT_CHECK(i >= 0 && i < size(), "row {} is outside [0, {})", i, size());
+      out.push_back(rows_[static_cast<size_t>(i)]);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<TokenRow> rows_;
+};
+
+std::unique_ptr<TrainingRows> load_token_cache_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
+                                                    parallel::Communicator& world) {
   const data::DataConfig& data_config = *config.data.pipeline;
-  const std::string& model_dir = config.model.model_name_or_path;
   const std::string& cache_path = config.data.token_cache;
-  // One writer: rank 0 prepares (or finds up to date) the cache, then every rank reads it.
+  // One writer: rank 0 prepares (or finds up to date) the cache, then every rank opens it.
   if (world.rank() == 0) {
     const data::PrepareReport report = data::prepare_dataset(data_config, config.data.tokenizer);
     QFT_CHECK(report.cache_path == cache_path, "{}: the data or tokenizer changed while loading ({} became {})",
@@ -27,34 +85,19 @@ std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const mod
                                                                              "(see above)", report.skipped.size()));
   }
   world.barrier();
-  const data::PackedDataset dataset(cache_path, data_config.max_seq_length, data_config.packing);
-  QFT_CHECK(dataset.num_rows() > 0, "{}: the token cache {} holds no sample: nothing to train on", config.source,
+  auto rows = std::make_unique<TokenCacheRows>(cache_path, data_config, model_config.vocab_size,
+                                               config.model.model_name_or_path);
+  QFT_CHECK(rows->size() > 0, "{}: the token cache {} holds no sample: nothing to train on", config.source,
             cache_path);
-  std::vector<TokenRow> rows;
-  rows.reserve(static_cast<size_t>(dataset.num_rows()));
-  for (data::RowData& r : dataset.read_rows(0, dataset.num_rows())) {
-    TokenRow row;
-    row.target_tokens = r.target_tokens();
-    row.input_ids = std::move(r.input_ids);
-    row.labels = std::move(r.labels);
-    row.position_ids = std::move(r.position_ids);
-    row.segment_ids = std::move(r.segment_ids);
-    for (int64_t id : row.input_ids) {
-      QFT_CHECK(id >= 0 && id < model_config.vocab_size,
-                "{}: token id {} from the tokenizer is outside the model's vocabulary ({} ids in {}/config.json)",
-                cache_path, id, model_config.vocab_size, model_dir);
-    }
-    rows.push_back(std::move(row));
-  }
   return rows;
 }
 
 }  // namespace
 
-std::vector<TokenRow> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
-                                         parallel::Communicator& world) {
+std::unique_ptr<TrainingRows> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
+                                                 parallel::Communicator& world) {
   if (config.data.pipeline) return load_token_cache_rows(config, model_config, world);
-  return read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size);
+  return std::make_unique<InMemoryRows>(read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size));
 }
 
 at::Device training_device(const TrainConfig& config, int local_rank) {
@@ -69,6 +112,15 @@ at::Device training_device(const TrainConfig& config, int local_rank) {
             "(mpirun -np <GPUs>, or srun --ntasks-per-node=<GPUs per node>)",
             local_rank, devices);
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+void set_current_cuda_device(at::Device device) {
+  if (!device.is_cuda()) return;
+#ifdef QFT_CUDA
+  c10::cuda::set_device(device.index());
+#else
+  fail("{}: this qft build has no CUDA", device.str());
+#endif
 }
 
 at::ScalarType compute_dtype(const TrainConfig& config, at::Device device) {

@@ -3,6 +3,7 @@
 // run (device and compute dtype from the model section).
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -14,13 +15,24 @@
 
 namespace qft::train {
 
-// Every row, in the data's order; ids are checked against the model's vocabulary. Rank 0 of `world`
-// prepares the token cache while the others wait.
-std::vector<TokenRow> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
-                                         parallel::Communicator& world);
+// The rows of a data section, read on demand: each data-parallel rank reads only the rows it trains on.
+class TrainingRows {
+ public:
+  virtual ~TrainingRows() = default;
+  virtual int64_t size() const = 0;
+  // Rows `indices`, in that order; ids are checked against the model's vocabulary.
+  virtual std::vector<TokenRow> read(const std::vector<int64_t>& indices) const = 0;
+};
+
+// The rows of the token cache (rank 0 of `world` prepares it while the others wait) or of a pretokenized
+// JSONL file (small: read whole).
+std::unique_ptr<TrainingRows> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
+                                                 parallel::Communicator& world);
 
 // model.device: cpu, cuda (cuda:<local_rank>, the rank's place on its node), or auto (cuda when there is one).
 at::Device training_device(const TrainConfig& config, int local_rank);
+// Makes a CUDA device the current one of this thread (NCCL creates its communicator there); no-op on CPU.
+void set_current_cuda_device(at::Device device);
 // model.torch_dtype: fp32/bf16/fp16, or auto (bf16 on CUDA, fp32 on CPU).
 at::ScalarType compute_dtype(const TrainConfig& config, at::Device device);
 

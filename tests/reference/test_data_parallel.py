@@ -1,0 +1,103 @@
+"""Data parallelism on CPU through MPI: for the same global batch (micro-batch x accumulation x data-parallel
+ranks), 1, 2 and 4 ranks with ZeRO stage 0 and 1 give the same loss curve and the same adapter (or, for full
+fine-tuning, the same model) within 1e-5 (losses and gradient norms relative to their size; the adapter or
+model as a whole, as the norm of the difference relative to its norm: Adam's m / sqrt(v) amplifies the
+last-bit differences of a changed summation order in elements whose gradients are near zero, so single
+elements and small tensors can differ by more); a ZeRO-1 run under 2 ranks resumes from its checkpoint exactly,
+also with another ZeRO stage. The runs are `qft-dist` under `mpirun --oversubscribe`, as users launch it.
+"""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run
+
+MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "-np"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, qft_bin):
+    root = tmp_path_factory.mktemp("dp")
+    run([qft_bin, "init-model", "--preset", "tiny-gqa4", "--dtype", "fp32", "--initializer-range", "0.2",
+         "--output", root / "model"])
+    g = torch.Generator().manual_seed(5)
+    with open(root / "rows.jsonl", "w") as f:
+        for i in range(32):
+            ids = torch.randint(0, 151936, (10 + i % 7,), generator=g).tolist()
+            labels = [-100] * (1 + i % 3) + ids[1 + i % 3:]
+            f.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+    return root
+
+
+def train(setup, qft_bin, name, ranks, accumulation, zero_stage, finetuning="lora", steps=6, save_steps=0, extra=""):
+    out = setup / name
+    config = setup / f"{name}.yaml"
+    config.write_text(f"""
+model: {{model_name_or_path: {setup / 'model'}, torch_dtype: fp32, device: cpu}}
+lora: {{finetuning_type: {finetuning}, r: 4, lora_alpha: 8, target_modules: all-linear}}
+data: {{pretokenized: {setup / 'rows.jsonl'}}}
+training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 1, gradient_accumulation_steps: {accumulation},
+           max_steps: {steps}, logging_steps: 1, shuffle: true, seed: 3, max_grad_norm: 0.5, weight_decay: 0.1,
+           lr_scheduler_type: constant,
+           save_steps: {save_steps} {extra}}}
+distributed: {{zero_stage: {zero_stage}}}
+output: {{output_dir: {out}, overwrite_output_dir: true}}
+""")
+    launcher = MPIRUN + [str(ranks)] if ranks > 1 else []
+    run(launcher + [qft_bin, config])
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    return [(e["loss"], e["grad_norm"]) for e in log if "loss" in e], out
+
+
+def close(a, b, rel):
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
+
+
+def assert_same_curves(reference, other, rel=1e-5):
+    assert len(reference) == len(other), (reference, other)
+    for (l1, g1), (l2, g2) in zip(reference, other):
+        assert close(l1, l2, rel) and close(g1, g2, rel), (reference, other)
+
+
+def assert_same_tensors(file_a, file_b, rel=1e-5):
+    a, b = load_file(file_a), load_file(file_b)
+    assert a.keys() == b.keys()
+    err = sum((a[k].double() - b[k].double()).square().sum() for k in a).sqrt().item()
+    scale = sum(a[k].double().square().sum() for k in a).sqrt().item()
+    worst = max(a, key=lambda k: (a[k].double() - b[k].double()).norm().item())
+    assert err <= rel * scale, (err, scale, worst)
+
+
+@pytest.mark.parametrize("ranks,accumulation,zero_stage", [(1, 4, 1), (2, 2, 0), (2, 2, 1), (4, 1, 0), (4, 1, 1)])
+def test_lora_same_global_batch_same_result(setup, qft_bin, ranks, accumulation, zero_stage):
+    reference, ref_dir = train(setup, qft_bin, "lora_ref", 1, 4, 0)
+    curve, out = train(setup, qft_bin, f"lora_{ranks}_{zero_stage}", ranks, accumulation, zero_stage)
+    assert_same_curves(reference, curve)
+    assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("ranks,zero_stage", [(2, 0), (2, 1)])
+def test_full_finetuning_same_global_batch_same_model(setup, qft_bin, ranks, zero_stage):
+    reference, ref_dir = train(setup, qft_bin, "full_ref", 1, 2, 0, finetuning="full", steps=4)
+    curve, out = train(setup, qft_bin, f"full_{ranks}_{zero_stage}", ranks, 1, zero_stage, finetuning="full", steps=4)
+    assert_same_curves(reference, curve)
+    assert_same_tensors(ref_dir / "model.safetensors", out / "model.safetensors")
+
+
+def test_zero1_resume_is_exact_and_reshards(setup, qft_bin):
+    """20 steps straight == 10 steps, then resume from checkpoint-10 to 20 (same ranks; also with ZeRO 0)."""
+    straight, straight_dir = train(setup, qft_bin, "straight", 2, 1, 1, steps=20, save_steps=10)
+    first, first_dir = train(setup, qft_bin, "resumed", 2, 1, 1, steps=10, save_steps=10)
+    assert (first_dir / "checkpoint-10" / "optimizer.safetensors").exists()
+    for name, stage in (("resumed", 1), ("resharded", 0)):
+        if name == "resharded":  # a copy of the first half's checkpoint, resumed with the other ZeRO stage
+            run(["cp", "-r", first_dir, setup / name])
+        resume = f", resume_from_checkpoint: {setup / name / 'checkpoint-10'}"
+        curve, out = train(setup, qft_bin, name, 2, 1, stage, steps=20, save_steps=10, extra=resume)
+        assert_same_curves(straight, curve, rel=0 if stage == 1 else 1e-5)
+        if stage == 1:
+            assert (out / "adapter_model.safetensors").read_bytes() == (straight_dir / "adapter_model.safetensors").read_bytes()
+        else:
+            assert_same_tensors(straight_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
