@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/qwen3_model.h"
+#include "report/run_recorder.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/data_plan.h"
@@ -85,6 +86,7 @@ class Trainer {
 
   int64_t start_step_ = 0;  // optimizer steps already done (resume)
   nlohmann::json log_history_ = nlohmann::json::array();
+  std::unique_ptr<report::RunRecorder> recorder_;  // progress, TensorBoard, qft_config.yaml, report.html
   double interval_loss_sum_ = 0.0;
   int64_t interval_steps_ = 0;
   int64_t interval_tokens_ = 0;
