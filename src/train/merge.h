@@ -19,6 +19,7 @@ struct MergeOptions {
   std::string output_dir;
   std::optional<at::ScalarType> dtype;     // default: the base config's torch_dtype
   uint64_t max_shard_bytes = 5000000000ULL;  // huggingface_hub's default "5GB"
+  bool force = false;  // replace an existing output model directory (swapped in only once complete)
 };
 
 // Adds the adapter's deltas into `weights` in place (each result rounded once to its dtype).
