@@ -4,6 +4,7 @@ checked on the screenshot; also for a run that fails after some steps; `qft-dist
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -132,8 +133,10 @@ def test_failed_run_still_writes_its_report(tmp_path, qft_bin):
     model_dir = tmp_path / "model"
     tiny_model(qft_bin, model_dir)
     config = write_config(tmp_path, model_dir, "run", steps=6, learning_rate="1.0e+30", report_to="none")
-    result = run([qft_bin, config], check=False)
+    # QFT_PROGRESS=bar draws the terminal progress bar even though stderr is a pipe here (text mode reads \r as \n).
+    result = run([qft_bin, config], check=False, env={**os.environ, "QFT_PROGRESS": "bar"})
     assert result.returncode == 1, result.stderr
+    assert re.search(r"[\r\n] +\d+%\|#* *\| 1/6 loss \d+\.\d{4} lr 1\.00e\+30 \d+ tok/s mem \d+\.\d\d GiB", result.stderr)
     assert "the loss is" in result.stderr and "run FAILED after" in result.stderr
     out_dir = tmp_path / "run"
     summary = json.loads((out_dir / "run_summary.json").read_text())
