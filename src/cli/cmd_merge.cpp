@@ -1,8 +1,10 @@
 // qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32] [--max-shard-size 5GB] [--force]
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
+#include "core/config_key_hints.h"
 #include "core/error.h"
 #include "train/dtype_names.h"
 #include "train/hf_model_dir.h"
@@ -48,6 +50,9 @@ int cmd_merge(const Args& args) {
   }
   QFT_CHECK(!options.base_dir.empty() && !options.adapter_dir.empty() && !options.output_dir.empty(),
             "merge: --base, --adapter and --output are required (see qft-dist merge --help)");
+  for (const std::string* input : {&options.base_dir, &options.adapter_dir}) {
+    if (!std::filesystem::exists(*input) && !hub_id_hint(*input).empty()) fail("merge: {}", hub_id_hint(*input));
+  }
   // "merged/" and "merged" name the same directory; the temporary sibling is built from the last component.
   while (options.output_dir.size() > 1 && options.output_dir.back() == '/') options.output_dir.pop_back();
   train::merge_adapter(options);

@@ -292,7 +292,12 @@ YAML::Node json_to_yaml(const nlohmann::json& j) {
   }
   if (j.is_string()) return YAML::Node(j.get<std::string>());
   if (j.is_null()) return YAML::Node(YAML::NodeType::Null);
-  return YAML::Node(j.dump());  // numbers and booleans: JSON's spelling is valid YAML
+  std::string text = j.dump();  // numbers and booleans: JSON's spelling is valid YAML...
+  // ...but YAML 1.1 readers (PyYAML) take "1e-05" for a string; "1.0e-05" is a float everywhere.
+  if (j.is_number_float() && text.find('.') == std::string::npos && text.find('e') != std::string::npos) {
+    text.insert(text.find('e'), ".0");
+  }
+  return YAML::Node(text);
 }
 
 }  // namespace

@@ -86,6 +86,9 @@ def test_keys_from_other_trainers_and_hub_ids(tmp_path, qft_bin):
     hub = run([qft_bin, misplaced, "--override", "model.model_name_or_path=Qwen/Qwen3-0.6B"], check=False)
     assert "huggingface-cli download Qwen/Qwen3-0.6B --local-dir models/Qwen3-0.6B" in failure(hub)
     assert not (tmp_path / "train").exists()
+    merge = run([qft_bin, "merge", "--base", "Qwen/Qwen3-0.6B", "--adapter", model_dir, "--output", tmp_path / "m"],
+                check=False)
+    assert "qft reads local model directories only" in failure(merge)
 
 
 def test_example_configs_validate(tmp_path, qft_bin):

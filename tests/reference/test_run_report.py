@@ -94,6 +94,7 @@ def test_tensorboard_events_config_summary_and_report(tmp_path, qft_bin):
     resolved = yaml.safe_load((out_dir / "qft_config.yaml").read_text())
     assert resolved["training"]["learning_rate"] == pytest.approx(1e-2)
     assert resolved["training"]["adam_beta2"] == pytest.approx(0.999)  # a default
+    assert resolved["training"]["adam_epsilon"] == pytest.approx(1e-8)  # a float for PyYAML too, not "1e-08"
     assert resolved["output"]["report_to"] == "tensorboard"
     assert resolved["data"]["pretokenized"].endswith("rows.jsonl")
     checked = run([qft_bin, "train", config, "--check"])
