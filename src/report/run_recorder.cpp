@@ -1,5 +1,6 @@
 #include "report/run_recorder.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -173,8 +174,14 @@ void RunRecorder::draw_bar() {
   p.last_row = last_row_;
   p.elapsed_seconds = elapsed();
   p.eta_seconds = eta();
+  std::string line = progress_bar_line(p);
+  // A line longer than the terminal wraps and \r would then redraw only its last part: cut it.
+  winsize size{};
+  if (ioctl(fileno(stderr), TIOCGWINSZ, &size) == 0 && size.ws_col > 1 && line.size() >= size.ws_col) {
+    line.resize(size.ws_col - 1);
+  }
   // \r + clear-to-end-of-line redraws in place.
-  std::fprintf(stderr, "\r%s\x1b[K", progress_bar_line(p).c_str());
+  std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
   std::fflush(stderr);
   bar_drawn_ = true;
 }

@@ -147,3 +147,13 @@ def test_failed_run_still_writes_its_report(tmp_path, qft_bin):
     assert 'class="failed"' in html and "the loss is" in html and 'data-series="train/loss"' in html
     assert not (out_dir / "runs").exists()  # report_to: none writes no event files
     assert not (out_dir / "adapter_model.safetensors").exists()
+
+    # On a terminal (a pty from util-linux `script`) the bar is drawn without being asked for...
+    env = {k: v for k, v in os.environ.items() if k != "QFT_PROGRESS"}
+    env["TERM"] = "xterm"
+    command = f"{qft_bin} {config} --override output.overwrite_output_dir=true"
+    tty = run(["script", "-qefc", command, "/dev/null"], check=False, env=env)
+    assert tty.returncode == 1 and "\x1b[K" in tty.stdout and "1/6 loss" in tty.stdout, tty.stdout[-3000:]
+    # ...and never in a pipe.
+    piped = run(command.split(), check=False, env=env)
+    assert piped.returncode == 1 and "\x1b[K" not in piped.stderr and "step 1/6 | epoch" in piped.stderr
