@@ -2,17 +2,17 @@
 # Installs everything qft needs on a fresh Debian 12 machine (the dev boxes and CI), and nothing that is
 # already there. Idempotent: the second run takes a second.
 #   - Debian packages: compilers, CMake/Ninja, ccache, OpenMPI, HDF5, yaml-cpp, spdlog, fmt, GoogleTest,
-#     nlohmann-json, PCRE2.
+#     nlohmann-json, PCRE2; Chromium (headless, renders the run report in a test: ~350 MB, ~20 s to install).
 #   - PyPI: torch==2.11.0 (its wheel carries libtorch's C++ headers, libraries and TorchConfig.cmake, the same
 #     libtorch the GPU image has), and the reference implementation used by tests: transformers, peft,
-#     tokenizers, safetensors, pytest.
+#     tokenizers, safetensors, pytest; tensorboard (its event reader checks qft's event files), pillow, pyyaml.
 set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config xz-utils
               libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-              libgtest-dev nlohmann-json3-dev libpcre2-dev)
+              libgtest-dev nlohmann-json3-dev libpcre2-dev chromium)
 PIP_PACKAGES=("torch==2.11.0" "transformers>=5.0,<6" "peft>=0.18" "tokenizers==0.23.*" "safetensors" "numpy"
-              "h5py" "pytest")
+              "h5py" "pytest" "tensorboard" "pillow" "pyyaml")
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -30,7 +30,8 @@ PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" - <<'PY' 2>/dev/null
 import importlib.metadata as m, sys
 need = {"torch": "2.11.0"}
-for pkg in ["transformers", "peft", "tokenizers", "safetensors", "numpy", "h5py", "pytest"]:
+for pkg in ["transformers", "peft", "tokenizers", "safetensors", "numpy", "h5py", "pytest", "tensorboard", "pillow",
+            "pyyaml"]:
     m.version(pkg)
 if not m.version("torch").startswith(need["torch"]):
     sys.exit(1)

@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -12,8 +13,9 @@
 namespace qft::cli {
 namespace {
 
-void print_eval_usage() {
-  std::fprintf(stderr,
+// --help prints to stdout; a usage error to stderr.
+void print_eval_usage(std::FILE* out) {
+  std::fprintf(out,
                "usage: qft-dist eval CONFIG.yaml [--adapter DIR] [--override section.key=value ...]\n\n"
                "Mean token loss and perplexity of model.model_name_or_path (with the PEFT adapter of --adapter,\n"
                "else lora.adapter_name_or_path, else none) over the config's data, with the training masks.\n"
@@ -28,7 +30,7 @@ int cmd_eval(const Args& args, parallel::MpiRuntime& mpi) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      print_eval_usage();
+      print_eval_usage(stdout);
       return 0;
     }
     if (a == "--adapter" || a == "--override") {
@@ -44,9 +46,13 @@ int cmd_eval(const Args& args, parallel::MpiRuntime& mpi) {
     }
   }
   if (config_path.empty()) {
-    print_eval_usage();
+    print_eval_usage(stderr);
     return 2;
   }
+  // Before the data is loaded and tokenized: a wrong --adapter is a typo, not a reason to wait.
+  QFT_CHECK(adapter.empty() || std::filesystem::exists(std::filesystem::path(adapter) / "adapter_config.json"),
+            "eval: --adapter {}: {} (expected a PEFT adapter directory)", adapter,
+            std::filesystem::is_directory(adapter) ? "has no adapter_config.json" : "does not exist");
   const train::EvalResult r =
       train::evaluate(train::load_train_config(config_path, overrides), adapter, mpi.world(), mpi.local_rank());
   if (mpi.world().rank() == 0) {

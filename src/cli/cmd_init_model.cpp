@@ -4,6 +4,7 @@
 #include <string>
 
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -15,8 +16,9 @@ namespace qft::cli {
 
 namespace {
 
-void print_init_model_usage() {
-  std::fprintf(stderr,
+// --help prints to stdout; a usage error to stderr.
+void print_init_model_usage(std::FILE* out) {
+  std::fprintf(out,
                "usage: qft-dist init-model (--preset NAME | --config FILE.json) --output DIR [--seed N]\n"
                "                           [--dtype bf16|fp16|fp32] [--tokenizer DIR] [--max-shard-size 5GB]\n"
                "                           [--initializer-range STD]\n\n"
@@ -34,7 +36,7 @@ int cmd_init_model(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      print_init_model_usage();
+      print_init_model_usage(stdout);
       return 0;
     }
     QFT_CHECK(i + 1 < args.size(), "init-model: {} needs a value (see qft-dist init-model --help)", a);
@@ -78,6 +80,12 @@ int cmd_init_model(const Args& args) {
   options.tokenizer_dir = tokenizer;
   options.max_shard_bytes = hf::parse_byte_size(shard, "init-model --max-shard-size");
   hf::init_model(options);
+  if (tokenizer.empty()) {
+    spdlog::warn("init-model: {} has no tokenizer files, and training and prepare need one: rerun with --tokenizer "
+                 "DIR (a directory holding tokenizer.json and tokenizer_config.json, e.g. a downloaded Qwen3 model), "
+                 "copy those files into {}, or set data.tokenizer in the training config",
+                 output, output);
+  }
   return 0;
 }
 

@@ -1,8 +1,10 @@
-// qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32] [--max-shard-size 5GB]
+// qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32] [--max-shard-size 5GB] [--force]
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
+#include "core/config_key_hints.h"
 #include "core/error.h"
 #include "hf/dtype_names.h"
 #include "hf/model_dir.h"
@@ -12,12 +14,15 @@ namespace qft::cli {
 
 namespace {
 
-void print_merge_usage() {
-  std::fprintf(stderr,
+// --help prints to stdout; a usage error to stderr.
+void print_merge_usage(std::FILE* out) {
+  std::fprintf(out,
                "usage: qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32]\n"
-               "                      [--max-shard-size 5GB]\n\n"
+               "                      [--max-shard-size 5GB] [--force]\n\n"
                "Merges a PEFT LoRA adapter into its base model (W += scaling * B @ A in fp32) and writes a\n"
-               "Hugging Face model directory; --dtype defaults to the base model's torch_dtype.\n");
+               "Hugging Face model directory with the base's tokenizer, chat template and generation files;\n"
+               "--dtype defaults to the base model's torch_dtype. --force replaces an existing output model\n"
+               "directory: the new one is written beside it and swapped in only when complete.\n");
 }
 
 }  // namespace
@@ -27,8 +32,12 @@ int cmd_merge(const Args& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      print_merge_usage();
+      print_merge_usage(stdout);
       return 0;
+    }
+    if (a == "--force") {
+      options.force = true;
+      continue;
     }
     QFT_CHECK(i + 1 < args.size(), "merge: {} needs a value (see qft-dist merge --help)", a);
     const std::string& value = args[++i];
@@ -41,6 +50,11 @@ int cmd_merge(const Args& args) {
   }
   QFT_CHECK(!options.base_dir.empty() && !options.adapter_dir.empty() && !options.output_dir.empty(),
             "merge: --base, --adapter and --output are required (see qft-dist merge --help)");
+  for (const std::string* input : {&options.base_dir, &options.adapter_dir}) {
+    if (!std::filesystem::exists(*input) && !hub_id_hint(*input).empty()) fail("merge: {}", hub_id_hint(*input));
+  }
+  // "merged/" and "merged" name the same directory; the temporary sibling is built from the last component.
+  while (options.output_dir.size() > 1 && options.output_dir.back() == '/') options.output_dir.pop_back();
   hf::merge_adapter(options);
   return 0;
 }

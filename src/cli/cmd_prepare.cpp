@@ -3,6 +3,7 @@
 // Tokenizes the `data:` section's data sets into the HDF5 token cache and prints what happened.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -12,20 +13,24 @@
 #include "data/data_config.h"
 #include "data/demo_data.h"
 #include "data/prepare.h"
+#include "train/train_config.h"
 
 namespace qft::cli {
 
 namespace {
 
-void print_help() {
-  std::fprintf(stderr,
-               "usage: qft-dist prepare CONFIG.yaml [--tokenizer PATH] [--force]\n"
+// --help prints to stdout; a usage error to stderr.
+void print_help(std::FILE* out) {
+  std::fprintf(out,
+               "usage: qft-dist prepare CONFIG.yaml [--tokenizer PATH] [--force] [--override section.key=value ...]\n"
                "       qft-dist prepare --write-demo-data DIR\n\n"
                "Reads the data: section of CONFIG.yaml (docs/DATA.md), renders, tokenizes, masks, mixes and\n"
                "writes the token cache to data.cache_dir. The tokenizer is --tokenizer, else data.tokenizer,\n"
                "else model.model_name_or_path (a directory holding tokenizer.json).\n\n"
                "  --tokenizer PATH        tokenizer.json or a directory holding one\n"
                "  --force                 rebuild the cache even if an up-to-date one exists\n"
+               "  --override KEY=VALUE    replace one config key before reading it, as for train and eval\n"
+               "                          (e.g. --override data.max_seq_length=1024)\n"
                "  --write-demo-data DIR   write the README demo data set (generated) into DIR and exit\n");
 }
 
@@ -34,6 +39,7 @@ void print_help() {
 int cmd_prepare(const Args& args) {
   std::string config_path, tokenizer, demo_dir;
   bool force = false;
+  std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     const auto value = [&](const char* flag) -> std::string {
@@ -41,10 +47,14 @@ int cmd_prepare(const Args& args) {
       return args[++i];
     };
     if (arg == "--help" || arg == "-h") {
-      print_help();
+      print_help(stdout);
       return 0;
     } else if (arg == "--tokenizer") {
       tokenizer = value("--tokenizer");
+    } else if (arg == "--override") {
+      overrides.push_back(value("--override"));
+    } else if (arg.rfind("--override=", 0) == 0) {
+      overrides.push_back(arg.substr(11));
     } else if (arg == "--force") {
       force = true;
     } else if (arg == "--write-demo-data") {
@@ -62,12 +72,13 @@ int cmd_prepare(const Args& args) {
     return 0;
   }
   if (config_path.empty()) {
-    print_help();
+    print_help(stderr);
     return 2;
   }
 
-  const YAML::Node root = load_yaml_file(config_path);
+  YAML::Node root = load_yaml_file(config_path);
   QFT_CHECK(root.IsMap(), "{}: the config must be a mapping with a data: section", config_path);
+  for (const auto& o : overrides) train::apply_override(root, o);
   ConfigReader top(root, config_path);
   QFT_CHECK(top.has("data"), "{}: no data: section", config_path);
   ConfigReader data_section = top.section("data");

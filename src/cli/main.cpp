@@ -4,13 +4,19 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "core/config_reader.h"
 #include "core/error.h"
 #include "parallel/mpi_communicator.h"
+
+#ifndef QFT_VERSION
+#define QFT_VERSION "unknown"
+#endif
 
 namespace {
 
@@ -31,7 +37,16 @@ const Subcommand kSubcommands[] = {
     {"merge", qft::cli::cmd_merge, nullptr, "merge a PEFT LoRA adapter into its base model"},
     {"eval", nullptr, qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
     {"inspect", qft::cli::cmd_inspect, nullptr, "summarise a model dir, adapter, safetensors file or token cache"},
+    {"plot", qft::cli::cmd_plot, nullptr, "(re)draw a run's report.html from its trainer_log.jsonl"},
 };
+
+// --help prints to stdout (it is the answer asked for); a usage error prints to stderr.
+void print_usage(std::FILE* out) {
+  std::fprintf(out, "usage: qft-dist CONFIG.yaml [--override section.key=value ...]\n"
+                    "       qft-dist SUBCOMMAND [args]\n       qft-dist --version\n\nsubcommands:\n");
+  for (const auto& s : kSubcommands) std::fprintf(out, "  %-11s %s\n", s.name, s.summary);
+  std::fprintf(out, "\nRun `qft-dist SUBCOMMAND --help` for its options; docs/CONFIG.md lists every config key.\n");
+}
 
 // Logs what escaped a subcommand; returns the exit code.
 int report_failure() {
@@ -58,21 +73,23 @@ int run_subcommand(const Subcommand& s, const qft::cli::Args& args) {
   }
 }
 
-void print_usage() {
-  std::fprintf(stderr, "usage: qft-dist CONFIG.yaml\n       qft-dist SUBCOMMAND [args]\n\nsubcommands:\n");
-  for (const auto& s : kSubcommands) std::fprintf(stderr, "  %-11s %s\n", s.name, s.summary);
-  std::fprintf(stderr, "\nRun `qft-dist SUBCOMMAND --help` for its options.\n");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   // Logs go to stderr so that stdout carries only results (eval's JSON, inspect's listing).
   spdlog::set_default_logger(spdlog::stderr_color_mt("qft"));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
-    print_usage();
-    return argc < 2 ? 2 : 0;
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    print_usage(stdout);
+    return 0;
+  }
+  if (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "-V")) {
+    std::printf("qft-dist %s\n", QFT_VERSION);
+    return 0;
   }
   const std::string first = argv[1];
   qft::cli::Args rest(argv + 2, argv + argc);
@@ -88,8 +105,15 @@ int main(int argc, char** argv) {
       rest.insert(rest.begin(), first);
       return run_subcommand(kSubcommands[0], rest);
     }
-    std::fprintf(stderr, "qft-dist: unknown subcommand '%s' (and not a .yaml config)\n\n", first.c_str());
-    print_usage();
+    std::vector<std::string> names;
+    for (const auto& s : kSubcommands) names.push_back(s.name);
+    const std::string guess = qft::closest_match(first, names);
+    if (!guess.empty()) {
+      std::fprintf(stderr, "qft-dist: unknown subcommand '%s' (did you mean '%s'?)\n\n", first.c_str(), guess.c_str());
+    } else {
+      std::fprintf(stderr, "qft-dist: unknown subcommand '%s' (and not a .yaml config)\n\n", first.c_str());
+    }
+    print_usage(stderr);
     return 2;
   } catch (...) {
     return report_failure();

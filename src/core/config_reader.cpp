@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/config_key_hints.h"
 #include "core/error.h"
 
 namespace qft {
@@ -201,6 +202,8 @@ void ConfigReader::finish() const {
     }
     const std::string key = kv.first.Scalar();
     if (known_.count(key)) continue;
+    const std::string hint = config_key_hint(path_, key);  // keys from other trainers, keys in the wrong section
+    if (!hint.empty()) fail("{}:{}: unknown key '{}': {}", file_, kv.first.Mark().line + 1, join_path(path_, key), hint);
     const std::string guess = closest_match(key, candidates);
     fail("{}:{}: unknown key '{}'{}", file_, kv.first.Mark().line + 1, join_path(path_, key),
          guess.empty() ? " (see docs/CONFIG.md for the keys of this section)"

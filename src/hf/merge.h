@@ -19,6 +19,7 @@ struct MergeOptions {
   std::string output_dir;
   std::optional<at::ScalarType> dtype;     // default: the base config's torch_dtype
   uint64_t max_shard_bytes = 5000000000ULL;  // huggingface_hub's default "5GB"
+  bool force = false;  // replace an existing output model directory (swapped in only once complete)
 };
 
 // Writes the merged model directory (config.json, safetensors, tokenizer files). Everything goes to a

@@ -20,8 +20,11 @@ void write_hf_model_dir(const std::string& dir, const model::Qwen3Config& config
 
 int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
   int copied = 0;
+  // chat_template.jinja (transformers >= 4.43 saves the template there) and the older chat_template.json
+  // keep the chat template wherever the base keeps it.
   for (const char* name : {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                           "generation_config.json", "special_tokens_map.json", "added_tokens.json"}) {
+                           "generation_config.json", "special_tokens_map.json", "added_tokens.json",
+                           "chat_template.jinja", "chat_template.json", "tokenizer.model"}) {
     const fs::path from = fs::path(from_dir) / name;
     if (!fs::exists(from)) continue;
     std::error_code ec;

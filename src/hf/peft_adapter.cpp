@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "io/safetensors.h"
+#include "hf/model_dir.h"
 #include "model/lora_targets.h"
 
 namespace qft::hf {
@@ -113,7 +114,14 @@ void save_peft_adapter(const std::string& dir, const model::LoraWeights& lora,
   }
   QFT_CHECK(!tensors.empty(), "{}: the adapter has no tensors", dir);
   io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
-  const nlohmann::json config = peft_adapter_config(lora.config, base_model_name_or_path, init_lora_weights);
+  // A local base is written as an absolute path and its tokenizer files travel with the adapter, so
+  // AutoPeftModelForCausalLM.from_pretrained(dir) and AutoTokenizer work from any working directory.
+  std::string base = base_model_name_or_path;
+  if (fs::is_directory(base)) {
+    base = fs::absolute(base).lexically_normal().string();
+    copy_tokenizer_files(base, dir);
+  }
+  const nlohmann::json config = peft_adapter_config(lora.config, base, init_lora_weights);
   // ensure_ascii = true, as Python's json.dumps.
   write_file_atomic((fs::path(dir) / "adapter_config.json").string(), config.dump(2, ' ', true) + "\n");
 }

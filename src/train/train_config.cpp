@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "core/config_key_hints.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "model/lora_targets.h"
@@ -35,6 +36,9 @@ ModelOptions read_model_section(ConfigReader section) {
   ModelOptions model;
   model.model_name_or_path = section.get_string("model_name_or_path");
   const fs::path dir(model.model_name_or_path);
+  if (!fs::exists(dir) && !hub_id_hint(model.model_name_or_path).empty()) {
+    fail("{}: {}", section.where("model_name_or_path"), hub_id_hint(model.model_name_or_path));
+  }
   QFT_CHECK(fs::is_directory(dir), "{}: directory '{}' does not exist (expected a Hugging Face model directory)",
             section.where("model_name_or_path"), model.model_name_or_path);
   QFT_CHECK(fs::exists(dir / "config.json"), "{}: '{}' has no config.json (expected a Hugging Face model directory)",
@@ -161,10 +165,6 @@ OutputOptions read_output_section(ConfigReader section) {
   o.save_total_limit = section.get_int("save_total_limit", o.save_total_limit);
   require(o.save_total_limit >= 0, section, "save_total_limit", "non-negative (0 = keep all)", o.save_total_limit);
   o.report_to = section.get_choice("report_to", {"none", "tensorboard"}, o.report_to);
-  QFT_CHECK(o.report_to == "none",
-            "{}: report_to: tensorboard is not implemented yet; use none (the loss curve is in "
-            "output_dir/trainer_log.jsonl)",
-            section.where("report_to"));
   section.finish();
   return o;
 }
@@ -207,6 +207,7 @@ DataOptions read_data_section(ConfigReader data) {
 }
 
 TrainConfig parse_train_config(const YAML::Node& root, const std::string& source) {
+  check_top_level_key_hints(root, source);  // a flat LLaMA-Factory/TRL layout: say so before "missing model"
   ConfigReader top(root, source);
   TrainConfig config;
   config.source = source;
@@ -219,6 +220,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
         config.data.pipeline->tokenizer.empty() ? config.model.model_name_or_path : config.data.pipeline->tokenizer;
     config.data.token_cache = data::token_cache_path(*config.data.pipeline, config.data.tokenizer);
   }
+  config.data_as_given = YAML::Clone(root["data"]);
   config.training = read_training_section(top.section("training"));
   config.distributed = read_distributed_section(top.section("distributed"));
   ConfigReader output_section = top.section("output");
@@ -286,6 +288,48 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   j.erase("output");
   j.erase("distributed");
   return j;
+}
+
+namespace {
+
+YAML::Node json_to_yaml(const nlohmann::json& j) {
+  if (j.is_object()) {
+    YAML::Node node(YAML::NodeType::Map);
+    for (const auto& [key, value] : j.items()) node[key] = json_to_yaml(value);
+    return node;
+  }
+  if (j.is_array()) {
+    YAML::Node node(YAML::NodeType::Sequence);
+    for (const auto& value : j) node.push_back(json_to_yaml(value));
+    return node;
+  }
+  if (j.is_string()) return YAML::Node(j.get<std::string>());
+  if (j.is_null()) return YAML::Node(YAML::NodeType::Null);
+  std::string text = j.dump();  // numbers and booleans: JSON's spelling is valid YAML...
+  // ...but YAML 1.1 readers (PyYAML) take "1e-05" for a string; "1.0e-05" is a float everywhere.
+  if (j.is_number_float() && text.find('.') == std::string::npos && text.find('e') != std::string::npos) {
+    text.insert(text.find('e'), ".0");
+  }
+  return YAML::Node(text);
+}
+
+}  // namespace
+
+std::string TrainConfig::resolved_yaml() const {
+  const nlohmann::json j = to_json();
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const char* section : {"model", "lora", "data", "training", "output"}) {
+    out << YAML::Key << section << YAML::Value;
+    if (std::string(section) == "data" && data_as_given.IsDefined()) {
+      out << data_as_given;
+    } else {
+      out << json_to_yaml(j[section]);
+    }
+  }
+  out << YAML::EndMap;
+  return fmt::format("# The config of this run as qft resolved it from {} (overrides applied, defaults filled in).\n{}\n",
+                     source, out.c_str());
 }
 
 uint64_t TrainConfig::hash() const { return fnv1a64(math_fingerprint().dump()); }

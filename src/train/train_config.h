@@ -110,6 +110,10 @@ struct TrainConfig {
   uint64_t hash() const;
   // Every option, for the run's own record (output_dir/train_config.json).
   nlohmann::json to_json() const;
+  // The config as the run used it, for output_dir/qft_config.yaml: every key of model, lora, training
+  // and output with defaults filled in, and the data section as given (after --override).
+  std::string resolved_yaml() const;
+  YAML::Node data_as_given;
 };
 
 // Reads and validates a YAML config. `overrides` are "section.key=value" strings (value parsed as

@@ -43,8 +43,10 @@ void remove_training_output(const std::string& dir) {
   for (const auto& checkpoint : list_checkpoints(dir)) remove_tree(checkpoint);
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
+    if (name == "runs" && entry.is_directory()) remove_tree(entry.path().string());  // TensorBoard events
     const bool ours = name == "adapter_config.json" || name == "adapter_model.safetensors" || name == "config.json" ||
-                      name == kLogFile || name == "model.safetensors.index.json" ||
+                      name == kLogFile || name == "model.safetensors.index.json" || name == "qft_config.yaml" ||
+                      name == "run_summary.json" || name == "report.html" ||
                       (name.rfind("model", 0) == 0 && entry.path().extension() == ".safetensors");
     if (ours) fs::remove(entry.path());
   }
@@ -65,8 +67,6 @@ void check_grad_norm(double grad_norm, double loss, int64_t step) {
             "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
             step + 1, grad_norm, loss);
 }
-
-std::string format_bytes(int64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1 << 30)); }
 
 }  // namespace
 
@@ -114,6 +114,30 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
                  plan_->steps_per_epoch(), warmup, grid_->describe(), config_.distributed.zero_stage,
                  gpu_data_ ? "NCCL" : "MPI");
   }
+  report::RunStart run;
+  run.output_dir = config_.output.output_dir;
+  run.rank = rank_;
+  run.world_size = world_size_;
+  run.total_steps = total_steps_;
+  run.start_step = start_step_;
+  run.tensorboard = config_.output.report_to == "tensorboard";
+  run.config_yaml = config_.resolved_yaml();
+  if (rank_ == 0) {
+    // The report's data statistics: rank 0 reads every row once (the other ranks read only their own).
+    std::vector<int64_t> lengths, targets;
+    constexpr int64_t kChunk = 4096;
+    for (int64_t begin = 0; begin < rows_->size(); begin += kChunk) {
+      std::vector<int64_t> indices;
+      for (int64_t r = begin; r < std::min(rows_->size(), begin + kChunk); ++r) indices.push_back(r);
+      for (const TokenRow& row : rows_->read(indices)) {
+        lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
+        targets.push_back(row.target_tokens);
+      }
+    }
+    run.data = report::data_statistics(lengths, targets);
+  }
+  run.previous_rows = log_history_;
+  recorder_ = std::make_unique<report::RunRecorder>(std::move(run));
 }
 
 Trainer::~Trainer() = default;
@@ -368,15 +392,12 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   row["peak_memory_bytes"] = peak_memory_bytes(device_);
   log_history_.push_back(row);
   if (rank_ == 0) {
-    spdlog::info("step {}/{} | loss {:.4f} | grad_norm {:.4f} | lr {:.3e} | epoch {:.2f} | {:.0f} tok/s | peak {}",
-                 global_step, total_steps_, row["loss"].get<double>(), result.grad_norm, result.learning_rate,
-                 row["epoch"].get<double>(), row["tokens_per_second"].get<double>(),
-                 format_bytes(row["peak_memory_bytes"].get<int64_t>()));
     std::ofstream log((fs::path(config_.output.output_dir) / kLogFile).string(), std::ios::app);
     log << row.dump() << "\n";
     log.flush();
     QFT_CHECK(log.good(), "{}: cannot append to {}", config_.output.output_dir, kLogFile);
   }
+  recorder_->on_log(row);
 }
 
 void Trainer::save_trainable(const std::string& dir) const {
@@ -448,25 +469,32 @@ TrainSummary Trainer::train() {
     write_file_atomic((fs::path(config_.output.output_dir) / kLogFile).string(), text);
   }
   auto interval_start = std::chrono::steady_clock::now();
-  for (int64_t step = start_step_; step < total_steps_; ++step) {
-    const StepMetrics result = run_step(step);
-    interval_loss_sum_ += result.loss;
-    interval_steps_ += 1;
-    interval_tokens_ += result.input_tokens;
-    const int64_t global_step = step + 1;
-    if (global_step % config_.training.logging_steps == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      log_step(step, result, std::chrono::duration<double>(now - interval_start).count());
-      interval_loss_sum_ = 0.0;
-      interval_steps_ = 0;
-      interval_tokens_ = 0;
-      interval_start = now;
+  try {
+    for (int64_t step = start_step_; step < total_steps_; ++step) {
+      const StepMetrics result = run_step(step);
+      recorder_->on_step(step + 1, result.input_tokens);
+      interval_loss_sum_ += result.loss;
+      interval_steps_ += 1;
+      interval_tokens_ += result.input_tokens;
+      const int64_t global_step = step + 1;
+      if (global_step % config_.training.logging_steps == 0) {
+        const auto now = std::chrono::steady_clock::now();
+        log_step(step, result, std::chrono::duration<double>(now - interval_start).count());
+        interval_loss_sum_ = 0.0;
+        interval_steps_ = 0;
+        interval_tokens_ = 0;
+        interval_start = now;
+      }
+      if (config_.training.save_steps > 0 && global_step % config_.training.save_steps == 0) {
+        save_checkpoint(global_step);
+      }
     }
-    if (config_.training.save_steps > 0 && global_step % config_.training.save_steps == 0) {
-      save_checkpoint(global_step);
-    }
+    save_final();
+  } catch (const std::exception& e) {
+    recorder_->finish(e.what());  // the report of the steps done; the error goes on to the CLI
+    throw;
   }
-  save_final();
+  recorder_->finish();
   TrainSummary summary;
   summary.global_step = total_steps_;
   for (const auto& row : log_history_) summary.log.push_back(row);

@@ -19,6 +19,7 @@
 #include "model/qwen3_model.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_grid.h"
+#include "report/run_recorder.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/data_plan.h"
@@ -107,6 +108,7 @@ class Trainer {
 
   int64_t start_step_ = 0;  // optimizer steps already done (resume)
   nlohmann::json log_history_ = nlohmann::json::array();
+  std::unique_ptr<report::RunRecorder> recorder_;  // progress, TensorBoard, qft_config.yaml, report.html
   double interval_loss_sum_ = 0.0;
   int64_t interval_steps_ = 0;
   int64_t interval_tokens_ = 0;
