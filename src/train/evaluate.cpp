@@ -17,6 +17,7 @@ namespace qft::train {
 EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, parallel::Communicator& world,
                     int local_rank) {
   const at::Device device = training_device(config, local_rank);
+  set_current_cuda_device(device);
   const at::ScalarType dtype = compute_dtype(config, device);
   const std::string& model_dir = config.model.model_name_or_path;
   const auto model_config =

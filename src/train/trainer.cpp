@@ -177,7 +177,6 @@ void Trainer::create_groups() {
   data_ = groups_.data.get();
   // On GPUs the gradients travel over NCCL (the MPI path would stage them through host memory).
   if (device_.is_cuda() && groups_.data->size() > 1 && parallel::nccl_available()) {
-    set_current_cuda_device(device_);
     gpu_data_ = parallel::make_nccl_communicator(*groups_.data, "data-parallel");
     data_ = gpu_data_.get();
   }
@@ -185,6 +184,8 @@ void Trainer::create_groups() {
 
 void Trainer::resolve_device_and_dtype() {
   device_ = training_device(config_, local_rank_);
+  // Before any allocation: each rank's CUDA work (streams, NCCL, kernels without a device guard) goes to its GPU.
+  set_current_cuda_device(device_);
   compute_dtype_ = compute_dtype(config_, device_);
   if (compute_dtype_ == at::kHalf && rank_ == 0) {
     spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");

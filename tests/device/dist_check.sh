@@ -9,17 +9,14 @@ OUT=${OUT:-/tmp/qft-device-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0  # the machine's rule: no NVLink multicast
 SECONDS=0
-PCRE2_DIR=/tmp/pcre2
-mkdir -p $PCRE2_DIR && dpkg -x .carry/libpcre2-dev_*.deb $PCRE2_DIR
-TORCH_PREFIX=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DQFT_PCRE2_ROOT=$PCRE2_DIR/usr \
-      -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build build-gpu -j 32 --target qft-dist qft_parallel_tests > "$OUT/build.log" 2>&1 ||
-  { grep -m 20 -A5 error "$OUT/build.log"; exit 1; }
+source tests/device/gpu_build.sh
+gpu_build qft-dist qft_parallel_tests
 BUILD_S=$SECONDS
 MPIRUN="mpirun --oversubscribe --allow-run-as-root -x NCCL_NVLS_ENABLE"
 $MPIRUN -np 2 build-gpu/qft_parallel_tests > "$OUT/parallel_np2.log" 2>&1; PAR2_RC=$?
 $MPIRUN -np 4 build-gpu/qft_parallel_tests > "$OUT/parallel_np4.log" 2>&1; PAR4_RC=$?
+# The same communicator tests against NCCL, one rank per GPU.
+$MPIRUN -x QFT_TEST_COMMUNICATOR=nccl -np 2 build-gpu/qft_parallel_tests > "$OUT/parallel_nccl.log" 2>&1; NCCL_RC=$?
 
 QFT=build-gpu/qft-dist
 W=/tmp/qft-dist-check
@@ -53,7 +50,8 @@ echo "| check | result |"
 echo "|---|---|"
 echo "| build (s) | $BUILD_S |"
 echo "| qft_parallel_tests mpirun -np 2 / -np 4 | rc=$PAR2_RC / rc=$PAR4_RC $(grep -h -E 'PASSED|FAILED' "$OUT"/parallel_np*.log | tr '\n' ' ') |"
-echo "| train 1 GPU acc 2 / 2 GPUs (MPI, host-staged) | rc=$ONE_RC / rc=$TWO_RC |"
+echo "| qft_parallel_tests on NCCL, 2 GPUs | rc=$NCCL_RC $(grep -h -E 'PASSED|FAILED' "$OUT"/parallel_nccl.log | tr '\n' ' ') |"
+echo "| train 1 GPU acc 2 / 2 GPUs (NCCL) | rc=$ONE_RC / rc=$TWO_RC |"
 echo "| loss curves | $(head -1 "$OUT/compare.txt") |"
 echo "| throughput | $(tail -1 "$OUT/compare.txt") |"
 nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | sed 's/^/| GPUs | /; s/$/ |/'

@@ -201,16 +201,21 @@ TEST_F(TrainE2E, ResumeIsExact) {
   while (std::getline(log, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step"), ++rows);
   EXPECT_EQ(rows, 8);
 
-  // "latest" picks the newest checkpoint of output_dir; resuming at the last step has nothing to do.
-  const std::string latest_error = [&] {
-    try {
-      run_training(config(dir_ / "full", with({"training.resume_from_checkpoint=latest"})));
-    } catch (const qft::Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  }();
-  EXPECT_CONTAINS(latest_error, "checkpoint-8 is at step 8");
+  // "latest" picks the newest checkpoint of output_dir. A run killed after its last checkpoint but before
+  // its final save resumes at the last step: no step runs, and the final adapter is written.
+  fs::remove(dir_ / "full/adapter_model.safetensors");
+  fs::remove(dir_ / "full/adapter_config.json");
+  const TrainSummary finished = run_training(config(dir_ / "full", with({"training.resume_from_checkpoint=latest"})));
+  EXPECT_EQ(finished.log.size(), 8u);
+  const auto c = load_peft_adapter(dir_ / "full", base).named_tensors();
+  ASSERT_EQ(a.size(), c.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, c[i].second)) << a[i].first;
+  // Beyond the run's last step is still an error.
+  EXPECT_CONTAINS(error_of([&] {
+                    run_training(config(dir_ / "full", with({"training.resume_from_checkpoint=latest",
+                                                             "training.max_steps=6"})));
+                  }),
+                  "checkpoint-8 is at step 8, the run has only 6 steps");
 
   // A checkpoint only resumes the config it was trained with.
   try {
