@@ -32,6 +32,14 @@ at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Ten
   return ops::linear_backward(linear, dy, x, acts.xa[static_cast<int>(p)], g);
 }
 
+at::Tensor sum_row_output(const LayerContext& ctx, at::Tensor y) {
+  return ctx.partial_sums.row_output ? ctx.partial_sums.row_output(std::move(y)) : y;
+}
+
+at::Tensor sum_column_input_grad(const LayerContext& ctx, at::Tensor dx) {
+  return ctx.partial_sums.column_input_grad ? ctx.partial_sums.column_input_grad(std::move(dx)) : dx;
+}
+
 }  // namespace
 
 std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weights,
@@ -75,14 +83,14 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.attn = ops::attention_forward(a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
                                   a.v.view({ctx.B, ctx.T, nKV, D}), ctx.attention, &a.lse)
                .view({N, nH * D});
-  a.x_mid = x + project(ctx, Projection::o, a.attn, acts);
+  a.x_mid = x + sum_row_output(ctx, project(ctx, Projection::o, a.attn, acts));
 
   // MLP block.
   a.h_post = ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post);
   a.gate = project(ctx, Projection::gate, a.h_post, acts);
   a.up = project(ctx, Projection::up, a.h_post, acts);
   a.act = ops::swiglu_forward(a.gate, a.up);
-  return a.x_mid + project(ctx, Projection::down, a.act, acts);
+  return a.x_mid + sum_row_output(ctx, project(ctx, Projection::down, a.act, acts));
 }
 
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
@@ -97,6 +105,7 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
   at::Tensor dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
   dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  dh_post = sum_column_input_grad(ctx, std::move(dh_post));  // one reduction for gate and up together
   const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
                                                         gw ? &gw->post_attention_layernorm : nullptr);
 
@@ -117,6 +126,7 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   const at::Tensor dhv = project_backward(ctx, Projection::v, ag.dv.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
   if (!dh_needed) return at::Tensor();
   dh_in.add_(dhk).add_(dhv);
+  dh_in = sum_column_input_grad(ctx, std::move(dh_in));  // one reduction for q, k and v together
   const at::Tensor dx = ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in,
                                                gw ? &gw->input_layernorm : nullptr);
   return need_dx ? dx_mid + dx : at::Tensor();

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 
 #include <ATen/ATen.h>
 
@@ -15,6 +16,15 @@
 #include "model/qwen3_weights.h"
 
 namespace qft::model {
+
+// Where a layer whose projections hold slices of the weights adds up the partial results of its ranks
+// (tensor parallelism: src/parallel/tensor_parallel.h binds them to the reduce_from_tp forward and the
+// copy_to_tp backward). Each gets a fresh tensor, which it may sum in place, and returns the sum. Unset
+// (a whole layer): identity.
+struct PartialSumHooks {
+  std::function<at::Tensor(at::Tensor)> row_output;         // forward: the o and down outputs
+  std::function<at::Tensor(at::Tensor)> column_input_grad;  // backward: the q+k+v and gate+up input gradients
+};
 
 // What a layer needs besides its input, shared by forward and backward (and by a recompute).
 struct LayerContext {
@@ -27,6 +37,7 @@ struct LayerContext {
   int64_t B = 0, T = 0;
   at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
   ops::AttentionLayout attention;  // shared by all layers of the micro-batch
+  PartialSumHooks partial_sums;
 };
 
 // Everything backward reads. Filled by a saving forward; with gradient checkpointing the model keeps
