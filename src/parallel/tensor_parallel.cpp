@@ -21,8 +21,10 @@ model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicato
     QFT_CHECK(shard.count == tp.size() && shard.index == tp.rank(),
               "layer {}: {} holds shard {} of {}, but this is rank {} of the {} group of {} ranks", ctx.layer,
               linear.info().name, shard.index, shard.count, tp.rank(), tp.name(), tp.size());
-    if (linear.lora && shard.dim == 1 && shard.count > 1)
-      linear.lora->dropout_seed = model::ops::dropout_seed_for(linear.lora->dropout_seed, shard.index, static_cast<int>(shard.count));
+    if (linear.lora && shard.dim == 1 && shard.count > 1) {
+      uint64_t& seed = linear.lora->dropout_seed;
+      seed = model::ops::dropout_seed_for(seed, shard.index, static_cast<int>(shard.count));
+    }
   }
   ctx.partial_sums = tensor_parallel_hooks(tp);
   return ctx;

@@ -2,8 +2,8 @@
 // the rank computes with local_config (nH/T query heads, nKV/T KV heads, intermediate/T) on its shards
 // (tp_sharding.h), and the layer's two partial-sum points are bound to the named pairs:
 //
-//   h = norm(x) ── copy_to_tp ──> q/k/v (column) → attention on the own heads → o (row) ── reduce_from_tp ──> + x
-//   h = norm(x_mid) ─ copy_to_tp ─> gate/up (column) → swiglu → down (row) ──────── reduce_from_tp ──> + x_mid
+//   norm(x) -> copy_to_tp -> q/k/v (column) -> attention, own heads -> o (row) -> reduce_from_tp -> + x
+//   norm(x_mid) -> copy_to_tp -> gate/up (column) -> swiglu -> down (row) -> reduce_from_tp -> + x_mid
 //
 // Forward: one all-reduce after o, one after down. Backward: one all-reduce of the q+k+v input gradient
 // (not three) and one of the gate+up input gradient. LoRA: A of a column projection is replicated and B

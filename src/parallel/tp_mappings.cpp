@@ -58,21 +58,28 @@ at::Tensor all_gather_along(const at::Tensor& local, int64_t dim, Communicator& 
 }
 
 void all_reduce_sum_all(const std::vector<at::Tensor>& tensors, Communicator& comm) {
-  if (comm.size() == 1 || tensors.empty()) return;
-  std::vector<at::Tensor> flat;
-  flat.reserve(tensors.size());
-  for (const at::Tensor& t : tensors) {
-    QFT_CHECK(t.scalar_type() == tensors[0].scalar_type() && t.device() == tensors[0].device(),
-              "all_reduce_sum_all: tensors of one dtype and device only");
-    flat.push_back(t.reshape(-1));
-  }
-  at::Tensor buffer = at::cat(flat);
-  comm.all_reduce_sum(buffer);
-  int64_t offset = 0;
-  for (const at::Tensor& t : tensors) {
-    at::Tensor target = t;  // shares storage with the caller's tensor
-    target.copy_(buffer.narrow(0, offset, t.numel()).view(t.sizes()));
-    offset += t.numel();
+  if (comm.size() == 1) return;
+  // One flat buffer (one collective) per dtype and device, in the order they first appear.
+  std::vector<bool> done(tensors.size(), false);
+  for (size_t first = 0; first < tensors.size(); ++first) {
+    if (done[first]) continue;
+    std::vector<size_t> group;
+    for (size_t i = first; i < tensors.size(); ++i)
+      if (!done[i] && tensors[i].scalar_type() == tensors[first].scalar_type() &&
+          tensors[i].device() == tensors[first].device()) {
+        group.push_back(i);
+        done[i] = true;
+      }
+    std::vector<at::Tensor> flat;
+    for (size_t i : group) flat.push_back(tensors[i].reshape(-1));
+    at::Tensor buffer = at::cat(flat);
+    comm.all_reduce_sum(buffer);
+    int64_t offset = 0;
+    for (size_t i : group) {
+      at::Tensor target = tensors[i];  // shares storage with the caller's tensor
+      target.copy_(buffer.narrow(0, offset, target.numel()).view(target.sizes()));
+      offset += target.numel();
+    }
   }
 }
 
@@ -100,7 +107,9 @@ at::Tensor scatter_to_tp_backward(const at::Tensor& dy_local, Communicator& tp) 
   return all_gather_along(dy_local, -1, tp);
 }
 
-at::Tensor gather_from_sp_forward(const at::Tensor& x_rows, Communicator& tp) { return all_gather_along(x_rows, 0, tp); }
+at::Tensor gather_from_sp_forward(const at::Tensor& x_rows, Communicator& tp) {
+  return all_gather_along(x_rows, 0, tp);
+}
 at::Tensor gather_from_sp_backward(const at::Tensor& dy, Communicator& tp) { return reduce_scatter_rows(dy, tp); }
 
 at::Tensor reduce_scatter_to_sp_forward(const at::Tensor& y_partial, Communicator& tp) {

@@ -45,7 +45,7 @@ at::Tensor reduce_scatter_to_sp_backward(const at::Tensor& dy_rows, Communicator
 // slices along `dim` (contiguous copy), and the concatenation along `dim` of every rank's `local`.
 at::Tensor split_along(const at::Tensor& x, int64_t dim, int64_t index, int64_t count, const char* what);
 at::Tensor all_gather_along(const at::Tensor& local, int64_t dim, Communicator& comm);
-// Sums every tensor over `comm` in one collective (through one flat buffer), in place.
+// Sums every tensor over `comm` in place, through one flat buffer (one collective) per dtype and device.
 void all_reduce_sum_all(const std::vector<at::Tensor>& tensors, Communicator& comm);
 
 }  // namespace qft::parallel

@@ -64,8 +64,8 @@ model::Linear shard_linear(const model::Linear& full, int64_t index, int64_t cou
   const int dim = shard_dim(full.projection);
   model::Linear out;
   out.projection = full.projection;
-  out.weight = std::make_shared<model::DenseWeight>(split_along(full.weight->dense(), dim, index, count, full.info().name),
-                                                    model::WeightShard{dim, index, count});
+  at::Tensor slice = split_along(full.weight->dense(), dim, index, count, full.info().name);
+  out.weight = std::make_shared<model::DenseWeight>(std::move(slice), model::WeightShard{dim, index, count});
   if (full.lora) {
     model::LoraBranch branch = *full.lora;
     const LoraPair pair = shard_lora_pair({full.lora->A, full.lora->B}, full.projection, index, count);
@@ -133,8 +133,12 @@ std::vector<at::Tensor> partial_lora_gradients(const model::LoraWeights& grads) 
   return out;
 }
 
-std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads) { return {grads.q_norm, grads.k_norm}; }
+std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads) {
+  return {grads.q_norm, grads.k_norm};
+}
 
-void sum_partial_gradients(const std::vector<at::Tensor>& partial, Communicator& tp) { all_reduce_sum_all(partial, tp); }
+void sum_partial_gradients(const std::vector<at::Tensor>& partial, Communicator& tp) {
+  all_reduce_sum_all(partial, tp);
+}
 
 }  // namespace qft::parallel

@@ -23,8 +23,9 @@ LocalIds local_ids(const at::Tensor& ids, const VocabShard& shard) {
 }
 
 void check_shard(const at::Tensor& W_shard, const VocabShard& shard, const char* what) {
-  QFT_CHECK(W_shard.dim() == 2 && W_shard.size(0) == shard.size(), "{}: a shard of vocabulary rows [{}, {}) has {} rows",
-            what, shard.begin, shard.end, W_shard.dim() == 2 ? W_shard.size(0) : 0);
+  QFT_CHECK(W_shard.dim() == 2 && W_shard.size(0) == shard.size(),
+            "{}: the shard of vocabulary rows [{}, {}) has {} rows", what, shard.begin, shard.end,
+            W_shard.dim() == 2 ? W_shard.size(0) : 0);
 }
 
 }  // namespace
@@ -81,7 +82,8 @@ model::ops::CrossEntropyResult vocab_parallel_cross_entropy(const at::Tensor& h,
     // [own row log-sum-exp | own target logit or 0], gathered from every rank: [T, 2n].
     at::Tensor stats = at::empty({1, 2 * n}, logits_acc.options());
     stats.narrow(1, 0, n).copy_(at::logsumexp(logits_acc, 1).unsqueeze(0));
-    stats.narrow(1, n, n).copy_(logits_acc.gather(1, col).squeeze(1).masked_fill(t.owned.logical_not(), 0).unsqueeze(0));
+    const at::Tensor own_target_logit = logits_acc.gather(1, col).squeeze(1).masked_fill(t.owned.logical_not(), 0);
+    stats.narrow(1, n, n).copy_(own_target_logit.unsqueeze(0));
     const at::Tensor gathered = all_gather_along(stats, 0, tp);
     const at::Tensor lse = at::logsumexp(gathered.narrow(1, 0, n), 0);  // [n]
     const at::Tensor logp_t = gathered.narrow(1, n, n).sum(0) - lse;    // [n]

@@ -17,8 +17,10 @@
 #include "model/ops/embedding.h"
 #include "model/ops/linear.h"
 #include "model/ops/rope.h"
+#include "model/qwen3_model.h"
 #include "parallel/rank_grid.h"
 #include "parallel/tensor_parallel.h"
+#include "parallel/tp_model.h"
 #include "parallel/tp_mappings.h"
 #include "parallel/tp_sharding.h"
 #include "parallel/vocab_parallel.h"
@@ -81,11 +83,11 @@ std::vector<std::unique_ptr<TpSetup>> tp_setups() {
 
 // hidden 32, 8 query heads and 4 KV heads of head_dim 8, intermediate 48, vocabulary 96: every split
 // dimension divides by 4.
-Qwen3Config tiny_config() {
-  nlohmann::json j = {{"model_type", "qwen3"},      {"vocab_size", 96},         {"hidden_size", 32},
-                      {"intermediate_size", 48},    {"num_hidden_layers", 1},   {"num_attention_heads", 8},
-                      {"num_key_value_heads", 4},   {"head_dim", 8},            {"rms_norm_eps", 1e-6},
-                      {"rope_theta", 10000.0},      {"tie_word_embeddings", false}};
+Qwen3Config tiny_config(int64_t layers = 1, bool tied = false) {
+  nlohmann::json j = {{"model_type", "qwen3"},      {"vocab_size", 96},          {"hidden_size", 32},
+                      {"intermediate_size", 48},    {"num_hidden_layers", layers}, {"num_attention_heads", 8},
+                      {"num_key_value_heads", 4},   {"head_dim", 8},             {"rms_norm_eps", 1e-6},
+                      {"rope_theta", 10000.0},      {"tie_word_embeddings", tied}};
   return Qwen3Config::from_json(j, "tiny-config");
 }
 
@@ -207,15 +209,18 @@ TEST(TpMappings, AllReduceSumAllSumsEveryTensorInPlace) {
     SCOPED_TRACE(s->name);
     Communicator& tp = *s->tp;
     const int T = tp.size(), r = tp.rank();
-    at::Tensor a = rank_valued({2, 3}, r), b = rank_valued({5}, r);
-    all_reduce_sum_all({a, b}, tp);
-    at::Tensor ea = at::zeros({2, 3}, f64), eb = at::zeros({5}, f64);
+    // Two dtypes (one collective each); a non-contiguous view is summed into the caller's storage.
+    at::Tensor a = rank_valued({2, 3}, r), b = rank_valued({5}, r).to(at::kFloat), m = rank_valued({3, 4}, r);
+    all_reduce_sum_all({a, b, m.t()}, tp);
+    at::Tensor ea = at::zeros({2, 3}, f64), eb = at::zeros({5}, f64), em = at::zeros({3, 4}, f64);
     for (int q = 0; q < T; ++q) {
       ea += rank_valued({2, 3}, q);
       eb += rank_valued({5}, q);
+      em += rank_valued({3, 4}, q);
     }
     EXPECT_TRUE(at::equal(a, ea));
-    EXPECT_TRUE(at::equal(b, eb));
+    EXPECT_TRUE(at::equal(b, eb.to(at::kFloat)));
+    EXPECT_TRUE(at::equal(m, em));
   }
 }
 
@@ -268,6 +273,9 @@ TEST(TpSharding, ShardsAreSlicesByStyleAndTheGatheredAdapterIsTheWholeOne) {
         EXPECT_TRUE(at::equal(pair.B, whole.B)) << info.name;
       }
     }
+    // Converting or zeroing sharded weights keeps every projection's shard.
+    EXPECT_EQ(ws.to(at::kFloat, at::kCPU).layers[0][Projection::o].weight->shard().count, T);
+    EXPECT_EQ(ws.zeros_like().layers[0][Projection::q].weight->shard().index, r);
     const int64_t v = c.vocab_size / T;
     EXPECT_TRUE(at::equal(ws.embed_tokens, w.embed_tokens.narrow(0, r * v, v)));
     EXPECT_TRUE(at::equal(ws.lm_head, w.lm_head.narrow(0, r * v, v)));
@@ -372,7 +380,8 @@ LayerWeights zero_grads(const LayerWeights& w) {
 }
 
 // Two rows of 5 tokens: one causal sequence; two packed samples.
-LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w, const std::array<LoraPair, kNumProjections>& lora) {
+LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w,
+                           const std::array<LoraPair, kNumProjections>& lora) {
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w;
@@ -467,7 +476,7 @@ TEST(VocabParallel, EmbeddingMatchesTheWholeTable) {
     at::Tensor ids = at::randint(0, 96, {2, 9}, gen, i64);
     ids.index_put_({0, 0}, 0);
     ids.index_put_({0, 1}, 95);
-    ids.index_put_({1, 0}, ids[1][1]);  // a repeated id accumulates twice
+    ids.index_put_({1, 0}, ids[1][1].item<int64_t>());  // a repeated id accumulates twice
     const at::Tensor dy = randn({18, 32}, 180 + s->data);
 
     const VocabShard shard = vocab_shard(c.vocab_size, r, T);
@@ -516,4 +525,69 @@ TEST(VocabParallel, CrossEntropyMatchesTheWholeLmHeadWithoutGatheringLogits) {
         error_of([&] { vocab_parallel_cross_entropy(h, W_l, shard, bad, 4, 1.0, nullptr, nullptr, tp); });
     EXPECT_NE(e.find("labels must be -100 or in [0, 96)"), std::string::npos) << e;
   }
+}
+
+// ---- the whole step ------------------------------------------------------------------------------
+
+namespace {
+
+// Two rows of 8: one causal sequence with a masked prompt; two packed samples and padding.
+Batch tiny_batch(uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  Batch b;
+  b.input_ids = at::randint(0, 96, {2, 8}, gen, i64);
+  b.labels = b.input_ids.clone();
+  b.labels.index_put_({0, at::indexing::Slice(0, 3)}, -100);
+  b.position_ids = at::tensor({0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 0, 1, 2, 0, 0}, i64).view({2, 8});
+  b.segment_ids = at::tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1}, i64).view({2, 8});
+  return b;
+}
+
+}  // namespace
+
+TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
+  for (bool tied : {false, true})
+    for (bool checkpointing : {false, true})
+      for (auto& s : tp_setups()) {
+        SCOPED_TRACE(fmt::format("{}, tied {}, gradient_checkpointing {}", s->name, tied, checkpointing));
+        Communicator& tp = *s->tp;
+        const int T = tp.size(), r = tp.rank();
+        const Qwen3Config c = tiny_config(2, tied);
+        const Qwen3Weights w = tiny_weights(c, 220 + s->data);
+        const LoraWeights lora = tiny_lora(c, 230 + s->data);
+        const Batch batch = tiny_batch(240 + s->data);
+        StepOptions options;
+        options.gradient_checkpointing = checkpointing;
+        options.loss_denominator = 9.0;
+        options.loss_chunk_tokens = 4;
+
+        Qwen3Model model(c, w);
+        Gradients g;
+        g.lora = lora.zeros_like();
+        g.weights = w.zeros_like();
+        const LossSum loss = model.forward_backward(batch, &lora, g, options);
+
+        const Qwen3Weights ws = shard_weights(w, r, T);
+        const LoraWeights ls = shard_lora(lora, r, T);
+        Gradients gs;
+        gs.lora = ls.zeros_like();
+        gs.weights = ws.zeros_like();
+        const LossSum loss_s = tensor_parallel_forward_backward(c, ws, batch, &ls, gs, options, tp);
+        EXPECT_EQ(loss_s.target_tokens, loss.target_tokens);
+        EXPECT_NEAR(loss_s.loss_sum, loss.loss_sum, kTol * std::abs(loss.loss_sum));
+        const LossSum eval = tensor_parallel_forward_loss(c, ws, batch, &ls, 4, tp);
+        EXPECT_NEAR(eval.loss_sum, model.forward_loss(batch, &lora, 4).loss_sum, kTol * std::abs(loss.loss_sum));
+
+        sum_partial_gradients(partial_gradients(gs), tp);
+        const auto expected = g.lora->named_tensors();
+        const auto got = gather_lora(*gs.lora, tp).named_tensors();
+        ASSERT_EQ(got.size(), expected.size());
+        for (size_t i = 0; i < got.size(); ++i) EXPECT_CLOSE(got[i].second, expected[i].second, got[i].first);
+        // Full fine-tuning: every rank's gradient is its slice of the whole model's.
+        const Qwen3Weights slices = shard_weights(*g.weights, r, T);
+        const auto want = slices.named_tensors(c);
+        const auto have = gs.weights->named_tensors(c);
+        ASSERT_EQ(have.size(), want.size());
+        for (size_t i = 0; i < have.size(); ++i) EXPECT_CLOSE(have[i].second, want[i].second, have[i].first);
+      }
 }
