@@ -6,15 +6,22 @@
 
 namespace qft::parallel {
 
-model::PartialSumHooks tensor_parallel_hooks(Communicator& tp) {
-  model::PartialSumHooks hooks;
+model::ShardedLayerHooks tensor_parallel_hooks(Communicator& tp, bool sequence_parallel) {
+  model::ShardedLayerHooks hooks;
   Communicator* group = &tp;
-  hooks.row_output = [group](at::Tensor y) { return reduce_from_tp_forward(std::move(y), *group); };
-  hooks.column_input_grad = [group](at::Tensor dx) { return copy_to_tp_backward(std::move(dx), *group); };
+  if (sequence_parallel) {
+    hooks.column_input = [group](at::Tensor h) { return gather_from_sp_forward(h, *group); };
+    hooks.row_output = [group](at::Tensor y) { return reduce_scatter_to_sp_forward(y, *group); };
+    hooks.row_output_grad = [group](at::Tensor dy) { return reduce_scatter_to_sp_backward(dy, *group); };
+    hooks.column_input_grad = [group](at::Tensor dh) { return gather_from_sp_backward(dh, *group); };
+  } else {  // copy_to_tp forward and reduce_from_tp backward are identities
+    hooks.row_output = [group](at::Tensor y) { return reduce_from_tp_forward(std::move(y), *group); };
+    hooks.column_input_grad = [group](at::Tensor dh) { return copy_to_tp_backward(std::move(dh), *group); };
+  }
   return hooks;
 }
 
-model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicator& tp) {
+model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicator& tp, bool sequence_parallel) {
   for (model::Linear& linear : ctx.projections) {
     QFT_CHECK(linear.weight != nullptr, "layer {}: {} has no weight", ctx.layer, linear.info().name);
     const model::WeightShard& shard = linear.weight->shard();
@@ -26,7 +33,7 @@ model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicato
       seed = model::ops::dropout_seed_for(seed, shard.index, static_cast<int>(shard.count));
     }
   }
-  ctx.partial_sums = tensor_parallel_hooks(tp);
+  ctx.sharded = tensor_parallel_hooks(tp, sequence_parallel);
   return ctx;
 }
 

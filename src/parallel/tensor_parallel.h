@@ -12,6 +12,13 @@
 // partial product, so the all-reduce of the output sums it with the base. The replicated factors'
 // gradients come out as per-rank partial sums (tp_sharding.h: sum_partial_gradients).
 //
+// Sequence parallelism (optional): between the two blocks the residual stream is split by rows, rank i
+// holding rows [i·N/T, (i+1)·N/T) (N = B·T tokens, divisible by T), so the norms and residual adds run
+// on N/T rows. copy_to_tp becomes gather_from_sp (all-gather rows before q/k/v and gate/up; backward
+// reduce-scatter) and reduce_from_tp becomes reduce_scatter_to_sp (after o and down; backward
+// all-gather): the same bytes as the all-reduces, a T-th of the norm work and activations. The layer
+// norms' gradients then become partial sums too (partial_layer_gradients with sequence_parallel).
+//
 // LoRA dropout: a column projection's input is replicated, so every rank draws the single-GPU mask; a
 // row projection's input is split, so each rank draws its own mask for its slice (seed mixed with the
 // shard index): the same distribution as one GPU, not the same bits.
@@ -22,14 +29,16 @@
 
 namespace qft::parallel {
 
-// The hooks that make a layer tensor-parallel over `tp` (reduce_from_tp forward, copy_to_tp backward).
-model::PartialSumHooks tensor_parallel_hooks(Communicator& tp);
+// The hooks that make a layer tensor-parallel over `tp`: copy_to_tp before q/k/v and gate/up,
+// reduce_from_tp after o and down; with `sequence_parallel`, gather_from_sp and reduce_scatter_to_sp.
+model::ShardedLayerHooks tensor_parallel_hooks(Communicator& tp, bool sequence_parallel = false);
 
 // `ctx`, built as for a whole layer but from local_config and this rank's shards (shard_layer_weights,
 // shard_lora, then model::layer_projections), made tensor-parallel over `tp`: the hooks set, and each
 // row projection's dropout seed mixed with its shard index. Checks that every projection is shard
 // tp.rank() of tp.size(). `tp` must outlive the context. Then model::decoder_layer_forward/backward as
 // usual.
-model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicator& tp);
+model::LayerContext tensor_parallel_context(model::LayerContext ctx, Communicator& tp,
+                                           bool sequence_parallel = false);
 
 }  // namespace qft::parallel

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "model/ops/rms_norm.h"
 #include "parallel/tensor_parallel.h"
+#include "parallel/tp_mappings.h"
 #include "parallel/tp_sharding.h"
 #include "parallel/vocab_parallel.h"
 
@@ -26,7 +27,7 @@ void check_shards(const Qwen3Config& config, const Qwen3Weights& w, const LoraWe
 
 // grads == nullptr: forward and loss only.
 LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch, const LoraWeights* lora,
-            Gradients* grads, const StepOptions& options, Communicator& tp) {
+            Gradients* grads, const StepOptions& options, Communicator& tp, bool sp) {
   c10::NoGradGuard no_grad;
   const Qwen3Config local = local_config(config, tp.size());
   const VocabShard vocab = vocab_shard(config.vocab_size, tp.rank(), tp.size());
@@ -39,13 +40,18 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
       grads != nullptr && options.train_lora_dropout && lora != nullptr && lora->config.lora_dropout > 0.0;
 
   const PreparedBatch p = prepare_batch(batch, local, w, options.flash_attention);
+  QFT_CHECK(!sp || (p.B * p.T) % tp.size() == 0,
+            "sequence parallelism: the micro-batch's {} tokens ({} x {}) do not split evenly over "
+            "tensor_parallel_size {}",
+            p.B * p.T, p.B, p.T, tp.size());
   const int64_t L = config.num_hidden_layers;
   auto ctx_of = [&](int64_t i) {
-    return tensor_parallel_context(layer_context(p, local, w, lora, i, dropout, options.dropout_seed), tp);
+    return tensor_parallel_context(layer_context(p, local, w, lora, i, dropout, options.dropout_seed), tp, sp);
   };
   const bool save = grads != nullptr && !options.gradient_checkpointing;
   std::vector<LayerActivations> acts(L);
-  at::Tensor x = vocab_parallel_embedding_forward(w.embed_tokens, vocab, p.ids, tp);
+  // Under sequence parallelism the residual stream (x, the final norm) holds this rank's rows only.
+  at::Tensor x = vocab_parallel_embedding_forward(w.embed_tokens, vocab, p.ids, tp, sp);
   for (int64_t i = 0; i < L; ++i) {
     if (grads != nullptr && !save) acts[i].x = x;
     x = decoder_layer_forward(ctx_of(i), x, save ? &acts[i] : nullptr);
@@ -57,12 +63,16 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   at::Tensor dh;
   const at::Tensor targets = ops::shift_targets(batch.labels.to(hn.device()), p.segments);
   const ops::CrossEntropyResult ce =
-      vocab_parallel_cross_entropy(hn, w.lm_head, vocab, targets, options.loss_chunk_tokens, options.loss_denominator,
+      vocab_parallel_cross_entropy(sp ? gather_from_sp_forward(hn, tp) : hn, w.lm_head, vocab, targets,
+                                   options.loss_chunk_tokens, options.loss_denominator,
                                    grads != nullptr ? &dh : nullptr, dlm, tp);
   LossSum r;
   r.loss_sum = ce.loss_sum;
   r.target_tokens = ce.target_tokens;
   if (grads == nullptr) return r;
+  // dh is already summed over the group (copy_to_tp inside the loss), so gather_from_sp's backward is
+  // the split of a duplicated gradient: keep the own rows.
+  if (sp) dh = split_along(dh, 0, tp.rank(), tp.size(), "sequence-parallel lm_head input gradient");
 
   at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
   for (int64_t i = L - 1; i >= 0; --i) {
@@ -77,7 +87,7 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     dx = decoder_layer_backward(ctx, dx, acts[i], lg, i > 0 || gw != nullptr);
     acts[i].clear();
   }
-  if (gw != nullptr) vocab_parallel_embedding_backward(dx, vocab, p.ids, gw->embed_tokens);
+  if (gw != nullptr) vocab_parallel_embedding_backward(dx, vocab, p.ids, gw->embed_tokens, tp, sp);
   return r;
 }
 
@@ -85,8 +95,8 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
 
 LossSum tensor_parallel_forward_backward(const Qwen3Config& config, const Qwen3Weights& weights, const Batch& batch,
                                          const LoraWeights* lora, Gradients& grads, const StepOptions& options,
-                                         Communicator& tp) {
-  return run(config, weights, batch, lora, &grads, options, tp);
+                                         Communicator& tp, bool sequence_parallel) {
+  return run(config, weights, batch, lora, &grads, options, tp, sequence_parallel);
 }
 
 LossSum tensor_parallel_forward_loss(const Qwen3Config& config, const Qwen3Weights& weights, const Batch& batch,
@@ -94,15 +104,17 @@ LossSum tensor_parallel_forward_loss(const Qwen3Config& config, const Qwen3Weigh
   StepOptions options;
   options.loss_chunk_tokens = loss_chunk_tokens;
   options.train_lora_dropout = false;
-  return run(config, weights, batch, lora, nullptr, options, tp);
+  return run(config, weights, batch, lora, nullptr, options, tp, false);
 }
 
-std::vector<at::Tensor> partial_gradients(const Gradients& grads) {
+std::vector<at::Tensor> partial_gradients(const Gradients& grads, bool sequence_parallel) {
   std::vector<at::Tensor> out;
   if (grads.lora) out = partial_lora_gradients(*grads.lora);
-  if (grads.weights)
+  if (grads.weights) {
     for (const LayerWeights& layer : grads.weights->layers)
-      for (const at::Tensor& t : partial_layer_gradients(layer)) out.push_back(t);
+      for (const at::Tensor& t : partial_layer_gradients(layer, sequence_parallel)) out.push_back(t);
+    if (sequence_parallel) out.push_back(grads.weights->norm);
+  }
   return out;
 }
 

@@ -15,11 +15,12 @@ namespace qft::parallel {
 // tp.size()), `lora` (may be null) its shard_lora, `grads` buffers shaped as those shards. Every rank of
 // the group passes the same batch and options and gets the same loss. Gradients are accumulated (+=)
 // as Qwen3Model's; the partial ones (partial_gradients) still need sum_partial_gradients over `tp` once
-// per optimizer step.
+// per optimizer step. With `sequence_parallel` (tensor_parallel.h) the residual stream between the
+// layers holds N/T rows per rank; B·T must divide by tp.size().
 model::LossSum tensor_parallel_forward_backward(const model::Qwen3Config& config, const model::Qwen3Weights& weights,
                                                 const model::Batch& batch, const model::LoraWeights* lora,
                                                 model::Gradients& grads, const model::StepOptions& options,
-                                                Communicator& tp);
+                                                Communicator& tp, bool sequence_parallel = false);
 
 // Loss only (no gradients, no dropout), as Qwen3Model::forward_loss.
 model::LossSum tensor_parallel_forward_loss(const model::Qwen3Config& config, const model::Qwen3Weights& weights,
@@ -27,7 +28,8 @@ model::LossSum tensor_parallel_forward_loss(const model::Qwen3Config& config, co
                                             int64_t loss_chunk_tokens, Communicator& tp);
 
 // Every gradient in `grads` that each rank holds as a partial sum (tp_sharding.h): the replicated LoRA
-// factors and, in full fine-tuning, every layer's q_norm and k_norm.
-std::vector<at::Tensor> partial_gradients(const model::Gradients& grads);
+// factors and, in full fine-tuning, every layer's q_norm and k_norm (with sequence parallelism also
+// every norm: each rank normalises its own rows).
+std::vector<at::Tensor> partial_gradients(const model::Gradients& grads, bool sequence_parallel = false);
 
 }  // namespace qft::parallel

@@ -133,7 +133,8 @@ std::vector<at::Tensor> partial_lora_gradients(const model::LoraWeights& grads) 
   return out;
 }
 
-std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads) {
+std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads, bool sequence_parallel) {
+  if (sequence_parallel) return {grads.input_layernorm, grads.q_norm, grads.k_norm, grads.post_attention_layernorm};
   return {grads.q_norm, grads.k_norm};
 }
 

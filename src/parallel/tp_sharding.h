@@ -65,11 +65,12 @@ model::LoraWeights gather_lora(const model::LoraWeights& local, Communicator& tp
 // Gradients that each tensor-parallel rank holds as a partial sum, whose sum over the group is the
 // true gradient: the replicated LoRA factors (A of column-, B of row-parallel projections: their
 // input or output is split across ranks) and, in full fine-tuning, q_norm and k_norm (each rank
-// normalises its own heads). sum_partial_gradients all-reduces them over `tp` in one collective; call
-// it once per optimizer step, before the data-parallel reduction. (The layer norms' gradients are whole
-// on every rank: their input gradient was already summed by copy_to_tp.)
+// normalises its own heads); with sequence parallelism also the two layer norms (each rank normalises
+// its own rows). sum_partial_gradients all-reduces them over `tp` in one collective; call it once per
+// optimizer step, before the data-parallel reduction. (Without sequence parallelism the layer norms'
+// gradients are whole on every rank: their input gradient was already summed by copy_to_tp.)
 std::vector<at::Tensor> partial_lora_gradients(const model::LoraWeights& grads);
-std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads);
+std::vector<at::Tensor> partial_layer_gradients(const model::LayerWeights& grads, bool sequence_parallel = false);
 void sum_partial_gradients(const std::vector<at::Tensor>& partial, Communicator& tp);
 
 }  // namespace qft::parallel

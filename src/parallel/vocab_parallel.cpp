@@ -31,18 +31,19 @@ void check_shard(const at::Tensor& W_shard, const VocabShard& shard, const char*
 }  // namespace
 
 at::Tensor vocab_parallel_embedding_forward(const at::Tensor& W_shard, const VocabShard& shard, const at::Tensor& ids,
-                                            Communicator& tp) {
+                                            Communicator& tp, bool sequence_parallel) {
   check_shard(W_shard, shard, "vocab-parallel embedding");
   const LocalIds l = local_ids(ids.reshape(-1), shard);
   at::Tensor rows = W_shard.index_select(0, l.row);
   rows.masked_fill_(l.owned.logical_not().unsqueeze(1), 0);
-  return reduce_from_tp_forward(std::move(rows), tp);
+  return sequence_parallel ? reduce_scatter_to_sp_forward(rows, tp) : reduce_from_tp_forward(std::move(rows), tp);
 }
 
 void vocab_parallel_embedding_backward(const at::Tensor& dy, const VocabShard& shard, const at::Tensor& ids,
-                                       at::Tensor& dW_shard) {
+                                       at::Tensor& dW_shard, Communicator& tp, bool sequence_parallel) {
   check_shard(dW_shard, shard, "vocab-parallel embedding backward");
-  const at::Tensor d = reduce_from_tp_backward(dy.reshape({-1, dW_shard.size(1)}));
+  const at::Tensor rows = dy.reshape({-1, dW_shard.size(1)});
+  const at::Tensor d = sequence_parallel ? reduce_scatter_to_sp_backward(rows, tp) : reduce_from_tp_backward(rows);
   const LocalIds l = local_ids(ids.reshape(-1), shard);
   const at::Tensor n = l.owned.nonzero().squeeze(1);
   dW_shard.index_add_(0, l.row.index_select(0, n), d.index_select(0, n).to(dW_shard.scalar_type()));

@@ -19,12 +19,14 @@
 
 namespace qft::parallel {
 
-// W_shard [V/T, H], ids [...] int64 in [0, V) -> [numel(ids), H], the same on every rank.
+// W_shard [V/T, H], ids [...] int64 in [0, V) -> [numel(ids), H], the same on every rank; with
+// `sequence_parallel`, this rank's rows of it (reduce_scatter_to_sp instead of reduce_from_tp).
 at::Tensor vocab_parallel_embedding_forward(const at::Tensor& W_shard, const VocabShard& shard, const at::Tensor& ids,
-                                            Communicator& tp);
-// dW_shard[ids[n] - begin] += dy[n] for the ids in the own range.
+                                            Communicator& tp, bool sequence_parallel = false);
+// dW_shard[ids[n] - begin] += dy[n] for the ids in the own range; with `sequence_parallel` dy holds this
+// rank's rows and is all-gathered first.
 void vocab_parallel_embedding_backward(const at::Tensor& dy, const VocabShard& shard, const at::Tensor& ids,
-                                       at::Tensor& dW_shard);
+                                       at::Tensor& dW_shard, Communicator& tp, bool sequence_parallel = false);
 
 // ops::lm_head_cross_entropy's contract with W_shard [V/T, H] (collective over `tp`): the same loss and
 // target count on every rank, *dh the whole input gradient, *dW_shard the own rows' gradient.

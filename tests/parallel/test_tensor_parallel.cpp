@@ -379,7 +379,7 @@ LayerWeights zero_grads(const LayerWeights& w) {
   return g;
 }
 
-// Two rows of 5 tokens: one causal sequence; two packed samples.
+// Two rows of 6 tokens: one causal sequence; two packed samples.
 LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w,
                            const std::array<LoraPair, kNumProjections>& lora) {
   LayerContext ctx;
@@ -387,25 +387,28 @@ LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w,
   ctx.weights = &w;
   ctx.projections = layer_projections(w, &lora, 2.0, 0.0, 0, 0);
   ctx.B = 2;
-  ctx.T = 5;
-  const at::Tensor positions = at::tensor({0, 1, 2, 3, 4, 0, 1, 2, 0, 1}, i64);
-  const at::Tensor segments = at::tensor({0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, i64).view({2, 5});
+  ctx.T = 6;
+  const at::Tensor positions = at::tensor({0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 1, 2}, i64);
+  const at::Tensor segments = at::tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1}, i64).view({2, 6});
   std::tie(ctx.cos, ctx.sin) = ops::rope_tables(positions, c.head_dim, c.rope_theta, at::kDouble);
-  ctx.attention = ops::attention_layout(segments, 2, 5, c.head_dim, at::kCPU, at::kDouble, /*allow_flash=*/false);
+  ctx.attention = ops::attention_layout(segments, 2, 6, c.head_dim, at::kCPU, at::kDouble, /*allow_flash=*/false);
   return ctx;
 }
 
 }  // namespace
 
+// With sequence parallelism the layer's input and output are the rank's rows of the whole layer's.
 TEST(TensorParallelLayer, DecoderLayerWithLoraOnAllProjectionsMatchesTheWholeLayer) {
   const Qwen3Config c = tiny_config();
+  for (bool sp : {false, true})
   for (auto& s : tp_setups()) {
-    SCOPED_TRACE(s->name);
+    SCOPED_TRACE(s->name + (sp ? ", sequence parallel" : ""));
     Communicator& tp = *s->tp;
     const int T = tp.size(), r = tp.rank();
     const Qwen3Weights w = tiny_weights(c, 110 + s->data);
     const LoraWeights lora = tiny_lora(c, 120 + s->data);
-    const at::Tensor x = randn({10, 32}, 130 + s->data), dy = randn({10, 32}, 140 + s->data);
+    const at::Tensor x = randn({12, 32}, 130 + s->data), dy = randn({12, 32}, 140 + s->data);
+    auto rows = [&](const at::Tensor& t) { return sp ? t.narrow(0, r * 12 / T, 12 / T).contiguous() : t; };
 
     // The whole layer, LoRA adapters and the base weights (full fine-tuning) both trained.
     const LayerContext ctx = layer_context(c, w.layers[0], lora.layers[0]);
@@ -419,19 +422,19 @@ TEST(TensorParallelLayer, DecoderLayerWithLoraOnAllProjectionsMatchesTheWholeLay
     const Qwen3Config lc = local_config(c, T);
     const LayerWeights ws = shard_layer_weights(w.layers[0], r, T);
     const LoraWeights ls = shard_lora(lora, r, T);
-    const LayerContext ctx_l = tensor_parallel_context(layer_context(lc, ws, ls.layers[0]), tp);
+    const LayerContext ctx_l = tensor_parallel_context(layer_context(lc, ws, ls.layers[0]), tp, sp);
     LayerActivations acts_l;
-    const at::Tensor y_l = decoder_layer_forward(ctx_l, x, &acts_l);
-    EXPECT_CLOSE(y_l, y, "y");
+    const at::Tensor y_l = decoder_layer_forward(ctx_l, rows(x), &acts_l);
+    EXPECT_CLOSE(y_l, rows(y), "y");
     EXPECT_EQ(acts_l.q.size(1), 8 / T);  // the rank's own query heads
     EXPECT_EQ(acts_l.v.size(1), 4 / T);  // and KV heads
     LayerWeights gw_l = zero_grads(ws);
     auto gl_l = ls.zeros_like();
-    const at::Tensor dx_l = decoder_layer_backward(ctx_l, dy, acts_l, {&gw_l, &gl_l.layers[0]});
-    EXPECT_CLOSE(dx_l, dx, "dx");
+    const at::Tensor dx_l = decoder_layer_backward(ctx_l, rows(dy), acts_l, {&gw_l, &gl_l.layers[0]});
+    EXPECT_CLOSE(dx_l, rows(dx), "dx");
 
     sum_partial_gradients(partial_lora_gradients(gl_l), tp);
-    sum_partial_gradients(partial_layer_gradients(gw_l), tp);
+    sum_partial_gradients(partial_layer_gradients(gw_l, sp), tp);
     EXPECT_CLOSE(gw_l.input_layernorm, gw.input_layernorm, "input_layernorm");
     EXPECT_CLOSE(gw_l.post_attention_layernorm, gw.post_attention_layernorm, "post_attention_layernorm");
     EXPECT_CLOSE(gw_l.q_norm, gw.q_norm, "q_norm");
@@ -484,8 +487,18 @@ TEST(VocabParallel, EmbeddingMatchesTheWholeTable) {
     EXPECT_CLOSE(vocab_parallel_embedding_forward(W_l, shard, ids, tp), ops::embedding_forward(W, ids), "y");
     at::Tensor dW = at::zeros_like(W), dW_l = at::zeros_like(W_l);
     ops::embedding_backward(dy, ids, dW);
-    vocab_parallel_embedding_backward(dy, shard, ids, dW_l);
+    vocab_parallel_embedding_backward(dy, shard, ids, dW_l, tp);
     EXPECT_CLOSE(dW_l, dW.narrow(0, shard.begin, shard.size()), "dW");
+    // Sequence parallel: the output and the incoming gradient are the rank's rows (the first 16 ids,
+    // which split evenly for T = 1, 2, 4).
+    const at::Tensor ids16 = ids.reshape(-1).narrow(0, 0, 16), dy16 = dy.narrow(0, 0, 16);
+    const int64_t n = 16 / T;
+    EXPECT_CLOSE(vocab_parallel_embedding_forward(W_l, shard, ids16, tp, true),
+                 ops::embedding_forward(W, ids16).narrow(0, r * n, n), "y rows");
+    at::Tensor dW16 = at::zeros_like(W), dW16_l = at::zeros_like(W_l);
+    ops::embedding_backward(dy16, ids16, dW16);
+    vocab_parallel_embedding_backward(dy16.narrow(0, r * n, n).contiguous(), shard, ids16, dW16_l, tp, true);
+    EXPECT_CLOSE(dW16_l, dW16.narrow(0, shard.begin, shard.size()), "dW from rows");
   }
 }
 
@@ -548,8 +561,10 @@ Batch tiny_batch(uint64_t seed) {
 TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
   for (bool tied : {false, true})
     for (bool checkpointing : {false, true})
+      for (bool sp : {false, true})
       for (auto& s : tp_setups()) {
-        SCOPED_TRACE(fmt::format("{}, tied {}, gradient_checkpointing {}", s->name, tied, checkpointing));
+        SCOPED_TRACE(fmt::format("{}, tied {}, gradient_checkpointing {}, sequence parallel {}", s->name, tied,
+                                 checkpointing, sp));
         Communicator& tp = *s->tp;
         const int T = tp.size(), r = tp.rank();
         const Qwen3Config c = tiny_config(2, tied);
@@ -572,13 +587,13 @@ TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
         Gradients gs;
         gs.lora = ls.zeros_like();
         gs.weights = ws.zeros_like();
-        const LossSum loss_s = tensor_parallel_forward_backward(c, ws, batch, &ls, gs, options, tp);
+        const LossSum loss_s = tensor_parallel_forward_backward(c, ws, batch, &ls, gs, options, tp, sp);
         EXPECT_EQ(loss_s.target_tokens, loss.target_tokens);
         EXPECT_NEAR(loss_s.loss_sum, loss.loss_sum, kTol * std::abs(loss.loss_sum));
         const LossSum eval = tensor_parallel_forward_loss(c, ws, batch, &ls, 4, tp);
         EXPECT_NEAR(eval.loss_sum, model.forward_loss(batch, &lora, 4).loss_sum, kTol * std::abs(loss.loss_sum));
 
-        sum_partial_gradients(partial_gradients(gs), tp);
+        sum_partial_gradients(partial_gradients(gs, sp), tp);
         const auto expected = g.lora->named_tensors();
         const auto got = gather_lora(*gs.lora, tp).named_tensors();
         ASSERT_EQ(got.size(), expected.size());
