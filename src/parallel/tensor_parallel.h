@@ -1,6 +1,6 @@
 // One decoder layer under tensor parallelism, built from the model's own layer (model/decoder_layer.h):
 // the rank computes with local_config (nH/T query heads, nKV/T KV heads, intermediate/T) on its shards
-// (tp_sharding.h), and the layer's two partial-sum points are bound to the named pairs:
+// (tp_sharding.h), and the layer's hooks (model::ShardedLayerHooks) are bound to the named pairs:
 //
 //   norm(x) -> copy_to_tp -> q/k/v (column) -> attention, own heads -> o (row) -> reduce_from_tp -> + x
 //   norm(x_mid) -> copy_to_tp -> gate/up (column) -> swiglu -> down (row) -> reduce_from_tp -> + x_mid

@@ -104,12 +104,14 @@ Qwen3Weights tiny_weights(const Qwen3Config& c, uint64_t seed) {
   return w;
 }
 
-LoraWeights tiny_lora(const Qwen3Config& c, uint64_t seed) {
+LoraWeights tiny_lora(const Qwen3Config& c, uint64_t seed, double dropout = 0.0,
+                      std::vector<Projection> targets = {Projection::q, Projection::k, Projection::v, Projection::o,
+                                                         Projection::gate, Projection::up, Projection::down}) {
   LoraConfig lc;
   lc.r = 4;
   lc.lora_alpha = 8;
-  lc.target_modules = {Projection::q, Projection::k, Projection::v, Projection::o,
-                       Projection::gate, Projection::up, Projection::down};
+  lc.lora_dropout = dropout;
+  lc.target_modules = targets;
   LoraWeights l = LoraWeights::init(c, lc, seed);
   uint64_t s = seed;
   for (auto& layer : l.layers)
@@ -605,4 +607,35 @@ TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
         ASSERT_EQ(have.size(), want.size());
         for (size_t i = 0; i < have.size(); ++i) EXPECT_CLOSE(have[i].second, want[i].second, have[i].first);
       }
+}
+
+// Column projections see the whole input, so their LoRA dropout masks are the single-GPU ones bit for
+// bit: with adapters on q/k/v/gate/up only, a dropout step equals Qwen3Model's.
+TEST(TensorParallelModel, ColumnLoraDropoutMatchesOneGpu) {
+  const Qwen3Config c = tiny_config(2, false);
+  for (auto& s : tp_setups()) {
+    SCOPED_TRACE(s->name);
+    Communicator& tp = *s->tp;
+    const int T = tp.size(), r = tp.rank();
+    const Qwen3Weights w = tiny_weights(c, 250 + s->data);
+    const LoraWeights lora = tiny_lora(c, 260 + s->data, 0.3,
+                                       {Projection::q, Projection::k, Projection::v, Projection::gate, Projection::up});
+    const Batch batch = tiny_batch(270 + s->data);
+    StepOptions options;
+    options.dropout_seed = 99;
+    Qwen3Model model(c, w);
+    Gradients g;
+    g.lora = lora.zeros_like();
+    const LossSum loss = model.forward_backward(batch, &lora, g, options);
+    const LoraWeights ls = shard_lora(lora, r, T);
+    Gradients gs;
+    gs.lora = ls.zeros_like();
+    const LossSum loss_s = tensor_parallel_forward_backward(c, shard_weights(w, r, T), batch, &ls, gs, options, tp);
+    EXPECT_NEAR(loss_s.loss_sum, loss.loss_sum, kTol * std::abs(loss.loss_sum));
+    sum_partial_gradients(partial_gradients(gs), tp);
+    const auto expected = g.lora->named_tensors();
+    const auto got = gather_lora(*gs.lora, tp).named_tensors();
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_CLOSE(got[i].second, expected[i].second, got[i].first);
+  }
 }
