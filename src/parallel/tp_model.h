@@ -16,7 +16,7 @@ namespace qft::parallel {
 // the group passes the same batch and options and gets the same loss. Gradients are accumulated (+=)
 // as Qwen3Model's; the partial ones (partial_gradients) still need sum_partial_gradients over `tp` once
 // per optimizer step. With `sequence_parallel` (tensor_parallel.h) the residual stream between the
-// layers holds N/T rows per rank; B·T must divide by tp.size().
+// layers holds N/T rows per rank; the micro-batch's token count must be a multiple of tp.size().
 model::LossSum tensor_parallel_forward_backward(const model::Qwen3Config& config, const model::Qwen3Weights& weights,
                                                 const model::Batch& batch, const model::LoraWeights* lora,
                                                 model::Gradients& grads, const model::StepOptions& options,

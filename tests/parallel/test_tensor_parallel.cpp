@@ -639,3 +639,22 @@ TEST(TensorParallelModel, ColumnLoraDropoutMatchesOneGpu) {
     for (size_t i = 0; i < got.size(); ++i) EXPECT_CLOSE(got[i].second, expected[i].second, got[i].first);
   }
 }
+
+TEST(TensorParallelModel, SequenceParallelNeedsTokensDivisibleByTheGroup) {
+  const Qwen3Config c = tiny_config(1, false);
+  const int T = world().size(), r = world().rank();
+  const Qwen3Weights ws = shard_weights(tiny_weights(c, 280), r, T);
+  const at::Tensor ids = at::arange(9, i64).view({1, 9});  // 9 tokens: a multiple of 1 only
+  const Batch batch = Batch::causal(ids, ids.clone());
+  Gradients g;
+  g.weights = ws.zeros_like();
+  const std::string e =
+      error_of([&] { tensor_parallel_forward_backward(c, ws, batch, nullptr, g, StepOptions(), world(), true); });
+  if (T == 1) {
+    EXPECT_EQ(e, "");
+  } else {
+    EXPECT_NE(e.find("9 tokens (1 x 9) do not split evenly over tensor_parallel_size " + std::to_string(T)),
+              std::string::npos)
+        << e;
+  }
+}
