@@ -118,4 +118,37 @@ std::vector<at::Tensor> partial_gradients(const Gradients& grads, bool sequence_
   return out;
 }
 
+std::vector<at::Tensor> replicated_gradients(const Gradients& grads) {
+  std::vector<at::Tensor> out;
+  if (grads.lora) out = partial_lora_gradients(*grads.lora);
+  if (grads.weights) {
+    for (const LayerWeights& layer : grads.weights->layers)
+      for (const at::Tensor& t : partial_layer_gradients(layer, /*sequence_parallel=*/true)) out.push_back(t);
+    out.push_back(grads.weights->norm);
+  }
+  return out;
+}
+
+double tensor_parallel_grad_norm_squared(const Gradients& grads, Communicator& tp) {
+  auto squares = [](const at::Tensor& t) { return t.to(at::kDouble).square().sum().item<double>(); };
+  double replicated = 0.0;
+  for (const at::Tensor& t : replicated_gradients(grads)) replicated += squares(t);
+  // Sharded: the LoRA factors that are not replicated, and (full fine-tuning) the projections,
+  // embed_tokens and an untied lm_head.
+  double sharded = 0.0;
+  if (grads.lora)
+    for (const auto& layer : grads.lora->layers)
+      for (const ProjectionInfo& info : projection_table()) {
+        const LoraPair& pair = layer[static_cast<int>(info.projection)];
+        if (pair.defined()) sharded += squares(shard_dim(info.projection) == 0 ? pair.B : pair.A);
+      }
+  if (grads.weights) {
+    const Qwen3Weights& w = *grads.weights;
+    sharded += squares(w.embed_tokens) + (w.tied() ? 0.0 : squares(w.lm_head));
+    for (const LayerWeights& layer : w.layers)
+      for (const Linear& linear : layer.projections) sharded += squares(linear.trainable_weight());
+  }
+  return tp.all_reduce_sum(sharded) + replicated;
+}
+
 }  // namespace qft::parallel

@@ -32,4 +32,13 @@ model::LossSum tensor_parallel_forward_loss(const model::Qwen3Config& config, co
 // every norm: each rank normalises its own rows).
 std::vector<at::Tensor> partial_gradients(const model::Gradients& grads, bool sequence_parallel = false);
 
+// The gradients of replicated parameters (the same on every rank once sum_partial_gradients has run):
+// the replicated LoRA factors and, in full fine-tuning, every norm. Every other gradient is a shard.
+std::vector<at::Tensor> replicated_gradients(const model::Gradients& grads);
+
+// The squared L2 norm of the whole model's gradient from this rank's shards, for clipping (collective
+// over `tp`; call after sum_partial_gradients): the shards' squares summed over the group, the
+// replicated gradients counted once.
+double tensor_parallel_grad_norm_squared(const model::Gradients& grads, Communicator& tp);
+
 }  // namespace qft::parallel

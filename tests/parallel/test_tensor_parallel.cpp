@@ -596,6 +596,10 @@ TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
         EXPECT_NEAR(eval.loss_sum, model.forward_loss(batch, &lora, 4).loss_sum, kTol * std::abs(loss.loss_sum));
 
         sum_partial_gradients(partial_gradients(gs, sp), tp);
+        double whole_norm2 = 0.0;
+        for (const auto& [name, t] : g.lora->named_tensors()) whole_norm2 += t.square().sum().item<double>();
+        for (const auto& [name, t] : g.weights->named_tensors(c)) whole_norm2 += t.square().sum().item<double>();
+        EXPECT_NEAR(tensor_parallel_grad_norm_squared(gs, tp), whole_norm2, kTol * whole_norm2);
         const auto expected = g.lora->named_tensors();
         const auto got = gather_lora(*gs.lora, tp).named_tensors();
         ASSERT_EQ(got.size(), expected.size());
