@@ -32,6 +32,8 @@ at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Ten
   return ops::linear_backward(linear, dy, x, acts.xa[static_cast<int>(p)], g);
 }
 
+at::Tensor hook(const std::function<at::Tensor(at::Tensor)>& f, at::Tensor t) { return f ? f(std::move(t)) : t; }
+
 }  // namespace
 
 std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weights,
@@ -56,14 +58,16 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
 at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
   const Qwen3Config& c = *ctx.config;
   const LayerWeights& w = *ctx.weights;
-  const int64_t N = x.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
+  const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
   const double eps = c.rms_norm_eps;
+  const ShardedLayerHooks& s = ctx.sharded;
   LayerActivations local;
   LayerActivations& a = acts != nullptr ? *acts : local;
 
   // Attention block.
   a.x = x;
-  a.h_in = ops::rms_norm_forward(x, w.input_layernorm, eps, &a.rstd_in);
+  a.h_in = hook(s.column_input, ops::rms_norm_forward(x, w.input_layernorm, eps, &a.rstd_in));
+  const int64_t N = a.h_in.size(0);
   a.q_pre = project(ctx, Projection::q, a.h_in, acts).view({N, nH, D});
   a.k_pre = project(ctx, Projection::k, a.h_in, acts).view({N, nKV, D});
   a.v = project(ctx, Projection::v, a.h_in, acts).view({N, nKV, D});
@@ -75,33 +79,36 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.attn = ops::attention_forward(a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
                                   a.v.view({ctx.B, ctx.T, nKV, D}), ctx.attention, &a.lse)
                .view({N, nH * D});
-  a.x_mid = x + project(ctx, Projection::o, a.attn, acts);
+  a.x_mid = x + hook(s.row_output, project(ctx, Projection::o, a.attn, acts));
 
   // MLP block.
-  a.h_post = ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post);
+  a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
   a.gate = project(ctx, Projection::gate, a.h_post, acts);
   a.up = project(ctx, Projection::up, a.h_post, acts);
   a.act = ops::swiglu_forward(a.gate, a.up);
-  return a.x_mid + project(ctx, Projection::down, a.act, acts);
+  return a.x_mid + hook(s.row_output, project(ctx, Projection::down, a.act, acts));
 }
 
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
                                   const LayerGrads& grads, bool need_dx) {
   const Qwen3Config& c = *ctx.config;
   const LayerWeights& w = *ctx.weights;
-  const int64_t N = dy.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
+  const int64_t N = a.h_in.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
+  const ShardedLayerHooks& s = ctx.sharded;
   LayerWeights* gw = grads.weights;
 
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
-  const at::Tensor dact = project_backward(ctx, Projection::down, dy, a.act, a, grads, true);
+  const at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
   const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
   at::Tensor dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
   dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together
   const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
                                                         gw ? &gw->post_attention_layernorm : nullptr);
 
   // Attention block: x_mid = x + o(attention(rope(qnorm(q(h))), rope(knorm(k(h))), v(h))), h = norm(x).
-  const at::Tensor dattn = project_backward(ctx, Projection::o, dx_mid, a.attn, a, grads, true);
+  const at::Tensor do_out = hook(s.row_output_grad, dx_mid);
+  const at::Tensor dattn = project_backward(ctx, Projection::o, do_out, a.attn, a, grads, true);
   const ops::AttentionGrads ag = ops::attention_backward(
       dattn.view({ctx.B, ctx.T, nH, D}), a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
       a.v.view({ctx.B, ctx.T, nKV, D}), a.attn.view({ctx.B, ctx.T, nH, D}), a.lse, ctx.attention);
@@ -117,6 +124,7 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   const at::Tensor dhv = project_backward(ctx, Projection::v, ag.dv.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
   if (!dh_needed) return at::Tensor();
   dh_in.add_(dhk).add_(dhv);
+  dh_in = hook(s.column_input_grad, std::move(dh_in));  // one reduction for q, k and v together
   const at::Tensor dx = ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in,
                                                gw ? &gw->input_layernorm : nullptr);
   return need_dx ? dx_mid + dx : at::Tensor();

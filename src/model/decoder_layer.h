@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 
 #include <ATen/ATen.h>
 
@@ -15,6 +16,21 @@
 #include "model/qwen3_weights.h"
 
 namespace qft::model {
+
+// The four points where a layer whose projections hold slices of the weights exchanges data with the
+// other ranks holding the rest (tensor parallelism: src/parallel/tensor_parallel.h binds them to the
+// named pairs). Unset (a whole layer): identity. Each gets a tensor it may modify in place.
+struct ShardedLayerHooks {
+  // Forward: a norm's output on its way into q/k/v or gate/up (sequence parallelism: all-gather rows).
+  std::function<at::Tensor(at::Tensor)> column_input;
+  // Forward: the o and down outputs, partial sums (all-reduce; sequence parallelism: reduce-scatter rows).
+  std::function<at::Tensor(at::Tensor)> row_output;
+  // Backward: the gradient arriving at the o and down outputs (sequence parallelism: all-gather rows).
+  std::function<at::Tensor(at::Tensor)> row_output_grad;
+  // Backward: the q+k+v and gate+up input gradients, partial sums (all-reduce; sequence parallelism:
+  // reduce-scatter rows).
+  std::function<at::Tensor(at::Tensor)> column_input_grad;
+};
 
 // What a layer needs besides its input, shared by forward and backward (and by a recompute).
 struct LayerContext {
@@ -27,19 +43,20 @@ struct LayerContext {
   int64_t B = 0, T = 0;
   at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
   ops::AttentionLayout attention;  // shared by all layers of the micro-batch
+  ShardedLayerHooks sharded;
 };
 
 // Everything backward reads. Filled by a saving forward; with gradient checkpointing the model keeps
 // only `x` and re-runs the forward inside backward.
 struct LayerActivations {
   at::Tensor x;                       // layer input [N, H]
-  at::Tensor rstd_in, h_in;           // input_layernorm
+  at::Tensor rstd_in, h_in;           // input_layernorm (h_in as q/k/v read it: all rows)
   at::Tensor q_pre, k_pre, v;         // projections, [N, nH|nKV, D]; q/k before their norms
   at::Tensor rstd_q, rstd_k;          // q_norm / k_norm
   at::Tensor q, k;                    // after norm and RoPE
   at::Tensor attn, lse;               // attention output [N, nH*D] and its row log-sum-exp (path-specific shape)
   at::Tensor x_mid;                   // residual after attention [N, H]
-  at::Tensor rstd_post, h_post;       // post_attention_layernorm
+  at::Tensor rstd_post, h_post;       // post_attention_layernorm (h_post as gate/up read it)
   at::Tensor gate, up, act;           // MLP [N, I]
   std::array<at::Tensor, kNumProjections> xa;  // LoRA dropout(x) A^T per projection [N, r]
   void clear() { *this = LayerActivations(); }

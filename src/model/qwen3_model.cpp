@@ -13,20 +13,10 @@
 #include "model/ops/rope.h"
 
 namespace qft::model {
-namespace {
 
-// Batch tensors on the model's device, plus what every layer shares.
-struct Prepared {
-  int64_t B = 0, T = 0;
-  at::Tensor ids;        // [B*T]
-  at::Tensor segments;   // [B, T] or undefined
-  at::Tensor cos, sin;   // [B*T, D]
-  ops::AttentionLayout attention;
-};
-
-Prepared prepare(const Batch& batch, const Qwen3Config& c, const Qwen3Weights& w, bool flash = true) {
+PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& c, const Qwen3Weights& w, bool flash) {
   QFT_CHECK(batch.input_ids.defined() && batch.input_ids.dim() == 2, "batch: input_ids must be [B, T]");
-  Prepared p;
+  PreparedBatch p;
   p.B = batch.input_ids.size(0);
   p.T = batch.input_ids.size(1);
   QFT_CHECK(p.B > 0 && p.T > 0, "batch: input_ids is empty ([{}, {}])", p.B, p.T);
@@ -59,8 +49,8 @@ Prepared prepare(const Batch& batch, const Qwen3Config& c, const Qwen3Weights& w
   return p;
 }
 
-LayerContext layer_context(const Prepared& p, const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora,
-                           int64_t i, bool dropout, uint64_t dropout_seed) {
+LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
+                           const LoraWeights* lora, int64_t i, bool dropout, uint64_t dropout_seed) {
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w.layers[i];
@@ -77,6 +67,8 @@ LayerContext layer_context(const Prepared& p, const Qwen3Config& c, const Qwen3W
   return ctx;
 }
 
+namespace {
+
 void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora) {
   QFT_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers, "model has {} layers, config says {}",
             w.layers.size(), c.num_hidden_layers);
@@ -86,7 +78,8 @@ void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeig
 }
 
 // Final hidden states (before the final norm) of a forward pass that saves nothing.
-at::Tensor forward_hidden(const Prepared& p, const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora) {
+at::Tensor forward_hidden(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
+                          const LoraWeights* lora) {
   at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     x = decoder_layer_forward(layer_context(p, c, w, lora, i, /*dropout=*/false, 0), x, nullptr);
@@ -126,7 +119,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
               gw->layers.size(), w.layers.size());
   const bool dropout = options.train_lora_dropout && lora != nullptr && lora->config.lora_dropout > 0.0;
 
-  const Prepared p = prepare(batch, c, w, options.flash_attention);
+  const PreparedBatch p = prepare_batch(batch, c, w, options.flash_attention);
   const int64_t L = c.num_hidden_layers;
   auto ctx_of = [&](int64_t i) { return layer_context(p, c, w, lora, i, dropout, options.dropout_seed); };
 
@@ -178,7 +171,7 @@ LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, in
   c10::NoGradGuard no_grad;
   check_structure(config_, weights_, lora);
   QFT_CHECK(batch.labels.defined(), "forward_loss: batch has no labels");
-  const Prepared p = prepare(batch, config_, weights_);
+  const PreparedBatch p = prepare_batch(batch, config_, weights_);
   const at::Tensor x = forward_hidden(p, config_, weights_, lora);
   const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
   const ops::CrossEntropyResult ce =
@@ -193,7 +186,7 @@ LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, in
 at::Tensor Qwen3Model::logits(const Batch& batch, const LoraWeights* lora) {
   c10::NoGradGuard no_grad;
   check_structure(config_, weights_, lora);
-  const Prepared p = prepare(batch, config_, weights_);
+  const PreparedBatch p = prepare_batch(batch, config_, weights_);
   const at::Tensor x = forward_hidden(p, config_, weights_, lora);
   const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
   return at::mm(hn, weights_.lm_head.t()).to(at::kFloat).view({p.B, p.T, config_.vocab_size});

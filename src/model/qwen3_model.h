@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include "model/decoder_layer.h"
 #include "model/lora.h"
 #include "model/ops/cross_entropy.h"
 #include "model/qwen3_config.h"
@@ -47,6 +48,24 @@ struct Gradients {
   std::optional<LoraWeights> lora;      // same structure as the adapters, accumulated (+=)
   std::optional<Qwen3Weights> weights;  // full fine-tuning; accumulated (+=)
 };
+
+// A batch's tensors on the weights' device (ids checked against the vocabulary), with what every layer
+// shares. Public for the tensor-parallel step (src/parallel/tp_model.h), which runs the same stack on
+// shards with a local config.
+struct PreparedBatch {
+  int64_t B = 0, T = 0;
+  at::Tensor ids;       // [B*T]
+  at::Tensor segments;  // [B, T] or undefined
+  at::Tensor cos, sin;  // [B*T, D]
+  ops::AttentionLayout attention;
+};
+PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
+                            bool flash = true);
+
+// Layer `layer`'s context for one micro-batch: its projections with the adapters of `lora` (null: none)
+// attached, the LoRA dropout on or off, masks seeded from `dropout_seed`.
+LayerContext layer_context(const PreparedBatch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
+                           const LoraWeights* lora, int64_t layer, bool dropout, uint64_t dropout_seed);
 
 class Qwen3Model {
  public:

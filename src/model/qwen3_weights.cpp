@@ -49,7 +49,8 @@ void for_each_tensor(W& w, const Qwen3Config& c, bool tied, F&& f) {
   if (!tied) f(std::string("lm_head.weight"), w.lm_head, std::vector<int64_t>{V, H});
 }
 
-// The same structure with f applied to every defined tensor; a tied lm_head stays tied to the result.
+// The same structure with f applied to every defined tensor; a tied lm_head stays tied to the result, and a
+// projection holding a tensor-parallel shard stays that shard.
 template <typename F>
 Qwen3Weights map_tensors(const Qwen3Weights& src, F&& f) {
   auto map = [&](const at::Tensor& t) { return t.defined() ? f(t) : t; };
@@ -60,8 +61,11 @@ Qwen3Weights map_tensors(const Qwen3Weights& src, F&& f) {
     const LayerWeights& s = src.layers[i];
     LayerWeights& d = w.layers[i];
     for (const LayerNorm* n : {&kInputNorm, &kQueryNorm, &kKeyNorm, &kPostNorm}) d.*(n->member) = map(s.*(n->member));
-    for (const ProjectionInfo& info : projection_table())
-      d[info.projection] = Linear::dense(info.projection, map(s[info.projection].trainable_weight()));
+    for (const ProjectionInfo& info : projection_table()) {
+      const Linear& from = s[info.projection];
+      d[info.projection].projection = info.projection;
+      d[info.projection].weight = std::make_shared<DenseWeight>(map(from.trainable_weight()), from.weight->shard());
+    }
   }
   w.norm = map(src.norm);
   w.lm_head = src.tied() ? w.embed_tokens : map(src.lm_head);
