@@ -17,6 +17,8 @@
 #include "core/remove_tree.h"
 #include "model/lora_targets.h"
 #include "parallel/nccl_communicator.h"
+#include "parallel/tp_model.h"
+#include "parallel/tp_sharding.h"
 #include "train/training_rows.h"
 
 namespace qft::train {
@@ -82,6 +84,13 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
 
   const std::string model_dir = config_.model.model_name_or_path;
   model_config_ = model::Qwen3Config::from_file((fs::path(model_dir) / "config.json").string());
+  if (tensor_parallel()) {
+    try {
+      parallel::check_tensor_parallel_size(model_config_, grid_->tensor_parallel_size());
+    } catch (const Error& e) {
+      fail("{}: distributed.{} ({}/config.json)", config_.source, e.what(), model_dir);
+    }
+  }
   rows_ = load_training_rows(config_, model_config_, world_);
 
   // The data plan splits rows over the data-parallel ranks; tensor-parallel peers read the same rows.
@@ -99,6 +108,10 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
 
   const std::string resume_dir = resolve_resume_dir(config_);
   model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_);
+  if (tensor_parallel()) {
+    // Each rank keeps only its shard (the whole model is read once per rank, then dropped).
+    weights = parallel::shard_weights(weights, groups_.tensor->rank(), groups_.tensor->size());
+  }
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
   if (!resume_dir.empty()) restore_checkpoint(resume_dir);
@@ -161,10 +174,14 @@ void Trainer::check_launch() const {
   QFT_CHECK(world_size_ % d.tensor_parallel_size == 0,
             "{}: distributed.tensor_parallel_size {} does not divide the {} ranks of the job", config_.source,
             d.tensor_parallel_size, world_size_);
-  QFT_CHECK(d.tensor_parallel_size == 1,
-            "{}: distributed.tensor_parallel_size {}: tensor-parallel training is not available in this build yet "
-            "(data parallelism over all {} ranks is: set tensor_parallel_size: 1)",
-            config_.source, d.tensor_parallel_size, world_size_);
+  QFT_CHECK(d.tensor_parallel_size == 1 || config_.finetuning_type == FinetuningType::lora,
+            "{}: distributed.tensor_parallel_size {} with finetuning_type full is not available in this build yet "
+            "(tensor parallelism trains LoRA adapters; full fine-tuning runs data parallel: set tensor_parallel_size: 1)",
+            config_.source, d.tensor_parallel_size);
+  QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage == 0,
+            "{}: distributed.zero_stage {} with tensor_parallel_size {} is not available in this build yet (use "
+            "zero_stage: 0; LoRA's optimizer state is small)",
+            config_.source, d.zero_stage, d.tensor_parallel_size);
   QFT_CHECK(d.zero_stage <= 1,
             "{}: distributed.zero_stage {} is not available in this build yet (0: replicated optimizer state, 1: "
             "optimizer state sharded over the data-parallel ranks)",
@@ -175,10 +192,16 @@ void Trainer::create_groups() {
   grid_ = std::make_unique<parallel::RankGrid>(world_size_, static_cast<int>(config_.distributed.tensor_parallel_size));
   groups_ = parallel::make_parallel_groups(world_, *grid_);
   data_ = groups_.data.get();
-  // On GPUs the gradients travel over NCCL (the MPI path would stage them through host memory).
+  tensor_ = groups_.tensor.get();
+  // On GPUs the gradients and activations travel over NCCL (the MPI path would stage them through host
+  // memory).
   if (device_.is_cuda() && groups_.data->size() > 1 && parallel::nccl_available()) {
     gpu_data_ = parallel::make_nccl_communicator(*groups_.data, "data-parallel");
     data_ = gpu_data_.get();
+  }
+  if (device_.is_cuda() && groups_.tensor->size() > 1 && parallel::nccl_available()) {
+    gpu_tensor_ = parallel::make_nccl_communicator(*groups_.tensor, "tensor-parallel");
+    tensor_ = gpu_tensor_.get();
   }
 }
 
@@ -240,6 +263,9 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
       initial = model::LoraWeights::init(model_config_, lora_config, static_cast<uint64_t>(config_.training.seed),
                                          device_, model::parse_lora_init(config_.lora.init_lora_weights));
     }
+    // Initialised (or loaded) whole on every rank, then cut, so a tensor-parallel run starts from the very
+    // adapter a single GPU would.
+    if (tensor_parallel()) initial = parallel::shard_lora(initial, groups_.tensor->rank(), groups_.tensor->size());
     // LoRA weights decay like any other weight (HF: no norm or bias among them).
     flat_ = std::make_unique<FlatParameters>(initial.named_tensors(), device_,
                                              [](const std::string&) { return true; }, groups_.data->size());
@@ -276,7 +302,11 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
   // masters stored with the optimizer state. Every rank reads the whole state and keeps its own shard.
   OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), 0};
-  load_optimizer_state((fs::path(resume_dir) / "optimizer.safetensors").string(), full, *flat_, full_finetuning_);
+  const std::string optimizer_file = (fs::path(resume_dir) / optimizer_file_name()).string();
+  QFT_CHECK(fs::exists(optimizer_file), "{}: the checkpoint {} has no {}: it was written with another "
+            "distributed.tensor_parallel_size than this run's {}",
+            config_.source, resume_dir, fs::path(optimizer_file).filename().string(), grid_->tensor_parallel_size());
+  load_optimizer_state(optimizer_file, full, *flat_, full_finetuning_);
   QFT_CHECK(full.step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, full.step,
             state.global_step);
   const parallel::Range owned = optimizer_->owned();
@@ -313,7 +343,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     local_targets += row.target_tokens;
     local_tokens += static_cast<int64_t>(row.input_ids.size());
   }
-  const int64_t global_targets = world_.all_reduce_sum(local_targets);
+  // Sums over the data-parallel ranks: tensor-parallel peers see the same rows and the same loss.
+  parallel::Communicator& data_scalars = *groups_.data;
+  const int64_t global_targets = data_scalars.all_reduce_sum(local_targets);
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
 
   flat_->grads().zero_();
@@ -329,12 +361,17 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     options.gradient_checkpointing = t.gradient_checkpointing;
     options.loss_denominator = static_cast<double>(global_targets);
     options.train_lora_dropout = true;
+    // Tensor-parallel peers share the micro-step, so their dropout masks agree.
     const uint64_t micro_step =
-        (static_cast<uint64_t>(step) * t.gradient_accumulation_steps + m) * world_size_ + rank_;
+        (static_cast<uint64_t>(step) * t.gradient_accumulation_steps + m) * groups_.data->size() +
+        groups_.data->rank();
     options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
     options.loss_chunk_tokens = t.loss_chunk_tokens;
+    const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
-        model_->forward_backward(batch, full_finetuning_ ? nullptr : &*lora_, grads_, options);
+        tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,
+                                                                       adapters, grads_, options, *tensor_)
+                          : model_->forward_backward(batch, adapters, grads_, options);
     local_loss_sum += result.loss_sum;
     model_targets += result.target_tokens;
   }
@@ -343,8 +380,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
             step + 1, model_targets, local_targets);
 
   StepMetrics out;
-  out.loss = world_.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
-  out.input_tokens = world_.all_reduce_sum(local_tokens);
+  out.loss = data_scalars.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
+  out.input_tokens = data_scalars.all_reduce_sum(local_tokens);
   QFT_CHECK(std::isfinite(out.loss),
             "step {}: the loss is {}; training stopped and no final adapter or model was written "
             "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
@@ -353,7 +390,15 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
   out.learning_rate = schedule_->learning_rate(step);
-  if (config_.distributed.zero_stage == 0) {
+  if (tensor_parallel()) {
+    // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them first.
+    parallel::sum_partial_gradients(parallel::partial_gradients(grads_), *tensor_);
+    data_->all_reduce_sum(flat_->grads());
+    out.grad_norm = std::sqrt(parallel::tensor_parallel_grad_norm_squared(grads_, *tensor_));
+    check_grad_norm(out.grad_norm, out.loss, step);
+    if (t.max_grad_norm > 0) flat_->grads().mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
+    optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
+  } else if (config_.distributed.zero_stage == 0) {
     data_->all_reduce_sum(flat_->grads());
     out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
     check_grad_norm(out.grad_norm, out.loss, step);
@@ -401,7 +446,17 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   recorder_->on_log(row);
 }
 
-void Trainer::save_trainable(const std::string& dir) const {
+model::LoraWeights Trainer::whole_adapter() {
+  return tensor_parallel() ? parallel::gather_lora(*lora_, *tensor_) : *lora_;
+}
+
+std::string Trainer::optimizer_file_name() const {
+  // One file per tensor-parallel rank: each holds the state of its shards.
+  if (!tensor_parallel()) return "optimizer.safetensors";
+  return fmt::format("optimizer-tp{}-of-{}.safetensors", groups_.tensor->rank(), groups_.tensor->size());
+}
+
+void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* adapter) const {
   if (full_finetuning_) {
     // The model's stored dtype (config.json torch_dtype), converted from the fp32 masters.
     const at::ScalarType stored = hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
@@ -411,7 +466,7 @@ void Trainer::save_trainable(const std::string& dir) const {
     hf::write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
     hf::copy_tokenizer_files(config_.model.model_name_or_path, dir);
   } else {
-    hf::save_peft_adapter(dir, *lora_, config_.model.model_name_or_path, config_.lora.init_lora_weights);
+    hf::save_peft_adapter(dir, *adapter, config_.model.model_name_or_path, config_.lora.init_lora_weights);
   }
 }
 
@@ -428,17 +483,27 @@ OptimizerState Trainer::gather_optimizer_state() {
 }
 
 void Trainer::save_checkpoint(int64_t global_step) {
-  const OptimizerState optimizer_state = gather_optimizer_state();  // collective: every rank takes part
+  // Collectives first: every rank takes part.
+  const OptimizerState optimizer_state = gather_optimizer_state();
+  const std::optional<model::LoraWeights> adapter =
+      full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
+  const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
+  const std::string tmp_dir = final_dir.string() + ".tmp";
   if (rank_ == 0) {
-    const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
-    const std::string tmp_dir = final_dir.string() + ".tmp";
     remove_tree(tmp_dir);
     fs::create_directories(tmp_dir);
-    save_trainable(tmp_dir);
-    // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v
-    // because the model files are in the (usually lower) stored dtype.
-    save_optimizer_state((fs::path(tmp_dir) / "optimizer.safetensors").string(), optimizer_state, *flat_,
+  }
+  world_.barrier();
+  // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v because
+  // the model files are in the (usually lower) stored dtype. The first data-parallel rank of each
+  // tensor-parallel coordinate writes the state of its shards.
+  if (groups_.data->rank() == 0) {
+    save_optimizer_state((fs::path(tmp_dir) / optimizer_file_name()).string(), optimizer_state, *flat_,
                          full_finetuning_);
+  }
+  world_.barrier();
+  if (rank_ == 0) {
+    save_trainable(tmp_dir, adapter ? &*adapter : nullptr);
     TrainerState state;
     state.global_step = global_step;
     state.epoch = plan_->epoch_after(global_step - 1);
@@ -455,8 +520,10 @@ void Trainer::save_checkpoint(int64_t global_step) {
 }
 
 void Trainer::save_final() {
+  const std::optional<model::LoraWeights> adapter =
+      full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
   if (rank_ == 0) {
-    save_trainable(config_.output.output_dir);
+    save_trainable(config_.output.output_dir, adapter ? &*adapter : nullptr);
     spdlog::info("saved the final {} to {}", full_finetuning_ ? "model" : "adapter", config_.output.output_dir);
   }
   world_.barrier();

@@ -71,7 +71,10 @@ class Trainer {
   // The optimizer state of the whole flat buffer, gathered from the ZeRO shards (collective).
   OptimizerState gather_optimizer_state();
   void save_checkpoint(int64_t global_step);
-  void save_trainable(const std::string& dir) const;
+  // The adapter in the single-GPU layout (gathered from the tensor-parallel shards: collective).
+  model::LoraWeights whole_adapter();
+  std::string optimizer_file_name() const;
+  void save_trainable(const std::string& dir, const model::LoraWeights* adapter) const;
   void save_final();
   // Every entry's gradient (views of the flat gradient buffer), for the clipping norm.
   std::vector<at::Tensor> gradient_views() const;
@@ -85,6 +88,9 @@ class Trainer {
   parallel::ParallelGroups groups_;                 // MPI groups split along the grid
   std::unique_ptr<parallel::Communicator> gpu_data_;  // NCCL data-parallel group on GPUs
   parallel::Communicator* data_ = nullptr;          // the data-parallel group gradients travel in
+  std::unique_ptr<parallel::Communicator> gpu_tensor_;  // NCCL tensor-parallel group on GPUs
+  parallel::Communicator* tensor_ = nullptr;        // the tensor-parallel group activations travel in
+  bool tensor_parallel() const { return grid_->tensor_parallel_size() > 1; }
   // ZeRO-1: rank r of the data-parallel group owns shards_[r] of the flat buffers (its optimizer state).
   std::vector<parallel::Range> shards_;
   at::Device device_ = at::kCPU;
