@@ -120,12 +120,12 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
 
   if (rank_ == 0) {
     spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, {}, ZeRO stage {}, "
-                 "gradients over {}",
+                 "collectives over {}",
                  full_finetuning_ ? "all weights" : fmt::format("LoRA r={} alpha={}", lora_->config.r,
                                                                lora_->config.lora_alpha),
                  device_.str(), hf::torch_dtype_name(compute_dtype_), rows_->size(), total_steps_,
                  plan_->steps_per_epoch(), warmup, grid_->describe(), config_.distributed.zero_stage,
-                 gpu_data_ ? "NCCL" : "MPI");
+                 gpu_data_ || gpu_tensor_ ? "NCCL" : "MPI");
   }
   report::RunStart run;
   run.output_dir = config_.output.output_dir;
