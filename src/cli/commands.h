@@ -20,5 +20,7 @@ int cmd_init_model(const Args& args);   // write a random-init HF Qwen3 model di
 int cmd_merge(const Args& args);        // base + PEFT adapter -> merged HF model dir
 int cmd_eval(const Args& args, parallel::MpiRuntime& mpi);  // loss / perplexity of a model (+ adapter) on a config's data
 int cmd_inspect(const Args& args);      // print a model dir / adapter / safetensors / token cache summary
+int cmd_chat(const Args& args);         // interactive chat, streaming (src/generate)
+int cmd_generate(const Args& args);     // JSONL of prompts -> JSONL of answers, batched (src/generate)
 
 }  // namespace qft::cli

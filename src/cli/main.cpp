@@ -31,6 +31,8 @@ const Subcommand kSubcommands[] = {
     {"merge", qft::cli::cmd_merge, nullptr, "merge a PEFT LoRA adapter into its base model"},
     {"eval", nullptr, qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
     {"inspect", qft::cli::cmd_inspect, nullptr, "summarise a model dir, adapter, safetensors file or token cache"},
+    {"chat", qft::cli::cmd_chat, nullptr, "interactive chat with a model (+ adapter), streaming"},
+    {"generate", qft::cli::cmd_generate, nullptr, "answer a JSONL of prompts in batches"},
 };
 
 // Logs what escaped a subcommand; returns the exit code.
