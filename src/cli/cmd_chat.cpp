@@ -46,9 +46,15 @@ class AnswerPrinter {
       if (piece.thinking) {
         after_hidden_ = hide_;
         if (hide_) continue;
-        if (color_ && !dim_) std::fputs(kDim, stdout), dim_ = true;
+        if (color_ && !dim_) {
+          std::fputs(kDim, stdout);
+          dim_ = true;
+        }
       } else {
-        if (dim_) std::fputs(kReset, stdout), dim_ = false;
+        if (dim_) {
+          std::fputs(kReset, stdout);
+          dim_ = false;
+        }
         if (after_hidden_) {
           const size_t start = text.find_first_not_of('\n');
           text = start == std::string::npos ? std::string() : text.substr(start);
@@ -61,7 +67,10 @@ class AnswerPrinter {
   }
 
   void end() {
-    if (dim_) std::fputs(kReset, stdout), dim_ = false;
+    if (dim_) {
+      std::fputs(kReset, stdout);
+      dim_ = false;
+    }
     after_hidden_ = false;
     std::fputs("\n", stdout);
     std::fflush(stdout);
@@ -96,6 +105,7 @@ int cmd_chat(const Args& args) {
     }
   }
   const generate::LoadedModel model = generate::load_model("chat", flags);
+  model.options(flags, 0);  // bad sampling flags fail before the first turn
   const bool interactive = isatty(STDIN_FILENO) != 0;
   AnswerPrinter printer(hide_thinking, isatty(STDOUT_FILENO) != 0);
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -21,7 +22,7 @@ namespace {
 void print_generate_usage() {
   std::fprintf(stderr,
                "usage: qft-dist generate --model DIR [--adapter DIR] --input PROMPTS.jsonl [--output OUT.jsonl]\n"
-               "                         [--batch-size 8] [--no-thinking] [sampling flags]\n\n"
+               "                         [--batch-size 8] [--no-thinking] [--ignore-eos] [sampling flags]\n\n"
                "Answers every line of PROMPTS.jsonl, in batches. A line is an object with one of\n"
                "  \"messages\": [{\"role\", \"content\"}, ...]  a conversation (optional \"tools\"), rendered with the\n"
                "                                          Qwen3 chat template and a generation prompt\n"
@@ -30,7 +31,8 @@ void print_generate_usage() {
                "and optionally \"enable_thinking\": true|false (default: true, or false with --no-thinking).\n"
                "Writes one JSON object per input line, in input order, to OUT.jsonl (atomically) or stdout:\n"
                "  {\"index\", \"text\", \"token_ids\", \"finish_reason\": \"stop\"|\"length\", \"prompt_tokens\",\n"
-               "   \"completion_tokens\"}; token_ids end with the stop token when there is one, text does not.\n\n"
+               "   \"completion_tokens\"}; token_ids end with the stop token when there is one, text does not.\n"
+               "--ignore-eos generates max_new_tokens for every prompt (benchmarks).\n\n"
                "%s",
                generate::model_flags_usage());
 }
@@ -72,7 +74,8 @@ Request parse_line(const std::string& line, const std::string& where, const text
   }
   text::Conversation conversation;
   try {
-    conversation = text::conversation_from_hf_json(messages, j.contains("tools") ? j["tools"] : nullptr);
+    const nlohmann::ordered_json tools = j.contains("tools") ? j["tools"] : nlohmann::ordered_json(nullptr);
+    conversation = text::conversation_from_hf_json(messages, tools);
   } catch (const Error& e) {
     fail("{}: {}", where, e.what());
   }
@@ -89,7 +92,7 @@ int cmd_generate(const Args& args) {
   generate::ModelFlags flags;
   std::string input, output;
   int64_t batch_size = 8;
-  bool enable_thinking = true;
+  bool enable_thinking = true, ignore_eos = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -99,6 +102,10 @@ int cmd_generate(const Args& args) {
     if (generate::parse_model_flag("generate", args, i, flags)) continue;
     if (a == "--no-thinking") {
       enable_thinking = false;
+      continue;
+    }
+    if (a == "--ignore-eos") {
+      ignore_eos = true;
       continue;
     }
     QFT_CHECK(a == "--input" || a == "--output" || a == "--batch-size",
@@ -120,6 +127,7 @@ int cmd_generate(const Args& args) {
   QFT_CHECK(!input.empty(), "generate: --input PROMPTS.jsonl is required (see qft-dist generate --help)");
   QFT_CHECK(file_exists(input), "generate: --input {}: no such file", input);
   const generate::LoadedModel model = generate::load_model("generate", flags);
+  model.options(flags, 0);  // bad sampling flags fail before any work
 
   // Requests, validated before any generation starts.
   std::vector<Request> requests;
@@ -159,15 +167,24 @@ int cmd_generate(const Args& args) {
       streams.push_back(order[k]);
       longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts.back().size()));
     }
-    const std::vector<generate::Completion> done =
-        generate::generate_batch(decoder, prompts, streams, model.options(flags, longest));
+    generate::GenerationOptions options = model.options(flags, longest);
+    if (ignore_eos) options.stop_ids.clear();
+    const auto batch_start = std::chrono::steady_clock::now();
+    const std::vector<generate::Completion> done = generate::generate_batch(decoder, prompts, streams, options);
+    int64_t batch_tokens = 0;
     for (size_t k = first; k < last; ++k) {
       completions[order[k]] = done[k - first];
-      generated += static_cast<int64_t>(done[k - first].tokens.size());
+      batch_tokens += static_cast<int64_t>(done[k - first].tokens.size());
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    spdlog::info("generate: {}/{} prompts, {} tokens, {:.1f} tokens/s", last, order.size(), generated,
-                 generated / std::max(seconds, 1e-9));
+    generated += batch_tokens;
+    const auto now = std::chrono::steady_clock::now();
+    const double batch_seconds = std::chrono::duration<double>(now - batch_start).count();
+    const double seconds = std::chrono::duration<double>(now - start).count();
+    // Time from the prompt's prefill to the last token (host-synchronised: tokens are read every step).
+    spdlog::info("generate: batch of {} prompts: {} new tokens in {:.3f} s, {:.1f} tokens/s; {}/{} prompts done, "
+                 "{:.1f} tokens/s overall",
+                 last - first, batch_tokens, batch_seconds, batch_tokens / std::max(batch_seconds, 1e-9), last,
+                 order.size(), generated / std::max(seconds, 1e-9));
   }
 
   std::string out;

@@ -141,8 +141,11 @@ at::Tensor Decoder::forward(KvCache& cache, const at::Tensor& ids, const std::ve
     const at::Tensor v = project(Projection::v, h).view({B, T, nKV, D});
     const at::Tensor q = model::ops::rope_forward(model::ops::rms_norm_forward(q_pre, w.q_norm, eps, nullptr), cos, sin);
     const at::Tensor k = model::ops::rope_forward(model::ops::rms_norm_forward(k_pre, w.k_norm, eps, nullptr), cos, sin);
-    cache.k[l].index_put_({rows, positions}, k.view({B, T, nKV, D}));
-    cache.v[l].index_put_({rows, positions}, v);
+    c10::List<std::optional<at::Tensor>> at_positions;  // cache[b, positions[b, t]] for every new token
+    at_positions.push_back(rows);
+    at_positions.push_back(positions);
+    cache.k[l].index_put_(at_positions, k.view({B, T, nKV, D}));
+    cache.v[l].index_put_(at_positions, v);
     const at::Tensor attn = cached_attention(q.view({B, T, nH, D}), cache.k[l], cache.v[l], cache.lengths, use_sdpa_);
     x = x + project(Projection::o, attn.view({N, nH * D}));
     const at::Tensor h2 = model::ops::rms_norm_forward(x, w.post_attention_layernorm, eps, nullptr);

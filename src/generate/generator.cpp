@@ -30,13 +30,14 @@ std::vector<Completion> generate_batch(Decoder& decoder, const std::vector<std::
     for (int32_t id : p) QFT_CHECK(id >= 0 && id < V, "generate: token id {} is outside the model's vocabulary ({})", id, V);
   }
   // Prompt block, right-padded with each row's first id (a real token: the padding keys are never seen).
-  at::Tensor ids = at::empty({B, longest}, at::TensorOptions().dtype(at::kLong));
+  std::vector<int64_t> block(B * longest);
   std::vector<int64_t> lengths(B);
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[b];
     lengths[b] = static_cast<int64_t>(p.size());
-    for (int64_t t = 0; t < longest; ++t) ids[b][t] = p[t < lengths[b] ? t : 0];
+    for (int64_t t = 0; t < longest; ++t) block[b * longest + t] = p[t < lengths[b] ? t : 0];
   }
+  const at::Tensor ids = at::tensor(block, at::TensorOptions().dtype(at::kLong)).view({B, longest});
   const at::Device dev = decoder.device();
   at::Tensor seen;  // [B, V]: tokens each row holds, for the repetition penalty
   if (options.sampling.repetition_penalty != 1.0)
