@@ -150,7 +150,7 @@ int cmd_chat(const Args& args) {
     // reasoning of earlier assistant turns, so the previous turn's cache is not a prefix of this prompt.
     const std::vector<int32_t> prompt = model.tokenizer->encode(text::render_qwen3_chat(conversation, options).text);
     const generate::GenerationOptions gen = model.options(flags, static_cast<int64_t>(prompt.size()));
-    generate::TextStream stream(*model.tokenizer);
+    generate::TextStream stream(*model.tokenizer, model.decodable);
     generate::ThinkSplitter splitter;
     std::string answer;
     const std::vector<generate::Completion> done = generate::generate_batch(

@@ -193,7 +193,7 @@ int cmd_generate(const Args& args) {
     std::vector<int32_t> answer = c.tokens;
     if (c.stopped) answer.pop_back();
     const nlohmann::json j = {{"index", i},
-                              {"text", model.tokenizer->decode(answer)},
+                              {"text", generate::decode_generated(*model.tokenizer, model.decodable, answer)},
                               {"token_ids", c.tokens},
                               {"finish_reason", c.stopped ? "stop" : "length"},
                               {"prompt_tokens", c.prompt_tokens},

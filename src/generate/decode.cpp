@@ -16,19 +16,17 @@
 #include "model/ops/swiglu.h"
 
 namespace qft::generate {
-namespace {
 
 using model::Projection;
 
-// bool [B, T, L]: key j is visible to query i of row b when j <= starts[b] + i.
-at::Tensor visible_keys(const std::vector<int64_t>& starts, int64_t T, int64_t L, at::Device device) {
+at::Tensor visible_keys(const std::vector<int64_t>& starts, int64_t T, at::Device device) {
+  QFT_CHECK(!starts.empty() && T > 0, "visible_keys: no rows or no new tokens");
+  const int64_t L = *std::max_element(starts.begin(), starts.end()) + T;
   const auto i64 = at::TensorOptions().dtype(at::kLong);
   const at::Tensor start = at::tensor(starts, i64).to(device);
   const at::Tensor last = start.unsqueeze(1) + at::arange(T, i64.device(device)).unsqueeze(0);  // [B, T]
   return at::arange(L, i64.device(device)).view({1, 1, L}) <= last.unsqueeze(2);
 }
-
-}  // namespace
 
 KvCache KvCache::allocate(const model::Qwen3Config& c, int64_t batch, int64_t capacity, at::ScalarType dtype,
                           at::Device device) {
@@ -38,8 +36,8 @@ KvCache KvCache::allocate(const model::Qwen3Config& c, int64_t batch, int64_t ca
   cache.lengths.assign(batch, 0);
   const auto opts = at::TensorOptions().dtype(dtype).device(device);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    cache.k.push_back(at::empty({batch, capacity, c.num_key_value_heads, c.head_dim}, opts));
-    cache.v.push_back(at::empty({batch, capacity, c.num_key_value_heads, c.head_dim}, opts));
+    cache.k.push_back(at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
+    cache.v.push_back(at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
   }
   return cache;
 }
@@ -51,15 +49,14 @@ int64_t KvCache::bytes() const {
 }
 
 at::Tensor cached_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                            const std::vector<int64_t>& starts, bool use_sdpa) {
-  const int64_t B = q.size(0), T = q.size(1), nH = q.size(2), D = q.size(3), nKV = k_cache.size(2);
-  QFT_CHECK(static_cast<int64_t>(starts.size()) == B, "cached_attention: {} starts for {} rows", starts.size(), B);
+                            const at::Tensor& allowed, bool use_sdpa) {
+  const int64_t B = q.size(0), T = q.size(1), nH = q.size(2), D = q.size(3), nKV = k_cache.size(1);
+  const int64_t L = allowed.size(2);
+  QFT_CHECK(allowed.size(0) == B && allowed.size(1) == T, "cached_attention: the mask is not [B, T, L]");
   QFT_CHECK(nH % nKV == 0, "cached_attention: {} query heads are not a multiple of {} kv heads", nH, nKV);
-  const int64_t L = *std::max_element(starts.begin(), starts.end()) + T;  // keys anyone can see
-  QFT_CHECK(L <= k_cache.size(1), "cached_attention: {} keys needed, the cache holds {}", L, k_cache.size(1));
-  const at::Tensor k = k_cache.narrow(1, 0, L).permute({0, 2, 1, 3});  // [B, nKV, L, D]
-  const at::Tensor v = v_cache.narrow(1, 0, L).permute({0, 2, 1, 3});
-  const at::Tensor allowed = visible_keys(starts, T, L, q.device());  // [B, T, L]
+  QFT_CHECK(L <= k_cache.size(2), "cached_attention: {} keys needed, the cache holds {}", L, k_cache.size(2));
+  const at::Tensor k = k_cache.narrow(2, 0, L);  // [B, nKV, L, D], a view
+  const at::Tensor v = v_cache.narrow(2, 0, L);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   if (use_sdpa) {
     const at::Tensor o = at::scaled_dot_product_attention(q.permute({0, 2, 1, 3}), k, v, allowed.unsqueeze(1),
@@ -78,7 +75,7 @@ at::Tensor cached_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
 
 Decoder::Decoder(const model::Qwen3Config& config, const model::Qwen3Weights& weights,
                  const model::LoraWeights* lora)
-    : config_(config), weights_(weights), use_sdpa_(weights.embed_tokens.device().is_cuda()) {
+    : config_(config), weights_(weights) {
   QFT_CHECK(static_cast<int64_t>(weights.layers.size()) == config.num_hidden_layers,
             "decoder: the model has {} layers, config.json says {}", weights.layers.size(), config.num_hidden_layers);
   if (lora != nullptr)
@@ -127,6 +124,7 @@ at::Tensor Decoder::forward(KvCache& cache, const at::Tensor& ids, const std::ve
   const at::Tensor rows = at::arange(B, i64).unsqueeze(1).expand({B, T});
   const auto [cos, sin] = model::ops::rope_tables(positions.reshape({-1}), D, c.rope_theta, dtype());
   const double eps = c.rms_norm_eps;
+  const at::Tensor visible = visible_keys(cache.lengths, T, dev);  // shared by every layer
 
   at::Tensor x = model::ops::embedding_forward(weights_.embed_tokens, flat_ids);  // [N, H]
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -141,12 +139,13 @@ at::Tensor Decoder::forward(KvCache& cache, const at::Tensor& ids, const std::ve
     const at::Tensor v = project(Projection::v, h).view({B, T, nKV, D});
     const at::Tensor q = model::ops::rope_forward(model::ops::rms_norm_forward(q_pre, w.q_norm, eps, nullptr), cos, sin);
     const at::Tensor k = model::ops::rope_forward(model::ops::rms_norm_forward(k_pre, w.k_norm, eps, nullptr), cos, sin);
-    c10::List<std::optional<at::Tensor>> at_positions;  // cache[b, positions[b, t]] for every new token
+    c10::List<std::optional<at::Tensor>> at_positions;  // cache[b, :, positions[b, t]] for every new token
     at_positions.push_back(rows);
+    at_positions.push_back(std::optional<at::Tensor>());
     at_positions.push_back(positions);
     cache.k[l].index_put_(at_positions, k.view({B, T, nKV, D}));
     cache.v[l].index_put_(at_positions, v);
-    const at::Tensor attn = cached_attention(q.view({B, T, nH, D}), cache.k[l], cache.v[l], cache.lengths, use_sdpa_);
+    const at::Tensor attn = cached_attention(q.view({B, T, nH, D}), cache.k[l], cache.v[l], visible);
     x = x + project(Projection::o, attn.view({N, nH * D}));
     const at::Tensor h2 = model::ops::rms_norm_forward(x, w.post_attention_layernorm, eps, nullptr);
     x = x + project(Projection::down, model::ops::swiglu_forward(project(Projection::gate, h2), project(Projection::up, h2)));

@@ -17,9 +17,10 @@ namespace qft::generate {
 
 // Keys and values of every layer for B rows, preallocated to `capacity` positions. Row b holds
 // lengths[b] tokens at positions 0..lengths[b]-1; rows grow independently (prompts of different
-// lengths, no padding inside the cache).
+// lengths, no padding inside the cache). Heads come before positions so that the first L positions of
+// every (row, head) are a strided view the attention GEMMs read without a copy.
 struct KvCache {
-  std::vector<at::Tensor> k, v;  // per layer [B, capacity, nKV, D]
+  std::vector<at::Tensor> k, v;  // per layer [B, nKV, capacity, D]
   std::vector<int64_t> lengths;  // [B], on the host: positions and masks are built from it
   int64_t capacity = 0;
 
@@ -29,13 +30,17 @@ struct KvCache {
   int64_t bytes() const;
 };
 
-// Attention of T new queries per row against the row's cached keys. q [B, T, nH, D]; k/v caches
-// [B, C, nKV, D]; query i of row b sits at position starts[b] + i and sees keys 0..starts[b] + i (causal
-// inside the new block, nothing of the row's unused cache). Keys beyond max(starts) + T are not read.
-// The math path (scores in fp32) runs anywhere; `use_sdpa` calls at::scaled_dot_product_attention with
-// the same boolean mask (the CUDA default).
+// Which cached keys each of T new queries per row sees: query i of row b sits at position starts[b] + i
+// and sees keys 0..starts[b] + i (causal inside the new block, nothing of the row's unused cache).
+// bool [B, T, L] with L = max(starts) + T: keys beyond are not read at all.
+at::Tensor visible_keys(const std::vector<int64_t>& starts, int64_t T, at::Device device);
+
+// Attention of new queries against cached keys. q [B, T, nH, D]; k/v caches [B, nKV, C, D] (C >= L);
+// `visible` from visible_keys. Returns [B, T, nH, D]. The math path (GQA as grouped GEMMs, softmax in
+// fp32, as the training path) runs on every device; `use_sdpa` calls at::scaled_dot_product_attention
+// with the same mask instead (checked equal on the CPU; not the default).
 at::Tensor cached_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                            const std::vector<int64_t>& starts, bool use_sdpa);
+                            const at::Tensor& visible, bool use_sdpa = false);
 
 class Decoder {
  public:
@@ -55,14 +60,10 @@ class Decoder {
   at::Tensor forward(KvCache& cache, const at::Tensor& ids, const std::vector<int64_t>& new_lengths,
                      bool all_positions = false);
 
-  // Whether attention goes through at::scaled_dot_product_attention (default: on CUDA).
-  void set_use_sdpa(bool on) { use_sdpa_ = on; }
-
  private:
   model::Qwen3Config config_;
   const model::Qwen3Weights& weights_;
   std::vector<std::array<model::Linear, model::kNumProjections>> projections_;  // per layer, adapters attached
-  bool use_sdpa_ = false;
 };
 
 }  // namespace qft::generate

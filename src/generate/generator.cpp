@@ -205,6 +205,7 @@ LoadedModel load_model(const std::string& command, const ModelFlags& flags) {
             flags.adapter_dir.empty() ? "" : " or --adapter " + flags.adapter_dir);
   m.tokenizer = std::make_unique<text::Tokenizer>(text::Tokenizer::from_file(tokenizer.string()));
   m.decoder = std::make_unique<Decoder>(m.config, *m.weights, m.lora ? &*m.lora : nullptr);
+  m.decodable = decodable_ids(*m.tokenizer);
   spdlog::info("{}: {} ({} layers) on {} in {}{}", command, flags.model_dir, m.config.num_hidden_layers,
                device.str(), hf::torch_dtype_name(dtype),
                flags.adapter_dir.empty() ? "" : " with adapter " + flags.adapter_dir);
@@ -221,9 +222,30 @@ bool ends_with(std::string_view s, std::string_view tail) {
 
 }  // namespace
 
+std::vector<bool> decodable_ids(const text::Tokenizer& tokenizer) {
+  std::vector<bool> known(static_cast<size_t>(tokenizer.vocab_size()), false);
+  for (size_t id = 0; id < known.size(); ++id) {
+    try {
+      tokenizer.id_to_token(static_cast<int32_t>(id));
+      known[id] = true;
+    } catch (const Error&) {  // a gap in the ids
+    }
+  }
+  return known;
+}
+
+std::string decode_generated(const text::Tokenizer& tokenizer, const std::vector<bool>& decodable,
+                             const std::vector<int32_t>& ids) {
+  std::vector<int32_t> known;
+  known.reserve(ids.size());
+  for (int32_t id : ids)
+    if (id >= 0 && static_cast<size_t>(id) < decodable.size() && decodable[id]) known.push_back(id);
+  return tokenizer.decode(known);
+}
+
 std::string TextStream::push(int32_t id) {
   window_.push_back(id);
-  const std::string text = tokenizer_.decode(window_);
+  const std::string text = decode_generated(tokenizer_, decodable_, window_);
   size_t end = text.size();
   while (end >= emitted_ + kReplacement.size() && ends_with(std::string_view(text).substr(0, end), kReplacement))
     end -= kReplacement.size();
@@ -239,7 +261,7 @@ std::string TextStream::push(int32_t id) {
 }
 
 std::string TextStream::finish() {
-  std::string out = window_.empty() ? std::string() : tokenizer_.decode(window_).substr(emitted_);
+  std::string out = window_.empty() ? std::string() : decode_generated(tokenizer_, decodable_, window_).substr(emitted_);
   window_.clear();
   emitted_ = 0;
   return out;

@@ -64,6 +64,7 @@ struct LoadedModel {
   std::unique_ptr<text::Tokenizer> tokenizer;
   GenerationDefaults defaults;
   std::unique_ptr<Decoder> decoder;
+  std::vector<bool> decodable;  // ids the tokenizer has a token for (see decode_generated)
 
   // The model's defaults overridden by the flags. max_new_tokens: the flag, else generation_config.json's
   // max_new_tokens, else its max_length minus `longest_prompt`, else 512. Stop ids: the model's eos ids
@@ -72,16 +73,25 @@ struct LoadedModel {
 };
 LoadedModel load_model(const std::string& command, const ModelFlags& flags);
 
+// Which ids the tokenizer can decode: the embedding has rows past the tokenizer's last token (151,936 rows,
+// 151,669 tokens in Qwen3), which a model can still emit.
+std::vector<bool> decodable_ids(const text::Tokenizer& tokenizer);
+// Text of generated ids, leaving out ids with no token, as HF tokenizers' decode does.
+std::string decode_generated(const text::Tokenizer& tokenizer, const std::vector<bool>& decodable,
+                             const std::vector<int32_t>& ids);
+
 // Turns generated ids into text as they arrive. Byte-level BPE tokens may end inside a UTF-8 character;
 // the text of such a tail (decoded as U+FFFD) is held back until the character completes.
 class TextStream {
  public:
-  explicit TextStream(const text::Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  TextStream(const text::Tokenizer& tokenizer, const std::vector<bool>& decodable)
+      : tokenizer_(tokenizer), decodable_(decodable) {}
   std::string push(int32_t id);  // text that became final with this token
   std::string finish();          // whatever is held back
 
  private:
   const text::Tokenizer& tokenizer_;
+  const std::vector<bool>& decodable_;
   std::vector<int32_t> window_;  // ids since the last point where all their text was emitted
   size_t emitted_ = 0;           // bytes of window_'s text already returned
 };

@@ -114,13 +114,24 @@ INSTANTIATE_TEST_SUITE_P(TiedAndLora, DecodeVsFull,
 TEST(CachedAttention, SdpaPathEqualsMathPath) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
   const at::Tensor q = at::randn({3, 2, 4, 8}, gen, f64);
-  const at::Tensor k = at::randn({3, 9, 2, 8}, gen, f64), v = at::randn({3, 9, 2, 8}, gen, f64);
-  const std::vector<int64_t> starts = {0, 5, 7};
-  const at::Tensor math = cached_attention(q, k, v, starts, false);
-  QFT_EXPECT_CLOSE(cached_attention(q, k, v, starts, true), math, "sdpa");
-  // Row 0 query 0 sees only key 0: its output is v[0, 0] for every head of each kv group.
+  const at::Tensor k = at::randn({3, 2, 11, 8}, gen, f64), v = at::randn({3, 2, 11, 8}, gen, f64);
+  const at::Tensor visible = visible_keys({0, 5, 7}, 2, at::kCPU);
+  ASSERT_EQ(visible.sizes(), (std::vector<int64_t>{3, 2, 9}));
+  EXPECT_EQ(visible[1][1].sum().item<int64_t>(), 7);  // row 1, query 1 sits at position 6
+  const at::Tensor math = cached_attention(q, k, v, visible, false);
+  QFT_EXPECT_CLOSE(cached_attention(q, k, v, visible, true), math, "sdpa");
+  // Row 0 query 0 sees only key 0: its output is v[0, kv head, 0] for every query head of the group.
   QFT_EXPECT_CLOSE(math[0][0][0], v[0][0][0], "first_query");
-  QFT_EXPECT_CLOSE(math[0][0][3], v[0][0][1], "first_query_gqa");
+  QFT_EXPECT_CLOSE(math[0][0][3], v[0][1][0], "first_query_gqa");
+  // Against a dense reference: softmax over the visible keys of each (row, query, head).
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < 4; ++h) {
+        const int64_t n = visible[b][i].sum().item<int64_t>();
+        const at::Tensor keys = k[b][h / 2].narrow(0, 0, n), values = v[b][h / 2].narrow(0, 0, n);
+        const at::Tensor p = at::softmax(at::mv(keys, q[b][i][h]) / std::sqrt(8.0), 0);
+        QFT_EXPECT_CLOSE(math[b][i][h], at::mv(values.t(), p), fmt::format("dense_{}_{}_{}", b, i, h));
+      }
 }
 
 TEST(Sampler, GreedyIsArgmaxAndFiltersNeverChooseRemovedTokens) {
@@ -190,8 +201,11 @@ TEST(Sampler, BadOptionsAreErrorsNamingTheSetting) {
 TEST(TextStream, StreamsWholeCharactersOnly) {
   const qft::text::Tokenizer tok = qft::text::Tokenizer::from_file(std::string(QFT_TOKENIZER_DIR) + "/tokenizer.json");
   const std::string text = "你好, world! 😀 ünïcödé 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 <think>x</think>\n\n答";
-  const std::vector<int32_t> ids = tok.encode(text);
-  TextStream stream(tok);
+  std::vector<int32_t> ids = tok.encode(text);
+  ids.insert(ids.begin() + 3, 151900);  // an embedding row without a token: left out, as HF decodes
+  std::vector<bool> decodable = decodable_ids(tok);
+  EXPECT_EQ(decodable.size(), 151669u);
+  TextStream stream(tok, decodable);
   std::string joined;
   int held = 0;
   for (int32_t id : ids) {
