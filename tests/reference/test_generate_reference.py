@@ -102,6 +102,9 @@ def test_greedy_equals_transformers(tmp_path, qft_bin, models, case, thinking):
     tok = AutoTokenizer.from_pretrained(model_dir)
     want = reference_generate(reference_model(model_dir, adapter), tok, CONVERSATIONS, thinking,
                               stop_ids(model_dir))
+    if adapter is not None:
+        without = reference_generate(reference_model(model_dir), tok, CONVERSATIONS, thinking, stop_ids(model_dir))
+        assert without != want, "the adapter does not change the answers: the test would not test it"
     lines = [{"messages": c} for c in CONVERSATIONS]
     flags = ["--greedy"] + ([] if thinking else ["--no-thinking"])
     got = qft_generate(qft_bin, tmp_path, model_dir, lines, *flags, "--batch-size", "3", adapter=adapter)
