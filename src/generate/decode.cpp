@@ -35,9 +35,11 @@ KvCache KvCache::allocate(const model::Qwen3Config& c, int64_t batch, int64_t ca
   cache.capacity = capacity;
   cache.lengths.assign(batch, 0);
   const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  // Zeros, not empty: attention reads a row's keys up to the longest row's length, masked but still
+  // multiplied (probability 0 times a value); uninitialised memory may hold NaN, and 0 * NaN is NaN.
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    cache.k.push_back(at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
-    cache.v.push_back(at::empty({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
+    cache.k.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
+    cache.v.push_back(at::zeros({batch, c.num_key_value_heads, capacity, c.head_dim}, opts));
   }
   return cache;
 }

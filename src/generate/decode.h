@@ -24,6 +24,7 @@ struct KvCache {
   std::vector<int64_t> lengths;  // [B], on the host: positions and masks are built from it
   int64_t capacity = 0;
 
+  // All zeros: masked keys beyond a row's length are read (weight 0) and must be finite.
   static KvCache allocate(const model::Qwen3Config& config, int64_t batch, int64_t capacity, at::ScalarType dtype,
                           at::Device device);
   int64_t batch() const { return static_cast<int64_t>(lengths.size()); }

@@ -1,6 +1,7 @@
 // The KV-cache decoder against the full-sequence forward (every position, rows of different lengths,
 // with and without LoRA), cached attention's two paths against each other, the sampler's invariants,
 // and the streaming text helpers.
+#include <limits>
 #include <map>
 
 #include "generate/decode.h"
@@ -110,6 +111,24 @@ TEST_P(DecodeVsFull, EveryPositionMatchesTheFullForward) {
 
 INSTANTIATE_TEST_SUITE_P(TiedAndLora, DecodeVsFull,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool()));
+
+TEST(CachedAttention, MaskedKeysDoNotLeakNaN) {
+  // A short row next to a long one reads keys past its own length (weight 0): they must not be NaN.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const Qwen3Config c = decode_config(false);
+  const KvCache cache = KvCache::allocate(c, 2, 8, at::kBFloat16, at::kCPU);
+  for (const at::Tensor& t : cache.k) EXPECT_EQ(t.count_nonzero().item<int64_t>(), 0);
+  at::Tensor k = cache.k[0].clone(), v = cache.v[0].clone();
+  k[1].narrow(1, 0, 6).normal_(0, 1, gen);
+  v[1].narrow(1, 0, 6).normal_(0, 1, gen);
+  k[0].narrow(1, 0, 2).normal_(0, 1, gen);
+  v[0].narrow(1, 0, 2).normal_(0, 1, gen);
+  const at::Tensor q = at::randn({2, 1, 4, 12}, gen, at::TensorOptions().dtype(at::kBFloat16));
+  EXPECT_TRUE(cached_attention(q, k, v, visible_keys({1, 5}, 1, at::kCPU)).isfinite().all().item<bool>());
+  v[0][0][4].fill_(std::numeric_limits<float>::quiet_NaN());  // what an uninitialised cache may hold
+  EXPECT_FALSE(cached_attention(q, k, v, visible_keys({1, 5}, 1, at::kCPU)).isfinite().all().item<bool>())
+      << "the check above cannot fail: masked keys are not read";
+}
 
 TEST(CachedAttention, SdpaPathEqualsMathPath) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
