@@ -2,7 +2,8 @@
 
 * greedy: token for token equal to `model.generate(do_sample=False)` for a batch of chat prompts of
   different lengths (qft prefills them as per-row lengths, transformers left-pads), with and without
-  thinking, tied and untied embeddings, with a PEFT adapter applied on the fly;
+  thinking, tied and untied embeddings, with a PEFT adapter applied on the fly, and from the directory
+  `qft-dist merge` writes;
 * the same answers whatever --batch-size;
 * chat: a scripted multi-turn session (history, /think off, /reset) prints what transformers generates
   for the same conversation;
@@ -117,6 +118,12 @@ def test_greedy_equals_transformers(tmp_path, qft_bin, models, case, thinking):
     alone = qft_generate(qft_bin, tmp_path, model_dir, lines, *flags, "--batch-size", "1", adapter=adapter,
                          name="alone")
     assert [g["token_ids"] for g in alone] == want
+    if adapter is not None and thinking:
+        # A merged directory (qft-dist merge) answers as the base + adapter does.
+        merged = tmp_path / "merged"
+        run([qft_bin, "merge", "--base", model_dir, "--adapter", adapter, "--output", merged, "--dtype", "fp32"])
+        from_merged = qft_generate(qft_bin, tmp_path, merged, lines, *flags, name="merged")
+        assert [g["token_ids"] for g in from_merged] == want
 
 
 def test_chat_session_equals_transformers(tmp_path, qft_bin, models):
