@@ -114,10 +114,11 @@ def test_greedy_equals_transformers(tmp_path, qft_bin, models, case, thinking):
         stopped = w[-1] in stop_ids(model_dir)
         assert g["finish_reason"] == ("stop" if stopped else "length")
         assert g["text"] == tok.decode(w[:-1] if stopped else w)
-    # One prompt per batch gives the same answers (no padding anywhere).
-    alone = qft_generate(qft_bin, tmp_path, model_dir, lines, *flags, "--batch-size", "1", adapter=adapter,
-                         name="alone")
-    assert [g["token_ids"] for g in alone] == want
+    if not thinking:
+        # One prompt per batch gives the same answers (no padding anywhere).
+        alone = qft_generate(qft_bin, tmp_path, model_dir, lines, *flags, "--batch-size", "1", adapter=adapter,
+                             name="alone")
+        assert [g["token_ids"] for g in alone] == want
     if adapter is not None and thinking:
         # A merged directory (qft-dist merge) answers as the base + adapter does.
         merged = tmp_path / "merged"
