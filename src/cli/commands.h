@@ -21,5 +21,7 @@ int cmd_merge(const Args& args);        // base + PEFT adapter -> merged HF mode
 int cmd_eval(const Args& args, parallel::MpiRuntime& mpi);  // loss / perplexity of a model (+ adapter) on a config's data
 int cmd_inspect(const Args& args);      // print a model dir / adapter / safetensors / token cache summary
 int cmd_plot(const Args& args);         // (re)draw RUN_DIR/report.html from trainer_log.jsonl
+int cmd_chat(const Args& args);         // interactive chat, streaming (src/generate)
+int cmd_generate(const Args& args);     // JSONL of prompts -> JSONL of answers, batched (src/generate)
 
 }  // namespace qft::cli

@@ -38,6 +38,8 @@ const Subcommand kSubcommands[] = {
     {"eval", nullptr, qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
     {"inspect", qft::cli::cmd_inspect, nullptr, "summarise a model dir, adapter, safetensors file or token cache"},
     {"plot", qft::cli::cmd_plot, nullptr, "(re)draw a run's report.html from its trainer_log.jsonl"},
+    {"chat", qft::cli::cmd_chat, nullptr, "interactive chat with a model (+ adapter), streaming"},
+    {"generate", qft::cli::cmd_generate, nullptr, "answer a JSONL of prompts in batches"},
 };
 
 // --help prints to stdout (it is the answer asked for); a usage error prints to stderr.

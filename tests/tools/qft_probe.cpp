@@ -8,6 +8,11 @@
 // IN holds input_ids and labels [B, T] (I64), optionally position_ids and segment_ids.
 // OUT holds logits [B, T, V] (F32), loss [1] (F64, mean over targets) and, with --grads,
 // each LoRA gradient under its PEFT key.
+//
+//   qft-probe --sampler IN.safetensors --output OUT.safetensors [--do-sample] [--temperature T] [--top-k K]
+//             [--top-p P] [--min-p P] [--repetition-penalty R]
+// IN holds logits [B, V] (F32) and input_ids [B, L] (I64); OUT holds scores [B, V] (F32), the logits after
+// generate::process_logits (the sampling test compares them with transformers' logits processors).
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -19,6 +24,7 @@
 #include "io/safetensors.h"
 #include "model/qwen3_model.h"
 #include "hf/peft_adapter.h"
+#include "generate/sampler.h"
 
 namespace {
 
@@ -103,10 +109,41 @@ int run(const Options& o) {
   return 0;
 }
 
+int run_sampler(int argc, char** argv) {
+  std::string input, output;
+  qft::generate::SamplingOptions o;
+  o.top_k = 0;  // each filter only when asked for
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      QFT_CHECK(i + 1 < argc, "qft-probe: {} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--sampler") input = value();
+    else if (a == "--output") output = value();
+    else if (a == "--do-sample") o.do_sample = true;
+    else if (a == "--temperature") o.temperature = std::stod(value());
+    else if (a == "--top-k") o.top_k = std::stoll(value());
+    else if (a == "--top-p") o.top_p = std::stod(value());
+    else if (a == "--min-p") o.min_p = std::stod(value());
+    else if (a == "--repetition-penalty") o.repetition_penalty = std::stod(value());
+    else qft::fail("qft-probe: unknown argument '{}'", a);
+  }
+  qft::generate::validate(o, "qft-probe");
+  const qft::io::SafetensorsFile in(input);
+  const at::Tensor logits = in.tensor("logits").to(at::kFloat);
+  const at::Tensor ids = in.tensor("input_ids").to(at::kLong);
+  const at::Tensor seen = at::zeros(logits.sizes(), at::kBool).scatter_(1, ids, true);
+  const at::Tensor scores = qft::generate::process_logits(logits, seen, o).contiguous();
+  qft::io::save_safetensors(output, {{"scores", scores}}, {{"format", "pt"}});
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string(argv[1]) == "--sampler") return run_sampler(argc, argv);
     return run(parse(argc, argv));
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
