@@ -1,5 +1,7 @@
 #include "train/train_config.h"
 
+#include <cmath>
+
 #include "core/fnv1a.h"
 #include "data/prepare.h"
 
@@ -130,6 +132,17 @@ TrainingOptions read_training_section(ConfigReader section) {
   require(t.logging_steps >= 1, section, "logging_steps", "at least 1", t.logging_steps);
   t.save_steps = section.get_int("save_steps", t.save_steps);
   require(t.save_steps >= 0, section, "save_steps", "non-negative (0 = only the final save)", t.save_steps);
+  t.eval_strategy = section.get_choice("eval_strategy", {"no", "steps", "epoch"}, t.eval_strategy);
+  t.eval_steps = section.get_int("eval_steps", t.eval_steps);
+  require(t.eval_steps >= 0, section, "eval_steps", "non-negative (0 = logging_steps)", t.eval_steps);
+  t.per_device_eval_batch_size = section.get_int("per_device_eval_batch_size", t.per_device_eval_batch_size);
+  require(t.per_device_eval_batch_size >= 1, section, "per_device_eval_batch_size", "at least 1",
+          t.per_device_eval_batch_size);
+  t.load_best_model_at_end = section.get_bool("load_best_model_at_end", t.load_best_model_at_end);
+  t.metric_for_best_model = section.get_choice("metric_for_best_model", {"eval_loss", "loss"}, t.metric_for_best_model);
+  QFT_CHECK(!t.load_best_model_at_end || t.eval_strategy != "no",
+            "{}: load_best_model_at_end needs evaluations: set eval_strategy to steps or epoch (and data.val_size)",
+            section.where("load_best_model_at_end"));
   t.seed = section.get_int("seed", t.seed);
   t.shuffle = section.get_bool("shuffle", t.shuffle);
   t.dataloader_drop_last = section.get_bool("dataloader_drop_last", t.dataloader_drop_last);
@@ -195,6 +208,9 @@ DataOptions read_data_section(ConfigReader data) {
             "(rows of token ids); see docs/CONFIG.md", data.where("datasets"));
   QFT_CHECK(!(data.has("datasets") && data.has("pretokenized")),
             "{}: give either data.datasets or data.pretokenized, not both", data.where("pretokenized"));
+  options.val_size = data.get_double("val_size", options.val_size);
+  require(options.val_size >= 0 && (options.val_size < 1 || options.val_size == std::floor(options.val_size)), data,
+          "val_size", "a fraction in [0, 1) or a whole number of rows", options.val_size);
   if (data.has("pretokenized")) {
     options.pretokenized = data.get_string("pretokenized");
     QFT_CHECK(file_exists(options.pretokenized), "{}: file '{}' does not exist", data.where("pretokenized"),
@@ -222,6 +238,9 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
   }
   config.data_as_given = YAML::Clone(root["data"]);
   config.training = read_training_section(top.section("training"));
+  QFT_CHECK(config.training.eval_strategy == "no" || config.data.val_size > 0,
+            "{}: training.eval_strategy {} evaluates on held-out rows: set data.val_size (a fraction or a count)",
+            source, config.training.eval_strategy);
   config.distributed = read_distributed_section(top.section("distributed"));
   ConfigReader output_section = top.section("output");
   config.output = read_output_section(output_section);
@@ -282,7 +301,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
-                          "gradient_checkpointing", "loss_chunk_tokens"}) {
+                          "gradient_checkpointing", "loss_chunk_tokens", "eval_strategy", "eval_steps",
+                          "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
   }
   j.erase("output");
@@ -355,6 +375,7 @@ nlohmann::json TrainConfig::to_json() const {
   } else {
     j["data"] = {{"pretokenized", data.pretokenized}};
   }
+  j["data"]["val_size"] = data.val_size;
   const TrainingOptions& t = training;
   j["training"] = {{"learning_rate", t.learning_rate},
                    {"weight_decay", t.weight_decay},
@@ -376,7 +397,12 @@ nlohmann::json TrainConfig::to_json() const {
                    {"dataloader_drop_last", t.dataloader_drop_last},
                    {"gradient_checkpointing", t.gradient_checkpointing},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
-                   {"resume_from_checkpoint", t.resume_from_checkpoint}};
+                   {"resume_from_checkpoint", t.resume_from_checkpoint},
+                   {"eval_strategy", t.eval_strategy},
+                   {"eval_steps", t.eval_steps},
+                   {"per_device_eval_batch_size", t.per_device_eval_batch_size},
+                   {"load_best_model_at_end", t.load_best_model_at_end},
+                   {"metric_for_best_model", t.metric_for_best_model}};
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage}};
   j["output"] = {{"output_dir", output.output_dir},

@@ -51,6 +51,9 @@ struct DataOptions {
   // whose name hashes the data files, the tokenizer and the options (computed once, at load).
   std::string tokenizer;
   std::string token_cache;
+  // Held-out rows for evaluation during training (LLaMA-Factory's val_size): a fraction in (0, 1) or a
+  // count >= 1 of the rows (packed rows when packing), drawn with training.seed; 0 = none.
+  double val_size = 0.0;
 };
 
 struct TrainingOptions {
@@ -73,6 +76,12 @@ struct TrainingOptions {
   bool shuffle = true;               // false: rows in file order (reference comparisons)
   bool dataloader_drop_last = false; // drop the last incomplete micro-batch of each epoch
   bool gradient_checkpointing = false;
+  // Evaluation during training on data.val_size's held-out rows (HF TrainingArguments names).
+  std::string eval_strategy = "no";  // no | steps | epoch
+  int64_t eval_steps = 0;            // with eval_strategy steps; 0 = logging_steps, as HF
+  int64_t per_device_eval_batch_size = 8;
+  bool load_best_model_at_end = false;        // the final adapter/model is the one with the best eval_loss
+  std::string metric_for_best_model = "eval_loss";
   int64_t loss_chunk_tokens = model::ops::kDefaultLossChunkTokens;
   std::string resume_from_checkpoint;  // a checkpoint-<step> directory, "latest", or "" (fresh run)
 };

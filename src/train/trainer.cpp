@@ -92,6 +92,12 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
     }
   }
   rows_ = load_training_rows(config_, model_config_, world_);
+  if (config_.data.val_size > 0) {
+    const RowSplit split = split_rows(rows_->size(), config_.data.val_size,
+                                      static_cast<uint64_t>(config_.training.seed), config_.source);
+    eval_rows_ = subset_rows(rows_, split.held_out);
+    rows_ = subset_rows(rows_, split.train);
+  }
 
   // The data plan splits rows over the data-parallel ranks; tensor-parallel peers read the same rows.
   const TrainingOptions& t = config_.training;
@@ -436,6 +442,10 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   row["epoch"] = plan_->epoch_after(step);
   row["tokens_per_second"] = interval_seconds > 0 ? static_cast<double>(interval_tokens_) / interval_seconds : 0.0;
   row["peak_memory_bytes"] = peak_memory_bytes(device_);
+  append_log_row(row);
+}
+
+void Trainer::append_log_row(const nlohmann::json& row) {
   log_history_.push_back(row);
   if (rank_ == 0) {
     std::ofstream log((fs::path(config_.output.output_dir) / kLogFile).string(), std::ios::app);
@@ -444,6 +454,59 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
     QFT_CHECK(log.good(), "{}: cannot append to {}", config_.output.output_dir, kLogFile);
   }
   recorder_->on_log(row);
+}
+
+bool Trainer::evaluates_after(int64_t step) const {
+  const TrainingOptions& t = config_.training;
+  if (t.eval_strategy == "steps") {
+    const int64_t every = t.eval_steps > 0 ? t.eval_steps : t.logging_steps;
+    return (step + 1) % every == 0;
+  }
+  // At the end of each epoch, as HF (a run cut by max_steps mid-epoch is not evaluated there).
+  return t.eval_strategy == "epoch" && plan_->epoch_of(step + 1) != plan_->epoch_of(step);
+}
+
+double Trainer::evaluate_held_out() {
+  const int64_t batch_size = config_.training.per_device_eval_batch_size;
+  std::vector<int64_t> mine;
+  for (int64_t r = groups_.data->rank(); r < eval_rows_->size(); r += groups_.data->size()) mine.push_back(r);
+  const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
+  double loss_sum = 0.0;
+  int64_t targets = 0;
+  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size)) {
+    const std::vector<TokenRow> rows = eval_rows_->read(
+        std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch_size)));
+    std::vector<const TokenRow*> pointers;
+    for (const TokenRow& row : rows) pointers.push_back(&row);
+    const model::Batch batch = collate_rows(pointers, device_);
+    const model::LossSum s =
+        tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch, adapters,
+                                                                   config_.training.loss_chunk_tokens, *tensor_)
+                          : model_->forward_loss(batch, adapters, config_.training.loss_chunk_tokens);
+    loss_sum += s.loss_sum;
+    targets += s.target_tokens;
+  }
+  // Tensor-parallel peers computed the same sums: reduce over the data-parallel ranks only.
+  const int64_t all_targets = groups_.data->all_reduce_sum(targets);
+  QFT_CHECK(all_targets > 0, "{}: the held-out rows (data.val_size) have no target token", config_.source);
+  return groups_.data->all_reduce_sum(loss_sum) / static_cast<double>(all_targets);
+}
+
+void Trainer::evaluate_and_log(int64_t step) {
+  const double eval_loss = evaluate_held_out();
+  QFT_CHECK(std::isfinite(eval_loss), "step {}: the evaluation loss is {}; training stopped", step + 1, eval_loss);
+  nlohmann::json row;
+  row["step"] = step + 1;
+  row["epoch"] = plan_->epoch_after(step);
+  row["eval_loss"] = eval_loss;
+  row["eval_perplexity"] = std::exp(eval_loss);
+  row["eval_rows"] = eval_rows_->size();
+  append_log_row(row);
+  if (config_.training.load_best_model_at_end && (!best_params_.defined() || eval_loss < best_eval_loss_)) {
+    best_eval_loss_ = eval_loss;
+    best_step_ = step + 1;
+    best_params_ = flat_->params().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+  }
 }
 
 model::LoraWeights Trainer::whole_adapter() {
@@ -553,8 +616,21 @@ TrainSummary Trainer::train() {
         interval_tokens_ = 0;
         interval_start = now;
       }
+      if (eval_rows_ && evaluates_after(step)) {
+        evaluate_and_log(step);
+        interval_start = std::chrono::steady_clock::now();  // evaluation time is not training throughput
+      }
       if (config_.training.save_steps > 0 && global_step % config_.training.save_steps == 0) {
         save_checkpoint(global_step);
+      }
+    }
+    if (best_params_.defined()) {
+      // load_best_model_at_end: the final adapter/model is the one of the best evaluation.
+      flat_->params().copy_(best_params_);
+      if (full_finetuning_) refresh_compute_weights();
+      if (rank_ == 0) {
+        spdlog::info("load_best_model_at_end: the final {} is the one of step {} (eval_loss {:.4f})",
+                     full_finetuning_ ? "model" : "adapter", best_step_, best_eval_loss_);
       }
     }
     save_final();

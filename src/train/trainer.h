@@ -68,6 +68,13 @@ class Trainer {
   StepMetrics run_step(int64_t step);
   void refresh_compute_weights();
   void log_step(int64_t step, const StepMetrics& result, double interval_seconds);
+  // Appends a row to the history, trainer_log.jsonl (rank 0) and the run recorder.
+  void append_log_row(const nlohmann::json& row);
+  // Whether eval_strategy asks for an evaluation after 0-based step `step`.
+  bool evaluates_after(int64_t step) const;
+  // Mean token loss on the held-out rows, each data-parallel rank taking every dp-th row (collective).
+  double evaluate_held_out();
+  void evaluate_and_log(int64_t step);
   // The optimizer state of the whole flat buffer, gathered from the ZeRO shards (collective).
   OptimizerState gather_optimizer_state();
   void save_checkpoint(int64_t global_step);
@@ -99,7 +106,12 @@ class Trainer {
 
   model::Qwen3Config model_config_;
   std::unique_ptr<model::Qwen3Model> model_;
-  std::unique_ptr<TrainingRows> rows_;
+  std::shared_ptr<const TrainingRows> rows_;       // the rows trained on
+  std::shared_ptr<const TrainingRows> eval_rows_;  // data.val_size's held-out rows (null: none)
+  // load_best_model_at_end: the best eval_loss so far, its step, and a host copy of the flat parameters then.
+  double best_eval_loss_ = 0.0;
+  int64_t best_step_ = 0;
+  at::Tensor best_params_;
   std::unique_ptr<DataPlan> plan_;
   std::unique_ptr<LrSchedule> schedule_;
   int64_t total_steps_ = 0;

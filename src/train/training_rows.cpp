@@ -1,5 +1,8 @@
 #include "train/training_rows.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <spdlog/spdlog.h>
 #ifdef QFT_CUDA
@@ -7,6 +10,7 @@
 #endif
 
 #include "core/error.h"
+#include "core/splitmix64.h"
 #include "data/packed_dataset.h"
 #include "data/prepare.h"
 #include "hf/dtype_names.h"
@@ -92,7 +96,56 @@ std::unique_ptr<TrainingRows> load_token_cache_rows(const TrainConfig& config, c
   return rows;
 }
 
+class SubsetRows final : public TrainingRows {
+ public:
+  SubsetRows(std::shared_ptr<const TrainingRows> base, std::vector<int64_t> indices)
+      : base_(std::move(base)), indices_(std::move(indices)) {}
+  int64_t size() const override { return static_cast<int64_t>(indices_.size()); }
+  std::vector<TokenRow> read(const std::vector<int64_t>& indices) const override {
+    std::vector<int64_t> mapped;
+    mapped.reserve(indices.size());
+    for (int64_t i : indices) {
+      QFT_CHECK(i >= 0 && i < size(), "row {} is outside [0, {})", i, size());
+      mapped.push_back(indices_[static_cast<size_t>(i)]);
+    }
+    return base_->read(mapped);
+  }
+
+ private:
+  std::shared_ptr<const TrainingRows> base_;
+  std::vector<int64_t> indices_;
+};
+
 }  // namespace
+
+RowSplit split_rows(int64_t n, double val_size, uint64_t seed, const std::string& source) {
+  RowSplit split;
+  const int64_t held_out = val_size < 1.0 ? static_cast<int64_t>(std::llround(val_size * static_cast<double>(n)))
+                                          : static_cast<int64_t>(val_size);
+  if (val_size > 0.0) {
+    QFT_CHECK(held_out >= 1 && held_out < n,
+              "{}: data.val_size {} holds out {} of the {} rows; at least one row must be held out and one trained on",
+              source, val_size, held_out, n);
+  }
+  // Fisher-Yates with SplitMix64 draws: the same split with every compiler and on every rank.
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  uint64_t state = seed ^ 0x76616c5f73697a65ULL;  // "val_size": a stream apart from the data order's
+  for (int64_t i = n - 1; i > 0; --i) {
+    state += kSplitMix64Increment;
+    const int64_t j = static_cast<int64_t>(splitmix64_mix(state) % static_cast<uint64_t>(i + 1));
+    std::swap(order[i], order[j]);
+  }
+  split.held_out.assign(order.begin(), order.begin() + held_out);
+  split.train.assign(order.begin() + held_out, order.end());
+  std::sort(split.held_out.begin(), split.held_out.end());
+  std::sort(split.train.begin(), split.train.end());
+  return split;
+}
+
+std::unique_ptr<TrainingRows> subset_rows(std::shared_ptr<const TrainingRows> base, std::vector<int64_t> indices) {
+  return std::make_unique<SubsetRows>(std::move(base), std::move(indices));
+}
 
 std::unique_ptr<TrainingRows> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
                                                  parallel::Communicator& world) {

@@ -24,6 +24,17 @@ class TrainingRows {
   virtual std::vector<TokenRow> read(const std::vector<int64_t>& indices) const = 0;
 };
 
+// Row ids 0..n-1 split into training rows and held-out rows (data.val_size: a fraction in (0, 1) or a
+// count), a pure function of (n, val_size, seed); both lists ascending. `source` names the config.
+struct RowSplit {
+  std::vector<int64_t> train;
+  std::vector<int64_t> held_out;
+};
+RowSplit split_rows(int64_t n, double val_size, uint64_t seed, const std::string& source);
+
+// The rows `indices` of `base`, renumbered 0, 1, ...
+std::unique_ptr<TrainingRows> subset_rows(std::shared_ptr<const TrainingRows> base, std::vector<int64_t> indices);
+
 // The rows of the token cache (rank 0 of `world` prepares it while the others wait) or of a pretokenized
 // JSONL file (small: read whole).
 std::unique_ptr<TrainingRows> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
