@@ -16,6 +16,7 @@
 #include "hf/peft_adapter.h"
 #include "core/remove_tree.h"
 #include "model/lora_targets.h"
+#include "parallel/launch_check.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/tp_model.h"
 #include "parallel/tp_sharding.h"
@@ -162,20 +163,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
 Trainer::~Trainer() = default;
 
 void Trainer::check_launch() const {
-  // A launcher whose process manager our MPI cannot talk to starts N independent singletons, each
-  // believing it is the whole job; they would all train the full data and overwrite each other's files.
-  for (const char* variable : {"SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
-    const char* value = std::getenv(variable);
-    if (value == nullptr) continue;
-    // SLURM_NTASKS is also set in an sbatch script outside srun; only a task started by srun has SLURM_PROCID.
-    if (std::string(variable) == "SLURM_NTASKS" && std::getenv("SLURM_PROCID") == nullptr) continue;
-    const long launched = std::strtol(value, nullptr, 10);
-    QFT_CHECK(launched <= 1 || launched == world_size_,
-              "the launcher started {} processes ({}={}) but MPI sees a world of {}: each process would train alone. "
-              "Under Slurm use `srun --mpi=pmix` (Open MPI needs PMIx; `srun --mpi=list` shows what the cluster has) "
-              "or `mpirun` inside the allocation",
-              launched, variable, value, world_size_);
-  }
+  parallel::check_launcher_world_size(world_size_);
   const DistributedOptions& d = config_.distributed;
   QFT_CHECK(world_size_ % d.tensor_parallel_size == 0,
             "{}: distributed.tensor_parallel_size {} does not divide the {} ranks of the job", config_.source,
@@ -454,59 +442,6 @@ void Trainer::append_log_row(const nlohmann::json& row) {
     QFT_CHECK(log.good(), "{}: cannot append to {}", config_.output.output_dir, kLogFile);
   }
   recorder_->on_log(row);
-}
-
-bool Trainer::evaluates_after(int64_t step) const {
-  const TrainingOptions& t = config_.training;
-  if (t.eval_strategy == "steps") {
-    const int64_t every = t.eval_steps > 0 ? t.eval_steps : t.logging_steps;
-    return (step + 1) % every == 0;
-  }
-  // At the end of each epoch, as HF (a run cut by max_steps mid-epoch is not evaluated there).
-  return t.eval_strategy == "epoch" && plan_->epoch_of(step + 1) != plan_->epoch_of(step);
-}
-
-double Trainer::evaluate_held_out() {
-  const int64_t batch_size = config_.training.per_device_eval_batch_size;
-  std::vector<int64_t> mine;
-  for (int64_t r = groups_.data->rank(); r < eval_rows_->size(); r += groups_.data->size()) mine.push_back(r);
-  const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
-  double loss_sum = 0.0;
-  int64_t targets = 0;
-  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size)) {
-    const std::vector<TokenRow> rows = eval_rows_->read(
-        std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch_size)));
-    std::vector<const TokenRow*> pointers;
-    for (const TokenRow& row : rows) pointers.push_back(&row);
-    const model::Batch batch = collate_rows(pointers, device_);
-    const model::LossSum s =
-        tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch, adapters,
-                                                                   config_.training.loss_chunk_tokens, *tensor_)
-                          : model_->forward_loss(batch, adapters, config_.training.loss_chunk_tokens);
-    loss_sum += s.loss_sum;
-    targets += s.target_tokens;
-  }
-  // Tensor-parallel peers computed the same sums: reduce over the data-parallel ranks only.
-  const int64_t all_targets = groups_.data->all_reduce_sum(targets);
-  QFT_CHECK(all_targets > 0, "{}: the held-out rows (data.val_size) have no target token", config_.source);
-  return groups_.data->all_reduce_sum(loss_sum) / static_cast<double>(all_targets);
-}
-
-void Trainer::evaluate_and_log(int64_t step) {
-  const double eval_loss = evaluate_held_out();
-  QFT_CHECK(std::isfinite(eval_loss), "step {}: the evaluation loss is {}; training stopped", step + 1, eval_loss);
-  nlohmann::json row;
-  row["step"] = step + 1;
-  row["epoch"] = plan_->epoch_after(step);
-  row["eval_loss"] = eval_loss;
-  row["eval_perplexity"] = std::exp(eval_loss);
-  row["eval_rows"] = eval_rows_->size();
-  append_log_row(row);
-  if (config_.training.load_best_model_at_end && (!best_params_.defined() || eval_loss < best_eval_loss_)) {
-    best_eval_loss_ = eval_loss;
-    best_step_ = step + 1;
-    best_params_ = flat_->params().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-  }
 }
 
 model::LoraWeights Trainer::whole_adapter() {

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "parallel/launch_check.h"
 #include "parallel/rank_grid.h"
 #include "parallel_test_support.h"
 
@@ -228,4 +229,25 @@ TEST(RankGrid, SplitGroupsSumTheirMembers) {
     const auto expected = grid.tensor_parallel_group(rank);
     for (int i = 0; i < tp; ++i) EXPECT_EQ(members[i].item<int64_t>(), expected[i]);
   }
+}
+
+TEST(LaunchCheck, SingletonsOfAMismatchedLauncherAreRefused) {
+  // srun without PMIx support starts N singletons: each sees SLURM_NTASKS = N but a world of one.
+  const int n = world().size();
+  setenv("SLURM_PROCID", "0", 1);
+  setenv("SLURM_NTASKS", std::to_string(n + 2).c_str(), 1);
+  try {
+    check_launcher_world_size(n);
+    ADD_FAILURE() << "no error";
+  } catch (const qft::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("srun --mpi=pmix"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("SLURM_NTASKS=" + std::to_string(n + 2)), std::string::npos) << e.what();
+  }
+  setenv("SLURM_NTASKS", std::to_string(n).c_str(), 1);
+  EXPECT_NO_THROW(check_launcher_world_size(n));
+  // In an sbatch script outside srun, SLURM_NTASKS describes the allocation, not this process's job.
+  unsetenv("SLURM_PROCID");
+  setenv("SLURM_NTASKS", std::to_string(n + 2).c_str(), 1);
+  EXPECT_NO_THROW(check_launcher_world_size(n));
+  unsetenv("SLURM_NTASKS");
 }
