@@ -201,6 +201,23 @@ size_t next_segment_boundary(std::string_view text, size_t pos) {
 }
 
 bool nfc_if_changed(std::string_view text, std::string& out) {
+  std::vector<OffsetAnchor> anchors;
+  return nfc_if_changed(text, out, anchors);
+}
+
+uint32_t original_offset(const std::vector<OffsetAnchor>& anchors, uint32_t offset) {
+  auto it = std::upper_bound(anchors.begin(), anchors.end(), offset,
+                             [](uint32_t value, const OffsetAnchor& a) { return value < a.normalized; });
+  if (it == anchors.begin()) return offset;
+  --it;
+  return it->copied ? it->original + (offset - it->normalized) : it->original;
+}
+
+bool nfc_if_changed(std::string_view text, std::string& out, std::vector<OffsetAnchor>& anchors) {
+  anchors.clear();
+  const auto anchor = [&](size_t normalized_at, size_t original_at, bool copied) {
+    anchors.push_back({static_cast<uint32_t>(normalized_at), static_cast<uint32_t>(original_at), copied});
+  };
   // Only the segments around characters that fail the quick check are normalised; the text between
   // them is copied as it is.
   size_t safe_start = 0;
@@ -215,12 +232,15 @@ bool nfc_if_changed(std::string_view text, std::string& out) {
     size_t after_problem = problem;
     utf8::decode(text, after_problem);
     const size_t segment_end = next_segment_boundary(text, after_problem);
+    anchor(normalized.size(), copied, true);
     normalized.append(text.data() + copied, segment_begin - copied);
+    anchor(normalized.size(), segment_begin, false);
     normalize_into(text.substr(segment_begin, segment_end - segment_begin), normalized);
     copied = segment_end;
     const size_t relative = first_non_nfc_position(text.substr(copied), safe_start);
     problem = relative == std::string_view::npos ? relative : copied + relative;
   }
+  anchor(normalized.size(), copied, true);
   normalized.append(text.data() + copied, text.size() - copied);
   if (normalized == text) return false;  // only `maybe`s that turned out to be NFC already
   out = std::move(normalized);
