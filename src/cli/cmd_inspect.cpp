@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/qwen3_config.h"
 
@@ -89,11 +90,12 @@ void inspect_model_dir(const std::string& dir) {
 }
 
 void inspect_adapter_dir(const std::string& dir) {
-  const nlohmann::json config = nlohmann::json::parse(read_file((fs::path(dir) / "adapter_config.json").string()));
+  const nlohmann::json config = json::parse_file((fs::path(dir) / "adapter_config.json").string());
+  QFT_CHECK(config.is_object(), "{}/adapter_config.json: expected a JSON object", dir);
   std::printf("PEFT adapter directory %s\n", dir.c_str());
   for (const char* key : {"peft_type", "base_model_name_or_path", "r", "lora_alpha", "lora_dropout", "use_rslora",
                           "target_modules", "init_lora_weights", "task_type"}) {
-    if (config.contains(key)) std::printf("  %s: %s\n", key, config[key].dump().c_str());
+    if (config.contains(key)) std::printf("  %s: %s\n", key, json::excerpt(config[key], 200).c_str());
   }
   const std::string file = (fs::path(dir) / "adapter_model.safetensors").string();
   QFT_CHECK(file_exists(file), "inspect: {} has no adapter_model.safetensors", dir);

@@ -17,5 +17,6 @@ int cmd_init_model(const Args& args);   // write a random-init HF Qwen3 model di
 int cmd_merge(const Args& args);        // base + PEFT adapter -> merged HF model dir
 int cmd_eval(const Args& args);         // loss / perplexity of a model (+ adapter) on a config's data
 int cmd_inspect(const Args& args);      // print a model dir / adapter / safetensors / token cache summary
+int cmd_template(const Args& args);     // one data record as the model sees it (template, targets, tokens)
 
 }  // namespace qft::cli

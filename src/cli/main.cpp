@@ -28,6 +28,7 @@ const Subcommand kSubcommands[] = {
     {"merge", qft::cli::cmd_merge, "merge a PEFT LoRA adapter into its base model"},
     {"eval", qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
     {"inspect", qft::cli::cmd_inspect, "summarise a model dir, adapter, safetensors file or token cache"},
+    {"template", qft::cli::cmd_template, "show one data record as the model sees it: template, targets, tokens"},
 };
 
 void print_usage() {

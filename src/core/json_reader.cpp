@@ -58,6 +58,13 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
+}  // namespace
+
+std::string excerpt(const nlohmann::json& value, size_t max_chars);
+std::string excerpt(const nlohmann::ordered_json& value, size_t max_chars);
+
+namespace {
+
 template <typename Json>
 class Parser {
  public:
@@ -70,6 +77,7 @@ class Parser {
     struct Frame {
       Json value;
       std::string key;  // objects: the key whose value is being read
+      size_t key_at = 0;
     };
     std::vector<Frame> stack;
     Json root;
@@ -90,7 +98,10 @@ class Parser {
           ++pos_;
           value = std::move(frame.value);
         } else {
-          if (c == '{') frame.key = read_key();
+          if (c == '{') {
+            frame.key_at = pos_;
+            frame.key = read_key();
+          }
           stack.push_back(std::move(frame));
           have_value = false;
         }
@@ -109,6 +120,8 @@ class Parser {
         Frame& top = stack.back();
         const bool is_object = top.value.is_object();
         if (is_object) {
+          if (options_.reject_duplicate_keys && top.value.contains(top.key))
+            error(top.key_at, fmt::format("duplicate key {}", excerpt(Json(top.key), 60)));
           top.value[top.key] = std::move(value);
         } else {
           top.value.push_back(std::move(value));
@@ -118,7 +131,10 @@ class Parser {
         if (next == ',') {
           ++pos_;
           skip_space();
-          if (is_object) top.key = read_key();
+          if (is_object) {
+            top.key_at = pos_;
+            top.key = read_key();
+          }
           break;  // read the next element
         }
         if (next != (is_object ? '}' : ']')) error(pos_, is_object ? "expected ',' or '}'" : "expected ',' or ']'");

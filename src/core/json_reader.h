@@ -30,6 +30,8 @@ struct ReadOptions {
   // NaN / Infinity literals and floats beyond the double range: accepted as Python does (data records),
   // or errors (model and tokenizer files, where such a value is always a mistake).
   bool allow_non_finite = false;
+  // safetensors forbids duplicate keys in its header; elsewhere the last value wins, as in Python.
+  bool reject_duplicate_keys = false;
 };
 
 class JsonSyntaxError : public Error {

@@ -6,6 +6,7 @@
 #include <hdf5.h>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 
 namespace qft::data {
 
@@ -202,9 +203,9 @@ std::string TokenCacheReader::metadata_json() const {
 
 nlohmann::ordered_json TokenCacheReader::metadata() const {
   try {
-    return nlohmann::ordered_json::parse(metadata_json());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: the metadata attribute is not valid JSON ({})", path_, e.what());
+    return json::parse_ordered(metadata_json(), path_);
+  } catch (const json::JsonSyntaxError& e) {
+    fail("{}: the metadata attribute is not valid JSON ({})", path_, e.reason());
   }
 }
 

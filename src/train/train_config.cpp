@@ -146,6 +146,10 @@ OutputOptions read_output_section(ConfigReader section) {
   OutputOptions o;
   o.output_dir = section.get_string("output_dir");
   QFT_CHECK(!o.output_dir.empty(), "{} must not be empty", section.where("output_dir"));
+  std::error_code ec;
+  QFT_CHECK(!fs::exists(o.output_dir, ec) || fs::is_directory(o.output_dir, ec),
+            "{}: '{}' exists and is not a directory (checkpoints and the adapter are written into it)",
+            section.where("output_dir"), o.output_dir);
   o.overwrite_output_dir = section.get_bool("overwrite_output_dir", o.overwrite_output_dir);
   o.save_total_limit = section.get_int("save_total_limit", o.save_total_limit);
   require(o.save_total_limit >= 0, section, "save_total_limit", "non-negative (0 = keep all)", o.save_total_limit);

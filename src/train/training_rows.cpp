@@ -54,7 +54,7 @@ std::vector<TokenRow> load_token_cache_rows(const TrainConfig& config, const mod
 
 std::vector<TokenRow> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config) {
   if (config.data.pipeline) return load_token_cache_rows(config, model_config);
-  return read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size);
+  return read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size, model_config.max_position_embeddings);
 }
 
 at::Device training_device(const TrainConfig& config) {

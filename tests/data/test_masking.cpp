@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "data/template_command.h"
 #include "data/tokenize_sample.h"
 #include "../text/test_support.h"
 
@@ -228,6 +229,45 @@ TEST(TokenizeChat, KeysEqualOnlyAfterNfcStayDistinct) {
   const auto rendered = text::render_qwen3_chat(c);
   EXPECT_NE(rendered.text.find("{\"\xC3\xA9\": 1, \"e\xCC\x81\": 2}"), std::string::npos);
   EXPECT_EQ(tokenize_chat(c, tokenizer, {}).ids, tokenizer.encode(rendered.text));
+}
+
+TEST(TemplateCommand, MarkTargetsWrapsEachRunOfTargetTokens) {
+  EXPECT_EQ(mark_targets("abcdef", {0, 2, 3, 5}, {0, 1, 1, 0}, "[", "]"), "ab[cde]f");
+  EXPECT_EQ(mark_targets("abcdef", {0, 2, 3, 5}, {1, 0, 0, 1}, "[", "]"), "[ab]cde[f]");
+  EXPECT_EQ(mark_targets("", {}, {}, "[", "]"), "");
+}
+
+TEST(TemplateCommand, ShowsTheRenderedRecordWithTargetsAndTokenCount) {
+  const auto& tokenizer = test::qwen3_tokenizer();
+  const std::string dir = test::scratch_dir();
+  const std::string path = dir + "/data.jsonl";
+  std::ofstream(path) << R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})"
+                      << "\n\n"
+                      << R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}, {"role": "assistant", "content": "y"}]})"
+                      << "\n"
+                      << R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>r</think>A"}]})"
+                      << "\n";
+  TemplateRequest request;
+  request.data_path = path;
+  const std::string first = template_view(request, tokenizer);
+  EXPECT_EQ(first, path + ":1: openai record, rendered with the Qwen3 template; target tokens are between \xC2\xAB and \xC2\xBB\n"
+                   "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\xC2\xAB<think>\n\n</think>\n\nHello<|im_end|>\xC2\xBB\n"
+                   "-- 16 tokens, 6 targets (enable_thinking: true, mask_history: false, train_on_prompt: false)\n");
+  // The token count is that of prepare: the ids of the rendered text.
+  const auto rendered = std::string("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello<|im_end|>\n");
+  EXPECT_EQ(tokenizer.encode(rendered).size(), 16u);
+  // A refused record: the reason prepare would skip it for, at its line (blank lines are not records).
+  request.index = 1;
+  EXPECT_NE(test::error_of([&] { template_view(request, tokenizer); })
+                .find(path + ":3: message 0: 'content' of a user message must be a string, got a list"),
+            std::string::npos);
+  request.index = 2;
+  request.mask.enable_thinking = false;
+  const std::string third = template_view(request, tokenizer);
+  EXPECT_NE(third.find("<|im_start|>assistant\n<think>\n\n</think>\n\n\xC2\xAB" "A<|im_end|>\xC2\xBB"), std::string::npos) << third;
+  request.index = 3;
+  EXPECT_NE(test::error_of([&] { template_view(request, tokenizer); }).find("--index 3 but the file has 3 records"),
+            std::string::npos);
 }
 
 }  // namespace

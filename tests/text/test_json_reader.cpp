@@ -29,6 +29,14 @@ TEST(JsonReader, DuplicateKeysKeepFirstPositionAndLastValueLikeAPythonDict) {
   EXPECT_EQ(text::python_json_dumps(j), R"({"a": 3, "b": 2})");
 }
 
+TEST(JsonReader, DuplicateKeysCanBeRefused) {
+  json::ReadOptions strict;
+  strict.reject_duplicate_keys = true;
+  EXPECT_EQ(error_of([&] { json::parse("{\"a\": {\"x\": 1,\n \"x\": 2}}", "h", strict); }),
+            "h: line 2 column 2: malformed JSON: duplicate key \"x\"");
+  EXPECT_NO_THROW(json::parse(R"({"a": {"x": 1}, "b": {"x": 2}})", "h", strict));
+}
+
 TEST(JsonReader, BigIntegersKeepTheirDigits) {
   const auto j = json::parse_ordered(R"({"n": 123456789012345678901234567890, "m": -99999999999999999999})", "t");
   EXPECT_TRUE(json::is_big_integer(j["n"]));

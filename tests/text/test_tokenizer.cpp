@@ -382,7 +382,11 @@ TEST(TokenizerJson, ErrorsNameTheFileAndKey) {
   const std::string garbled = write_file("garbled.json", "{\"model\": {\"vocab\": {\"a\": 1,");
   message = error_of([&] { Tokenizer::from_file(garbled); });
   EXPECT_NE(message.find(garbled), std::string::npos) << message;
-  EXPECT_NE(message.find("not valid JSON"), std::string::npos) << message;
+  EXPECT_NE(message.find("line 1 column 29: malformed JSON: unexpected end of text, expected a key"), std::string::npos) << message;
+  // Nested 100k deep: an error, not a stack overflow.
+  const std::string deep = write_file("deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  message = error_of([&] { Tokenizer::from_file(deep); });
+  EXPECT_NE(message.find("nested deeper than 512 levels"), std::string::npos) << message;
 
   auto with = [](const std::function<void(nlohmann::json&)>& edit) {
     nlohmann::json j = tiny_tokenizer_json(false);
