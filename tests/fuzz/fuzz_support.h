@@ -15,6 +15,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/error.h"
+
 namespace qft::fuzz {
 
 inline std::string_view as_text(const uint8_t* data, size_t size) {
