@@ -80,7 +80,7 @@ nlohmann::json parse_header_json(const std::string& text, const std::string& pat
   try {
     return json::parse(text, path + " (safetensors header)", options);
   } catch (const json::JsonSyntaxError& e) {
-    fail("{}: safetensors header is not valid JSON: {} (header byte {})", path, e.reason(), e.byte());
+    fail("{}: safetensors header is not valid UTF-8 JSON: {} (header byte {})", path, e.reason(), e.byte());
   }
 }
 
