@@ -112,17 +112,18 @@ int cmd_inspect(const Args& args) {
     return args.size() == 1 ? 0 : 2;
   }
   const std::string& path = args[0];
-  if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / "adapter_config.json")) {
+  std::error_code ec;  // non-throwing: a path too long to exist is reported as not existing
+  if (fs::is_directory(path, ec)) {
+    if (fs::exists(fs::path(path) / "adapter_config.json", ec)) {
       inspect_adapter_dir(path);
-    } else if (fs::exists(fs::path(path) / "config.json")) {
+    } else if (fs::exists(fs::path(path) / "config.json", ec)) {
       inspect_model_dir(path);
     } else {
       fail("inspect: {} has neither config.json (model) nor adapter_config.json (adapter)", path);
     }
     return 0;
   }
-  QFT_CHECK(fs::exists(path), "inspect: {} does not exist", path);
+  QFT_CHECK(fs::exists(path, ec), "inspect: {} does not exist", path);
   QFT_CHECK(fs::path(path).extension() == ".safetensors",
             "inspect: {} is not a directory or a .safetensors file (model dirs, adapter dirs and .safetensors "
             "files are understood)",

@@ -172,7 +172,8 @@ void TokenCacheWriter::finish(const std::string& metadata_json) {
 
 TokenCacheReader::TokenCacheReader(const std::string& path) : path_(path), handles_(std::make_unique<Handles>()) {
   silence_hdf5_errors();
-  QFT_CHECK(std::filesystem::exists(path), "token cache '{}' does not exist (run `qft-dist prepare CONFIG.yaml`)", path);
+  std::error_code ec;
+  QFT_CHECK(std::filesystem::exists(path, ec), "token cache '{}' does not exist (run `qft-dist prepare CONFIG.yaml`)", path);
   handles_->file = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "open the file as HDF5");
   handles_->ids = checked(H5Dopen2(handles_->file.get(), "input_ids", H5P_DEFAULT), H5Dclose, path, "open /input_ids");
   handles_->targets = checked(H5Dopen2(handles_->file.get(), "target_mask", H5P_DEFAULT), H5Dclose, path, "open /target_mask");

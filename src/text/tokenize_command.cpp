@@ -87,7 +87,8 @@ Options parse_options(const std::vector<std::string>& args) {
 
 std::string resolve_tokenizer_json(const std::string& path) {
   namespace fs = std::filesystem;
-  if (fs::is_directory(path)) return (fs::path(path) / "tokenizer.json").string();
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return (fs::path(path) / "tokenizer.json").string();
   return path;
 }
 

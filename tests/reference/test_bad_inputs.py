@@ -96,6 +96,10 @@ def case_files(tmp_path, tiny_model):
             {"rows.jsonl": json.dumps({"input_ids": [1, 2], "labels": [1, 2]}) + "\n",
              "cfg.yaml": "extra:  learning_rate: 5.0e-3\n"},
             ["cfg.yaml:8", "duplicate key 'learning_rate'", "line 6"]),
+        "model path too long for the file system (found by fuzz_yaml_config)": (
+            ["train", "cfg.yaml"],
+            {"rows.jsonl": json.dumps({"input_ids": [1, 2], "labels": [1, 2]}) + "\n", "cfg.yaml": "long-model"},
+            ["cfg.yaml:1", "model.model_name_or_path", "does not exist"]),
         "NaN learning rate": (
             ["train", "cfg.yaml"],
             {"rows.jsonl": json.dumps({"input_ids": [1, 2], "labels": [1, 2]}) + "\n", "cfg.yaml": "nan"},
@@ -116,6 +120,8 @@ def test_every_bad_input_is_a_located_error_with_nothing_left_behind(tmp_path, q
                 if content == "output-is-file":
                     (case_dir / "taken").write_text("a file")
                     train_config(path, tiny_model, rows, case_dir / "taken")
+                elif content == "long-model":
+                    train_config(path, "x" * 300, rows, out)
                 elif content == "nan":
                     train_config(path, tiny_model, rows, out)
                     path.write_text(path.read_text().replace("learning_rate: 1.0e-3", "learning_rate: .nan"))
