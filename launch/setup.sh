@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything qft needs on a fresh Debian 12 machine (the dev boxes and CI), and nothing that is
 # already there. Idempotent: the second run takes a second.
-#   - Debian packages: compilers, CMake/Ninja, ccache, OpenMPI, HDF5, yaml-cpp, spdlog, fmt, GoogleTest,
-#     nlohmann-json, PCRE2; Chromium (headless, renders the run report in a test: ~350 MB, ~20 s to install).
+#   - Debian packages: compilers (clang for the libFuzzer harnesses), CMake/Ninja, ccache, OpenMPI, HDF5,
+#     yaml-cpp, spdlog, fmt, GoogleTest, nlohmann-json, PCRE2; Chromium (headless, renders the run report in a
+#     test: ~350 MB, ~20 s to install).
 #   - PyPI: torch==2.11.0 (its wheel carries libtorch's C++ headers, libraries and TorchConfig.cmake, the same
 #     libtorch the GPU image has), and the reference implementation used by tests: transformers, peft,
 #     tokenizers, safetensors, pytest; tensorboard (its event reader checks qft's event files), pillow, pyyaml.
@@ -10,7 +11,7 @@ set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config xz-utils
               libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-              libgtest-dev nlohmann-json3-dev libpcre2-dev chromium)
+              libgtest-dev nlohmann-json3-dev libpcre2-dev chromium clang)
 PIP_PACKAGES=("torch==2.11.0" "transformers>=5.0,<6" "peft>=0.18" "tokenizers==0.23.*" "safetensors" "numpy"
               "h5py" "pytest" "tensorboard" "pillow" "pyyaml")
 

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "data/token_cache.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/qwen3_config.h"
 #include "text/tokenizer.h"
@@ -93,11 +94,12 @@ void inspect_model_dir(const std::string& dir) {
 }
 
 void inspect_adapter_dir(const std::string& dir) {
-  const nlohmann::json config = nlohmann::json::parse(read_file((fs::path(dir) / "adapter_config.json").string()));
+  const nlohmann::json config = json::parse_file((fs::path(dir) / "adapter_config.json").string());
+  QFT_CHECK(config.is_object(), "{}/adapter_config.json: expected a JSON object", dir);
   std::printf("PEFT adapter directory %s\n", dir.c_str());
   for (const char* key : {"peft_type", "base_model_name_or_path", "r", "lora_alpha", "lora_dropout", "use_rslora",
                           "target_modules", "init_lora_weights", "task_type"}) {
-    if (config.contains(key)) std::printf("  %s: %s\n", key, config[key].dump().c_str());
+    if (config.contains(key)) std::printf("  %s: %s\n", key, json::excerpt(config[key], 200).c_str());
   }
   const std::string file = (fs::path(dir) / "adapter_model.safetensors").string();
   QFT_CHECK(file_exists(file), "inspect: {} has no adapter_model.safetensors", dir);
@@ -223,21 +225,22 @@ int cmd_inspect(const Args& all_args) {
     return 2;
   }
   const std::string& path = args[0];
-  if (fs::is_regular_file(path) && (fs::path(path).extension() == ".h5" || fs::path(path).extension() == ".hdf5")) {
+  std::error_code ec;  // non-throwing: a path too long to exist is reported as not existing
+  if (fs::is_regular_file(path, ec) && (fs::path(path).extension() == ".h5" || fs::path(path).extension() == ".hdf5")) {
     inspect_token_cache(path, sample_index, tokenizer);
     return 0;
   }
-  if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / "adapter_config.json")) {
+  if (fs::is_directory(path, ec)) {
+    if (fs::exists(fs::path(path) / "adapter_config.json", ec)) {
       inspect_adapter_dir(path);
-    } else if (fs::exists(fs::path(path) / "config.json")) {
+    } else if (fs::exists(fs::path(path) / "config.json", ec)) {
       inspect_model_dir(path);
     } else {
       fail("inspect: {} has neither config.json (model) nor adapter_config.json (adapter)", path);
     }
     return 0;
   }
-  QFT_CHECK(fs::exists(path), "inspect: {} does not exist", path);
+  QFT_CHECK(fs::exists(path, ec), "inspect: {} does not exist", path);
   QFT_CHECK(fs::path(path).extension() == ".safetensors",
             "inspect: {} is not a directory, a .safetensors file or a token cache .h5 (model dirs, adapter dirs, "
             ".safetensors files and token caches are understood)",

@@ -23,5 +23,6 @@ int cmd_inspect(const Args& args);      // print a model dir / adapter / safeten
 int cmd_plot(const Args& args);         // (re)draw RUN_DIR/report.html from trainer_log.jsonl
 int cmd_chat(const Args& args);         // interactive chat, streaming (src/generate)
 int cmd_generate(const Args& args);     // JSONL of prompts -> JSONL of answers, batched (src/generate)
+int cmd_template(const Args& args);     // one data record as the model sees it (template, targets, tokens)
 
 }  // namespace qft::cli

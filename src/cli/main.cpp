@@ -40,6 +40,7 @@ const Subcommand kSubcommands[] = {
     {"plot", qft::cli::cmd_plot, nullptr, "(re)draw a run's report.html from its trainer_log.jsonl"},
     {"chat", qft::cli::cmd_chat, nullptr, "interactive chat with a model (+ adapter), streaming"},
     {"generate", qft::cli::cmd_generate, nullptr, "answer a JSONL of prompts in batches"},
+    {"template", qft::cli::cmd_template, nullptr, "show one data record as the model sees it: template, targets, tokens"},
 };
 
 // --help prints to stdout (it is the answer asked for); a usage error prints to stderr.

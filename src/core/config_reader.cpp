@@ -4,6 +4,10 @@
 #include <cctype>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "core/config_key_hints.h"
 #include "core/error.h"
@@ -35,11 +39,18 @@ bool parse_double(const std::string& s, double& out) {
   // Through unsigned char: ::tolower of a negative char (any UTF-8 byte) is undefined.
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   if (lower == ".inf" || lower == "inf") { out = std::numeric_limits<double>::infinity(); return true; }
+  if (lower == ".nan" || lower == "nan") { out = std::numeric_limits<double>::quiet_NaN(); return true; }
+  if (lower == "-.inf" || lower == "-inf") { out = -std::numeric_limits<double>::infinity(); return true; }
   size_t pos = 0;
   try {
     double v = std::stod(s, &pos);
     if (pos != s.size()) return false;
     out = v;
+    return true;
+  } catch (const std::out_of_range&) {
+    // Beyond the double range ("1e999"): a number, but not a finite one. (Underflow rounds to 0.)
+    const bool tiny = lower.find("e-") != std::string::npos;
+    out = tiny ? 0.0 : std::numeric_limits<double>::infinity();
     return true;
   } catch (...) {
     return false;
@@ -133,6 +144,8 @@ double ConfigReader::get_double(const std::string& key, double fallback) {
   if (!n.IsDefined()) return fallback;
   double v = 0;
   if (!n.IsScalar() || !parse_double(n.Scalar(), v)) type_error(key, "a number");
+  // A NaN or infinite learning rate, ratio or norm never means what the user wanted.
+  if (!std::isfinite(v)) type_error(key, "a finite number");
   return v;
 }
 
@@ -211,9 +224,42 @@ void ConfigReader::finish() const {
   }
 }
 
+void check_no_duplicate_keys(const YAML::Node& root, const std::string& file) {
+  // yaml-cpp keeps both entries of a repeated key and lookups see only the first: the second value would
+  // be ignored without a word. Iterative, and bounded: aliases can make a small file a huge tree.
+  constexpr size_t kMaxNodes = 1000000;
+  std::vector<YAML::Node> pending{root};
+  size_t visited = 0;
+  while (!pending.empty()) {
+    const YAML::Node node = pending.back();
+    pending.pop_back();
+    QFT_CHECK(++visited <= kMaxNodes, "{}: the YAML document expands to more than {} nodes (aliases?)", file, kMaxNodes);
+    if (node.IsSequence()) {
+      for (const auto& item : node) pending.push_back(item);
+    } else if (node.IsMap()) {
+      std::unordered_map<std::string, int> seen;
+      for (const auto& kv : node) {
+        if (kv.first.IsScalar()) {
+          const std::string& key = kv.first.Scalar();
+          const int line = kv.first.Mark().line + 1;
+          const auto [it, inserted] = seen.emplace(key, line);
+          if (!inserted)
+            fail("{}:{}: duplicate key '{}' (also at line {}); YAML would keep only one of the two values", file,
+                 line, key, it->second);
+        } else {
+          pending.push_back(kv.first);
+        }
+        pending.push_back(kv.second);
+      }
+    }
+  }
+}
+
 YAML::Node load_yaml_file(const std::string& path) {
   try {
-    return YAML::LoadFile(path);
+    YAML::Node root = YAML::LoadFile(path);
+    check_no_duplicate_keys(root, path);
+    return root;
   } catch (const YAML::BadFile&) {
     fail("{}: cannot open config file", path);
   } catch (const YAML::ParserException& e) {

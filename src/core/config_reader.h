@@ -66,8 +66,10 @@ class ConfigReader {
   std::set<std::string> known_;
 };
 
-// Loads a YAML file; parse errors name the file and line.
+// Loads a YAML file; parse errors name the file and line. A key repeated in one mapping is an error
+// naming both lines (check_no_duplicate_keys).
 YAML::Node load_yaml_file(const std::string& path);
+void check_no_duplicate_keys(const YAML::Node& root, const std::string& file);
 
 // Levenshtein distance, for "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b);

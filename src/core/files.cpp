@@ -34,6 +34,9 @@ void write_file_atomic(const std::string& path, std::string_view data) {
   QFT_CHECK(!ec, "{}: cannot rename {} into place ({})", path, tmp, ec.message());
 }
 
-bool file_exists(const std::string& path) { return std::filesystem::exists(path); }
+bool file_exists(const std::string& path) {
+  std::error_code ec;  // a name too long or a path through a file is "not there", not an exception
+  return std::filesystem::exists(path, ec);
+}
 
 }  // namespace qft

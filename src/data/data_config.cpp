@@ -91,12 +91,13 @@ DataConfig read_data_config(ConfigReader& section) {
 std::string resolve_tokenizer_path(const std::string& path) {
   namespace fs = std::filesystem;
   QFT_CHECK(!path.empty(), "no tokenizer given: set data.tokenizer (a tokenizer.json or a model directory) or pass --tokenizer");
-  if (fs::is_directory(path)) {
+  std::error_code ec;  // non-throwing: a name too long is simply not there
+  if (fs::is_directory(path, ec)) {
     const std::string file = (fs::path(path) / "tokenizer.json").string();
-    QFT_CHECK(fs::exists(file), "tokenizer directory '{}' has no tokenizer.json", path);
+    QFT_CHECK(fs::exists(file, ec), "tokenizer directory '{}' has no tokenizer.json", path);
     return file;
   }
-  QFT_CHECK(fs::exists(path), "tokenizer '{}' does not exist", path);
+  QFT_CHECK(fs::exists(path, ec), "tokenizer '{}' does not exist", path);
   return path;
 }
 

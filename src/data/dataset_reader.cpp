@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "text/utf8.h"
 
 namespace qft::data {
@@ -51,26 +52,12 @@ class RecordParser {
   ProblemLog& problems_;
 };
 
-// nlohmann::json parses recursively; a hostile or broken line of a million '[' would overflow the stack.
-constexpr int kMaxJsonDepth = 256;
-
-bool nested_too_deep(std::string_view text) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
+// Records are read as Python's json reads them (json::parse_ordered: big integers exact, NaN/Infinity and
+// overflowing floats accepted), iteratively and with a nesting cap.
+json::ReadOptions record_options() {
+  json::ReadOptions options;
+  options.allow_non_finite = true;
+  return options;
 }
 
 size_t line_of_byte(const std::string& text, size_t byte) {
@@ -94,19 +81,13 @@ void read_json_lines(const std::string& contents, RecordParser& parser, DatasetC
                       fmt::format("invalid UTF-8 at byte {} of the line", invalid + 1));
       continue;
     }
-    if (nested_too_deep(line)) {
-      ++out.records_seen;
-      problems.report(Problem::malformed_json, out.location(line_number),
-                      fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
-      continue;
-    }
     Json record;
     try {
-      record = Json::parse(line);
-    } catch (const Json::parse_error& e) {
+      record = json::parse_ordered(line, out.location(line_number), record_options());
+    } catch (const json::JsonSyntaxError& e) {
       ++out.records_seen;
       problems.report(Problem::malformed_json, out.location(line_number),
-                      fmt::format("malformed JSON at byte {} of the line", e.byte));
+                      fmt::format("malformed JSON at column {} of the line: {}", e.column(), e.reason()));
       continue;
     }
     parser.add(record, line_number);
@@ -121,17 +102,12 @@ void read_json_list(const std::string& contents, RecordParser& parser, DatasetCo
                     "invalid UTF-8; the whole .json file is skipped");
     return;
   }
-  if (nested_too_deep(contents)) {
-    problems.report(Problem::malformed_json, fmt::format("{}:1", out.path),
-                    fmt::format("JSON nested deeper than {} levels; the whole .json file is skipped", kMaxJsonDepth));
-    return;
-  }
   Json document;
   try {
-    document = Json::parse(contents);
-  } catch (const Json::parse_error& e) {
-    problems.report(Problem::malformed_json, fmt::format("{}:{}", out.path, line_of_byte(contents, e.byte)),
-                    "malformed JSON; the whole .json file is skipped");
+    document = json::parse_ordered(contents, out.path, record_options());
+  } catch (const json::JsonSyntaxError& e) {
+    problems.report(Problem::malformed_json, fmt::format("{}:{}", out.path, e.line()),
+                    fmt::format("malformed JSON at column {}: {}; the whole .json file is skipped", e.column(), e.reason()));
     return;
   }
   if (!document.is_array()) {

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "core/files.h"
 #include "data/mixing.h"
 
@@ -167,7 +168,9 @@ std::vector<DemoFile> demo_dataset_files() {
 }
 
 std::vector<std::string> write_demo_dataset(const std::string& directory) {
-  std::filesystem::create_directories(directory);
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  QFT_CHECK(!ec, "--write-demo-data {}: cannot create the directory ({})", directory, ec.message());
   std::vector<std::string> written;
   for (const DemoFile& file : demo_dataset_files()) {
     const std::string path = (std::filesystem::path(directory) / file.name).string();

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/config_reader.h"
+#include "core/json_reader.h"
 #include "data/input_problems.h"
 
 namespace qft::data {
@@ -10,7 +11,6 @@ namespace qft::data {
 using Json = nlohmann::ordered_json;
 using text::ChatMessage;
 using text::Role;
-using text::ToolCall;
 
 namespace {
 
@@ -77,9 +77,11 @@ Json tools_field(const Json& record, const std::string& key) {
   if (tools.is_string()) {
     if (tools.get_ref<const std::string&>().empty()) return Json();
     try {
-      tools = Json::parse(tools.get<std::string>());
-    } catch (const Json::parse_error&) {
-      bad_record(Problem::malformed_json, fmt::format("'{}' is a string but not JSON", key));
+      json::ReadOptions python;
+      python.allow_non_finite = true;
+      tools = json::parse_ordered(tools.get_ref<const std::string&>(), key, python);
+    } catch (const json::JsonSyntaxError& e) {
+      bad_record(Problem::malformed_json, fmt::format("'{}' is a string but not JSON ({})", key, e.reason()));
     }
   }
   if (tools.is_object()) tools = Json::array({tools});
@@ -90,17 +92,23 @@ Json tools_field(const Json& record, const std::string& key) {
   return tools;
 }
 
-ToolCall tool_call_from_json(const Json& raw, const std::string& what) {
-  if (!raw.is_object()) bad_record(Problem::wrong_type, fmt::format("{}: a tool call must be an object", what));
-  const auto function = raw.find("function");
-  const Json& call = function != raw.end() && function->is_object() ? *function : raw;
-  ToolCall out;
-  out.name = required_string(call, "name", what);
-  const auto arguments = call.find("arguments");
-  if (arguments == call.end() || arguments->is_null())
-    bad_record(Problem::missing_field, fmt::format("{}: tool call '{}' has no 'arguments'", what, out.name));
-  out.arguments = *arguments;
-  return out;
+// The shared message parser's errors, as this reader's problem names.
+Problem problem_of(text::MessageProblem problem) {
+  switch (problem) {
+    case text::MessageProblem::missing_field: return Problem::missing_field;
+    case text::MessageProblem::unknown_role: return Problem::unknown_role;
+    case text::MessageProblem::wrong_type: break;
+  }
+  return Problem::wrong_type;
+}
+
+// One HF-style message through the one message parser (text::append_hf_message).
+void append_message(const Json& raw, size_t index, const text::MessageOptions& options, text::Conversation& conversation) {
+  try {
+    text::append_hf_message(raw, index, options, conversation);
+  } catch (const text::MessageError& e) {
+    bad_record(problem_of(e.problem()), e.what());
+  }
 }
 
 void check_conversation(const text::Conversation& conversation) {
@@ -148,19 +156,19 @@ Role sharegpt_role(const std::string& tag, size_t index) {
 }
 
 // A function_call turn's value: {"name", "arguments"} or a list of them, as JSON text.
-std::vector<ToolCall> sharegpt_function_calls(const std::string& value, size_t index) {
+Json sharegpt_function_calls(const std::string& value, size_t index) {
   Json parsed;
   try {
-    parsed = Json::parse(value);
-  } catch (const Json::parse_error&) {
-    bad_record(Problem::malformed_json, fmt::format("message {}: function_call value is not JSON", index));
+    json::ReadOptions python;
+    python.allow_non_finite = true;
+    parsed = json::parse_ordered(value, "function_call", python);
+  } catch (const json::JsonSyntaxError& e) {
+    bad_record(Problem::malformed_json, fmt::format("message {}: function_call value is not JSON ({})", index, e.reason()));
   }
   if (parsed.is_object()) parsed = Json::array({parsed});
   if (!parsed.is_array() || parsed.empty())
     bad_record(Problem::wrong_type, fmt::format("message {}: function_call must hold a tool call or a list of them", index));
-  std::vector<ToolCall> calls;
-  for (const auto& raw : parsed) calls.push_back(tool_call_from_json(raw, fmt::format("message {}", index)));
-  return calls;
+  return parsed;
 }
 
 Sample parse_sharegpt(const Json& record, const ColumnMap& columns) {
@@ -181,44 +189,15 @@ Sample parse_sharegpt(const Json& record, const ColumnMap& columns) {
     const std::string& tag = required_string(turn, key("role"), what);
     const Role role = sharegpt_role(tag, i);
     const std::string& value = required_string(turn, key("content"), what);
+    Json hf_message = {{"role", text::role_name(role)}, {"content", value}};
     if (tag == "function_call") {
-      ChatMessage call = message(Role::assistant, "");
-      call.tool_calls = sharegpt_function_calls(value, i);
-      conversation.messages.push_back(std::move(call));
-    } else {
-      conversation.messages.push_back(message(role, value));
+      hf_message["content"] = "";
+      hf_message["tool_calls"] = sharegpt_function_calls(value, i);
     }
+    append_message(hf_message, i, text::MessageOptions{}, conversation);
   }
   check_conversation(conversation);
   return sample;
-}
-
-Role openai_role(const std::string& name, size_t index) {
-  if (name == "system" || name == "developer") return Role::system;
-  if (name == "user") return Role::user;
-  if (name == "assistant") return Role::assistant;
-  if (name == "tool" || name == "function") return Role::tool;
-  bad_record(Problem::unknown_role,
-             fmt::format("message {}: unknown role '{}' (expected system, user, assistant or tool)", index, name));
-}
-
-// Content: a string, null (an assistant turn with only tool calls) or a list of {"type": "text"} parts.
-std::string openai_content(const Json& turn, const std::string& what) {
-  const auto it = turn.find("content");
-  if (it == turn.end() || it->is_null()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_array()) {
-    std::string joined;
-    for (const auto& part : *it) {
-      // find() (end() for a non-object) rather than value(), which throws when "type" is not a string.
-      const auto type = part.find("type");
-      if (type == part.end() || *type != "text" || !part.contains("text") || !part["text"].is_string())
-        bad_record(Problem::wrong_type, fmt::format("{}: content parts must be {{\"type\": \"text\", \"text\": ...}}", what));
-      joined += part["text"].get<std::string>();
-    }
-    return joined;
-  }
-  bad_record(Problem::wrong_type, fmt::format("{}: 'content' must be a string, got {}", what, json_type_name(*it)));
 }
 
 Sample parse_openai(const Json& record, const ColumnMap& columns) {
@@ -230,37 +209,9 @@ Sample parse_openai(const Json& record, const ColumnMap& columns) {
   if (!list->is_array()) bad_record(Problem::wrong_type, fmt::format("'{}' must be a list of messages", key("messages")));
   conversation.tools = tools_field(record, key("tools"));
 
-  for (size_t i = 0; i < list->size(); ++i) {
-    const Json& turn = (*list)[i];
-    const std::string what = fmt::format("message {}", i);
-    if (!turn.is_object()) bad_record(Problem::wrong_type, fmt::format("{}: expected an object", what));
-    ChatMessage m;
-    m.role = openai_role(required_string(turn, "role", what), i);
-    m.content = openai_content(turn, what);
-    // Same aliases as transformers (_alias_reasoning_fields).
-    for (const char* reasoning_key : {"reasoning_content", "thinking", "reasoning"}) {
-      const auto it = turn.find(reasoning_key);
-      if (it == turn.end() || it->is_null()) continue;
-      if (!it->is_string()) bad_record(Problem::wrong_type, fmt::format("{}: '{}' must be a string", what, reasoning_key));
-      m.reasoning_content = it->get<std::string>();
-      break;
-    }
-    // OpenAI fine-tuning files mark assistant turns to learn from with "weight": 1 (default) or 0.
-    const auto weight = turn.find("weight");
-    if (weight != turn.end() && !weight->is_null()) {
-      if (!weight->is_number_integer() || (weight->get<int64_t>() != 0 && weight->get<int64_t>() != 1))
-        bad_record(Problem::wrong_type, fmt::format("{}: 'weight' must be 0 or 1", what));
-      m.trainable = weight->get<int64_t>() == 1;
-    }
-    const auto calls = turn.find("tool_calls");
-    if (calls != turn.end() && !calls->is_null()) {
-      if (!calls->is_array()) bad_record(Problem::wrong_type, fmt::format("{}: 'tool_calls' must be a list", what));
-      if (m.role != Role::assistant && !calls->empty())
-        bad_record(Problem::wrong_type, fmt::format("{}: only assistant messages may have tool_calls", what));
-      for (const auto& call : *calls) m.tool_calls.push_back(tool_call_from_json(call, what));
-    }
-    conversation.messages.push_back(std::move(m));
-  }
+  text::MessageOptions options;
+  options.accept_weight = true;
+  for (size_t i = 0; i < list->size(); ++i) append_message((*list)[i], i, options, conversation);
   check_conversation(conversation);
   return sample;
 }

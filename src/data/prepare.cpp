@@ -27,7 +27,7 @@ using Json = nlohmann::ordered_json;
 namespace {
 
 // Changes whenever the rendering, masking or truncation code changes what a cache holds.
-constexpr const char* kPipelineVersion = "qwen3-template-1/mask-1/truncate-1/mix-1";
+constexpr const char* kPipelineVersion = "qwen3-template-2/mask-1/truncate-1/mix-1";
 
 std::string effective_tokenizer(const DataConfig& config, const std::string& tokenizer_path) {
   return resolve_tokenizer_path(tokenizer_path.empty() ? config.tokenizer : tokenizer_path);
@@ -97,7 +97,7 @@ std::vector<TokenizedRecord> tokenize_all(const DatasetContents& contents, const
         const Sample& sample = samples[i].sample;
         TokenizedRecord& record = results[i];
         if (sample.kind == Sample::Kind::text) {
-          TokenizedSample whole = tokenize_text(text::Tokenizer::nfc(sample.text), tokenizer);
+          TokenizedSample whole = tokenize_text(sample.text, tokenizer);
           if (static_cast<int64_t>(whole.ids.size()) > config.max_seq_length && config.truncation == Truncation::drop) {
             record.fit = FitResult::too_long;
           } else {

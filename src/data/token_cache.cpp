@@ -6,6 +6,7 @@
 #include <hdf5.h>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 
 namespace qft::data {
 
@@ -171,7 +172,8 @@ void TokenCacheWriter::finish(const std::string& metadata_json) {
 
 TokenCacheReader::TokenCacheReader(const std::string& path) : path_(path), handles_(std::make_unique<Handles>()) {
   silence_hdf5_errors();
-  QFT_CHECK(std::filesystem::exists(path), "token cache '{}' does not exist (run `qft-dist prepare CONFIG.yaml`)", path);
+  std::error_code ec;
+  QFT_CHECK(std::filesystem::exists(path, ec), "token cache '{}' does not exist (run `qft-dist prepare CONFIG.yaml`)", path);
   handles_->file = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "open the file as HDF5");
   handles_->ids = checked(H5Dopen2(handles_->file.get(), "input_ids", H5P_DEFAULT), H5Dclose, path, "open /input_ids");
   handles_->targets = checked(H5Dopen2(handles_->file.get(), "target_mask", H5P_DEFAULT), H5Dclose, path, "open /target_mask");
@@ -202,9 +204,9 @@ std::string TokenCacheReader::metadata_json() const {
 
 nlohmann::ordered_json TokenCacheReader::metadata() const {
   try {
-    return nlohmann::ordered_json::parse(metadata_json());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: the metadata attribute is not valid JSON ({})", path_, e.what());
+    return json::parse_ordered(metadata_json(), path_);
+  } catch (const json::JsonSyntaxError& e) {
+    fail("{}: the metadata attribute is not valid JSON ({})", path_, e.reason());
   }
 }
 

@@ -13,21 +13,6 @@ namespace {
 
 constexpr std::string_view kEmptyThink = "<think>\n\n</think>\n\n";
 
-nlohmann::ordered_json nfc_json(const nlohmann::ordered_json& value) {
-  if (value.is_string()) return Tokenizer::nfc(value.get_ref<const std::string&>());
-  if (value.is_array()) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const auto& item : value) out.push_back(nfc_json(item));
-    return out;
-  }
-  if (value.is_object()) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::object();
-    for (const auto& [key, item] : value.items()) out[Tokenizer::nfc(key)] = nfc_json(item);
-    return out;
-  }
-  return value;
-}
-
 }  // namespace
 
 std::vector<ByteRange> target_byte_ranges(const text::RenderedChat& rendered, const MaskOptions& options) {
@@ -72,28 +57,14 @@ text::Conversation without_reasoning(const text::Conversation& conversation) {
   return out;
 }
 
-text::Conversation nfc_normalized(const text::Conversation& conversation) {
-  text::Conversation out;
-  out.tools = nfc_json(conversation.tools);
-  out.messages.reserve(conversation.messages.size());
-  for (const auto& message : conversation.messages) {
-    text::ChatMessage m;
-    m.role = message.role;
-    m.trainable = message.trainable;
-    m.content = Tokenizer::nfc(message.content);
-    if (message.reasoning_content) m.reasoning_content = Tokenizer::nfc(*message.reasoning_content);
-    for (const auto& call : message.tool_calls) m.tool_calls.push_back({Tokenizer::nfc(call.name), nfc_json(call.arguments)});
-    out.messages.push_back(std::move(m));
-  }
-  return out;
-}
-
 TokenizedSample tokenize_chat(const text::Conversation& conversation, const Tokenizer& tokenizer,
                               const MaskOptions& options) {
   // Two calls rather than one on `cond ? conversation : without_reasoning(...)`, whose prvalue result
   // would copy the whole conversation even when thinking is kept.
-  const text::RenderedChat rendered = text::render_qwen3_chat(
-      options.enable_thinking ? nfc_normalized(conversation) : nfc_normalized(without_reasoning(conversation)));
+  // No normalisation here: the tokenizer applies NFC itself, between added tokens, as `tokenizers` does
+  // on the text apply_chat_template rendered; token offsets point into `rendered.text` as it is.
+  const text::RenderedChat rendered =
+      text::render_qwen3_chat(options.enable_thinking ? conversation : without_reasoning(conversation));
   text::Encoding encoding = tokenizer.encode_with_offsets(rendered.text);
   QFT_CHECK(encoding.ids.size() == encoding.offsets.size(), "tokenizer returned {} ids but {} offsets",
             encoding.ids.size(), encoding.offsets.size());

@@ -1,6 +1,6 @@
-// Chat sample -> token ids + target mask. The conversation is NFC-normalised, rendered to ONE string
-// and tokenized once (tokenizing turns separately would not reproduce HF's ids at turn boundaries); a
-// token is a target when its first byte lies in a target byte range of the rendered text.
+// Chat sample -> token ids + target mask. The conversation is rendered to ONE string and tokenized once
+// (tokenizing turns separately would not reproduce HF's ids at turn boundaries); the tokenizer applies NFC
+// itself, between added tokens, exactly where `tokenizers` does. A token is a target when its first byte lies in a target byte range of the rendered text.
 #pragma once
 
 #include <cstddef>
@@ -44,9 +44,6 @@ std::vector<uint8_t> targets_from_offsets(const std::vector<uint32_t>& offsets, 
 // The conversation without reasoning: reasoning_content dropped and inline "<think>…</think>" removed
 // from assistant contents (the answer after the last "</think>" is kept, as the template keeps it).
 text::Conversation without_reasoning(const text::Conversation& conversation);
-
-// Every string of the conversation (contents, reasoning, tool names, arguments, tool schemas) in NFC.
-text::Conversation nfc_normalized(const text::Conversation& conversation);
 
 TokenizedSample tokenize_chat(const text::Conversation& conversation, const text::Tokenizer& tokenizer,
                               const MaskOptions& options);

@@ -1,5 +1,7 @@
 #include "hf/init_model.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <fmt/ranges.h>
@@ -81,12 +83,43 @@ model::Qwen3Config init_model_preset(const std::string& name) {
   fail("init-model: unknown preset '{}' (presets: {})", name, fmt::join(init_model_preset_names(), ", "));
 }
 
+namespace {
+
+// Physical memory of this machine in bytes (0 when unknown).
+long double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page_size > 0 ? static_cast<long double>(pages) * page_size : 0.0L;
+}
+
+// The weights are allocated at once: a config whose weights cannot fit in this machine's memory is
+// refused before the allocation, naming the keys that make it large (long double: no overflow).
+void check_weights_fit(const model::Qwen3Config& c, at::ScalarType dtype) {
+  const long double hidden = c.hidden_size, layers = c.num_hidden_layers;
+  const long double embedding = static_cast<long double>(c.vocab_size) * hidden * (c.tie_word_embeddings ? 1 : 2);
+  const long double attention = hidden * (2.0L * c.q_size() + 2.0L * c.kv_size()) * layers;
+  const long double mlp = 3.0L * hidden * c.intermediate_size * layers;
+  const long double parameters = embedding + attention + mlp + layers * (2 * hidden + 2.0L * c.head_dim) + hidden;
+  const long double bytes = parameters * static_cast<long double>(at::elementSize(dtype));
+  const long double memory = physical_memory_bytes();
+  if (memory == 0 || bytes <= memory) return;
+  const char* keys = embedding >= attention && embedding >= mlp ? "vocab_size x hidden_size"
+                     : mlp >= attention ? "hidden_size x intermediate_size x num_hidden_layers"
+                                        : "hidden_size x num_attention_heads x head_dim x num_hidden_layers";
+  fail("init-model: the config's weights need {:.3g} GB ({:.3g} parameters in {}), mostly from {}, but this machine "
+       "has {:.3g} GB of memory",
+       bytes / 1e9L, parameters, torch_dtype_name(dtype), keys, memory / 1e9L);
+}
+
+}  // namespace
+
 void init_model(const InitModelOptions& options) {
   QFT_CHECK(!options.output_dir.empty(), "init-model: --output is required");
   QFT_CHECK(!fs::exists(options.output_dir), "init-model: --output {} already exists; choose a new directory",
             options.output_dir);
   model::Qwen3Config config = options.config;
   config.torch_dtype = torch_dtype_name(options.dtype);
+  check_weights_fit(config, options.dtype);
   const model::Qwen3Weights weights =
       model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
 

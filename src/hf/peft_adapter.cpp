@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "hf/model_dir.h"
 #include "model/lora_targets.h"
@@ -32,7 +33,7 @@ void require_neutral(const nlohmann::json& config, const std::string& key, const
   const auto it = config.find(key);
   if (it == config.end() || it->is_null() || *it == neutral) return;
   if ((it->is_object() || it->is_array()) && it->empty()) return;
-  fail("{}: \"{}\" = {} is not supported ({})", file, key, it->dump(), what);
+  fail("{}: \"{}\" = {} is not supported ({})", file, key, json::excerpt(*it), what);
 }
 
 template <typename T>
@@ -50,7 +51,7 @@ T read_value(const nlohmann::json& config, const std::string& key, T fallback, c
     }
     return it->get<T>();
   } catch (const std::exception&) {
-    fail("{}: \"{}\" must be {}, got {}", file, key, expected, it->dump());
+    fail("{}: \"{}\" must be {}, got {}", file, key, expected, json::excerpt(*it));
   }
 }
 
@@ -128,16 +129,11 @@ void save_peft_adapter(const std::string& dir, const model::LoraWeights& lora,
 
 model::LoraConfig read_peft_adapter_config(const std::string& dir, const model::Qwen3Config& base) {
   const std::string file = (fs::path(dir) / "adapter_config.json").string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON ({})", file, e.what());
-  }
+  const nlohmann::json j = json::parse_file(file);
   QFT_CHECK(j.is_object(), "{}: expected a JSON object", file);
   const auto peft_type = j.find("peft_type");
   QFT_CHECK(peft_type != j.end() && *peft_type == "LORA", "{}: \"peft_type\" must be \"LORA\", got {}", file,
-            peft_type == j.end() ? "nothing" : peft_type->dump());
+            peft_type == j.end() ? "nothing" : json::excerpt(*peft_type));
 
   require_neutral(j, "use_dora", false, file, "DoRA adapters");
   require_neutral(j, "bias", "none", file, "only bias: \"none\"");

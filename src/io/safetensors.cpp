@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 
 namespace qft::io {
 namespace {
@@ -72,63 +73,47 @@ uint64_t read_u64_le(const unsigned char* p) {
   return v;
 }
 
-// nlohmann keeps the last of duplicate keys silently; safetensors forbids them, so the parser
-// callback tracks the keys of every open object.
+// safetensors forbids duplicate keys; the reader refuses them.
 nlohmann::json parse_header_json(const std::string& text, const std::string& path) {
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    using E = nlohmann::json::parse_event_t;
-    if (event == E::object_start) {
-      open_objects.emplace_back();
-    } else if (event == E::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == E::key && !open_objects.empty()) {
-      const std::string key = parsed.get<std::string>();
-      if (!open_objects.back().insert(key).second && duplicate.empty()) duplicate = key;
-    }
-    return true;
-  };
-  nlohmann::json json;
+  json::ReadOptions options;
+  options.reject_duplicate_keys = true;
   try {
-    json = nlohmann::json::parse(text, callback);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: safetensors header is not valid UTF-8 JSON: {}", path, e.what());
+    return json::parse(text, path + " (safetensors header)", options);
+  } catch (const json::JsonSyntaxError& e) {
+    fail("{}: safetensors header is not valid UTF-8 JSON: {} (header byte {})", path, e.reason(), e.byte());
   }
-  QFT_CHECK(duplicate.empty(), "{}: safetensors header has duplicate key \"{}\"", path, duplicate);
-  return json;
 }
 
 uint64_t json_uint(const nlohmann::json& v, const std::string& path, const std::string& key, const char* field) {
   QFT_CHECK(v.is_number_integer() && (v.is_number_unsigned() || v.get<int64_t>() >= 0),
-            "{}: tensor \"{}\": {} must hold non-negative integers, got {}", path, key, field, v.dump());
+            "{}: tensor \"{}\": {} must hold non-negative integers, got {}", path, key, field, json::excerpt(v));
   return v.get<uint64_t>();
 }
 
 TensorInfo parse_entry(const std::string& key, const nlohmann::json& entry, const std::string& path) {
   QFT_CHECK(entry.is_object(), "{}: tensor \"{}\": expected an object with dtype/shape/data_offsets, got {}",
-            path, key, entry.dump());
+            path, key, json::excerpt(entry));
   for (const char* field : {"dtype", "shape", "data_offsets"})
     QFT_CHECK(entry.contains(field), "{}: tensor \"{}\": missing \"{}\"", path, key, field);
   TensorInfo info;
   QFT_CHECK(entry["dtype"].is_string(), "{}: tensor \"{}\": dtype must be a string, got {}", path, key,
-            entry["dtype"].dump());
+            json::excerpt(entry["dtype"]));
   info.dtype = entry["dtype"].get<std::string>();
   const DtypeEntry* dtype = find_dtype(info.dtype);
   QFT_CHECK(dtype != nullptr, "{}: tensor \"{}\": unknown dtype \"{}\"", path, key, info.dtype);
 
   QFT_CHECK(entry["shape"].is_array(), "{}: tensor \"{}\": shape must be an array, got {}", path, key,
-            entry["shape"].dump());
+            json::excerpt(entry["shape"]));
   uint64_t numel = 1;
   for (const auto& d : entry["shape"]) {
     const uint64_t dim = json_uint(d, path, key, "shape");
     QFT_CHECK(dim <= static_cast<uint64_t>(INT64_MAX) && !__builtin_mul_overflow(numel, dim, &numel),
-              "{}: tensor \"{}\": shape {} overflows", path, key, entry["shape"].dump());
+              "{}: tensor \"{}\": shape {} overflows", path, key, json::excerpt(entry["shape"]));
     info.shape.push_back(static_cast<int64_t>(dim));
   }
   const auto& offsets = entry["data_offsets"];
   QFT_CHECK(offsets.is_array() && offsets.size() == 2,
-            "{}: tensor \"{}\": data_offsets must be [begin, end], got {}", path, key, offsets.dump());
+            "{}: tensor \"{}\": data_offsets must be [begin, end], got {}", path, key, json::excerpt(offsets));
   info.begin = json_uint(offsets[0], path, key, "data_offsets");
   info.end = json_uint(offsets[1], path, key, "data_offsets");
   QFT_CHECK(info.begin <= info.end, "{}: tensor \"{}\": data_offsets [{}, {}] has begin > end", path, key,
@@ -140,7 +125,7 @@ TensorInfo parse_entry(const std::string& key, const nlohmann::json& entry, cons
             info.dtype);
   QFT_CHECK(info.end - info.begin == bits / 8,
             "{}: tensor \"{}\": dtype {} and shape {} need {} bytes but data_offsets [{}, {}] span {}", path, key,
-            info.dtype, entry["shape"].dump(), bits / 8, info.begin, info.end, info.end - info.begin);
+            info.dtype, json::excerpt(entry["shape"]), bits / 8, info.begin, info.end, info.end - info.begin);
   return info;
 }
 
@@ -214,9 +199,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), mapping
 
   for (const auto& [key, value] : header.items()) {
     if (key == "__metadata__") {
-      QFT_CHECK(value.is_object(), "{}: __metadata__ must be an object of strings, got {}", path, value.dump());
+      QFT_CHECK(value.is_object(), "{}: __metadata__ must be an object of strings, got {}", path, json::excerpt(value));
       for (const auto& [mk, mv] : value.items()) {
-        QFT_CHECK(mv.is_string(), "{}: __metadata__ \"{}\" must be a string, got {}", path, mk, mv.dump());
+        QFT_CHECK(mv.is_string(), "{}: __metadata__ \"{}\" must be a string, got {}", path, mk, json::excerpt(mv));
         metadata_[mk] = mv.get<std::string>();
       }
       continue;
@@ -343,17 +328,12 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& dir) : dir_(dir)
   const std::string single_path = dir + "/model.safetensors";
   if (file_exists(index_path)) {
     source_ = index_path;
-    nlohmann::json index;
-    try {
-      index = nlohmann::json::parse(read_file(index_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON: {}", index_path, e.what());
-    }
+    const nlohmann::json index = json::parse_file(index_path);
     QFT_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
               "{}: expected an object with a \"weight_map\" object", index_path);
     std::map<std::string, const SafetensorsFile*> by_file;
     for (const auto& [name, file] : index["weight_map"].items()) {
-      QFT_CHECK(file.is_string(), "{}: weight_map[\"{}\"] must be a file name, got {}", index_path, name, file.dump());
+      QFT_CHECK(file.is_string(), "{}: weight_map[\"{}\"] must be a file name, got {}", index_path, name, json::excerpt(file));
       const std::string file_name = file.get<std::string>();
       QFT_CHECK(file_name.find('/') == std::string::npos && file_name != ".." && !file_name.empty(),
                 "{}: weight_map[\"{}\"] = \"{}\" must be a file name inside the directory", index_path, name,

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 
 namespace qft::model {
 namespace {
@@ -10,13 +11,13 @@ int64_t positive_int(const nlohmann::json& json, const std::string& source, cons
   QFT_CHECK(json.contains(key), "{}: missing required key \"{}\"", source, key);
   const auto& v = json[key];
   QFT_CHECK(v.is_number_integer() && v.get<int64_t>() > 0, "{}: \"{}\" must be a positive integer, got {}", source,
-            key, v.dump());
+            key, qft::json::excerpt(v));
   return v.get<int64_t>();
 }
 
 double positive_number(const nlohmann::json& v, const std::string& source, const std::string& key) {
   QFT_CHECK(v.is_number() && v.get<double>() > 0, "{}: \"{}\" must be a positive number, got {}", source, key,
-            v.dump());
+            qft::json::excerpt(v));
   return v.get<double>();
 }
 
@@ -27,7 +28,7 @@ int64_t token_id(const nlohmann::json& json, const std::string& source, const ch
   if (!present(json, key)) return fallback;
   const auto& v = json[key];
   if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
-  QFT_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", source, key, v.dump());
+  QFT_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", source, key, qft::json::excerpt(v));
   return v.get<int64_t>();
 }
 
@@ -39,7 +40,7 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
   c.raw = json;
   if (present(json, "model_type")) {
     QFT_CHECK(json["model_type"] == "qwen3", "{}: \"model_type\" must be \"qwen3\" (dense Qwen3), got {}", source,
-              json["model_type"].dump());
+              qft::json::excerpt(json["model_type"]));
   }
   c.vocab_size = positive_int(json, source, "vocab_size");
   c.hidden_size = positive_int(json, source, "hidden_size");
@@ -68,10 +69,10 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
   bool have_theta = false;
   if (present(json, "rope_parameters")) {
     const auto& rp = json["rope_parameters"];
-    QFT_CHECK(rp.is_object(), "{}: \"rope_parameters\" must be an object, got {}", source, rp.dump());
+    QFT_CHECK(rp.is_object(), "{}: \"rope_parameters\" must be an object, got {}", source, qft::json::excerpt(rp));
     if (present(rp, "rope_type"))
       QFT_CHECK(rp["rope_type"] == "default", "{}: \"rope_parameters.rope_type\" {} is not supported (only \"default\")",
-                source, rp["rope_type"].dump());
+                source, qft::json::excerpt(rp["rope_type"]));
     if (present(rp, "rope_theta")) {
       c.rope_theta = positive_number(rp["rope_theta"], source, "rope_parameters.rope_theta");
       have_theta = true;
@@ -91,11 +92,11 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
       const auto type = rs.contains("rope_type") ? rs.find("rope_type") : rs.find("type");
       default_rope = type == rs.end() || *type == "default";
     }
-    QFT_CHECK(default_rope, "{}: \"rope_scaling\" {} is not supported (only default RoPE)", source, rs.dump());
+    QFT_CHECK(default_rope, "{}: \"rope_scaling\" {} is not supported (only default RoPE)", source, qft::json::excerpt(rs));
   }
   if (present(json, "hidden_act"))
     QFT_CHECK(json["hidden_act"] == "silu", "{}: \"hidden_act\" must be \"silu\", got {}", source,
-              json["hidden_act"].dump());
+              qft::json::excerpt(json["hidden_act"]));
   if (present(json, "attention_bias"))
     QFT_CHECK(json["attention_bias"] == false, "{}: \"attention_bias\": true is not supported", source);
   if (present(json, "use_sliding_window"))
@@ -105,7 +106,7 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
     c.max_position_embeddings = positive_int(json, source, "max_position_embeddings");
   if (present(json, "tie_word_embeddings")) {
     QFT_CHECK(json["tie_word_embeddings"].is_boolean(), "{}: \"tie_word_embeddings\" must be a boolean, got {}",
-              source, json["tie_word_embeddings"].dump());
+              source, qft::json::excerpt(json["tie_word_embeddings"]));
     c.tie_word_embeddings = json["tie_word_embeddings"].get<bool>();
   }
   c.bos_token_id = token_id(json, source, "bos_token_id", c.bos_token_id);
@@ -113,7 +114,7 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
   // transformers >= 5 writes "dtype"; older files "torch_dtype".
   for (const char* key : {"torch_dtype", "dtype"}) {
     if (present(json, key)) {
-      QFT_CHECK(json[key].is_string(), "{}: \"{}\" must be a string, got {}", source, key, json[key].dump());
+      QFT_CHECK(json[key].is_string(), "{}: \"{}\" must be a string, got {}", source, key, qft::json::excerpt(json[key]));
       c.torch_dtype = json[key].get<std::string>();
       break;
     }
@@ -122,14 +123,7 @@ Qwen3Config Qwen3Config::from_json(const nlohmann::json& json, const std::string
 }
 
 Qwen3Config Qwen3Config::from_file(const std::string& config_json_path) {
-  const std::string text = read_file(config_json_path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", config_json_path, e.what());
-  }
-  return from_json(json, config_json_path);
+  return from_json(qft::json::parse_file(config_json_path), config_json_path);
 }
 
 nlohmann::json Qwen3Config::to_json() const {

@@ -180,63 +180,130 @@ RenderedChat render_qwen3_chat(const Conversation& conversation, const TemplateO
 
 namespace {
 
+const char* type_name(const nlohmann::ordered_json& value) {
+  switch (value.type()) {
+    case nlohmann::ordered_json::value_t::null: return "null";
+    case nlohmann::ordered_json::value_t::boolean: return "a boolean";
+    case nlohmann::ordered_json::value_t::string: return "a string";
+    case nlohmann::ordered_json::value_t::array: return "a list";
+    case nlohmann::ordered_json::value_t::object: return "an object";
+    default: return "a number";
+  }
+}
+
+template <typename... Args>
+[[noreturn]] void refuse(MessageProblem problem, fmt::format_string<Args...> format, Args&&... args) {
+  throw MessageError(problem, fmt::format(format, std::forward<Args>(args)...));
+}
+
+// Jinja truthiness (Python's bool()).
+bool truthy(const nlohmann::ordered_json& value) {
+  switch (value.type()) {
+    case nlohmann::ordered_json::value_t::null: return false;
+    case nlohmann::ordered_json::value_t::boolean: return value.get<bool>();
+    case nlohmann::ordered_json::value_t::number_integer: return value.get<int64_t>() != 0;
+    case nlohmann::ordered_json::value_t::number_unsigned: return value.get<uint64_t>() != 0;
+    case nlohmann::ordered_json::value_t::number_float: return value.get<double>() != 0.0;
+    default: return !value.empty();  // strings, lists, objects; big integers are never 0
+  }
+}
+
 Role parse_role(const nlohmann::ordered_json& message, size_t index) {
-  QFT_CHECK(message.contains("role") && message["role"].is_string(), "message {}: 'role' must be a string", index);
-  const std::string& role = message["role"].get_ref<const std::string&>();
+  const auto it = message.find("role");
+  if (it == message.end() || it->is_null()) refuse(MessageProblem::missing_field, "message {}: missing 'role'", index);
+  if (!it->is_string())
+    refuse(MessageProblem::wrong_type, "message {}: 'role' must be a string, got {}", index, type_name(*it));
+  const std::string& role = it->get_ref<const std::string&>();
   if (role == "system") return Role::system;
   if (role == "user") return Role::user;
   if (role == "assistant") return Role::assistant;
   if (role == "tool") return Role::tool;
-  fail("message {}: unknown role '{}' (expected system, user, assistant or tool)", index, role);
+  refuse(MessageProblem::unknown_role,
+         "message {}: role '{}' is not rendered by the Qwen3 chat template (transformers drops the message "
+         "silently); use system, user, assistant or tool{}",
+         index, role, role == "developer" ? " ('developer' is 'system' for Qwen3)" : role == "function" ? " ('function' results are 'tool' messages)" : "");
 }
 
 ToolCall parse_tool_call(const nlohmann::ordered_json& raw, size_t message_index, size_t call_index) {
-  QFT_CHECK(raw.is_object(), "message {} tool_calls[{}]: expected an object", message_index, call_index);
-  // The template unwraps {"function": {...}} whenever "function" is present and truthy.
+  if (!raw.is_object())
+    refuse(MessageProblem::wrong_type, "message {} tool_calls[{}]: expected an object, got {}", message_index,
+           call_index, type_name(raw));
+  // The template unwraps {"function": {...}} whenever "function" is truthy.
   const auto function_it = raw.find("function");
-  const bool wrapped = function_it != raw.end() && !function_it->is_null() &&
-                       !(function_it->is_object() && function_it->empty());
+  const bool wrapped = function_it != raw.end() && truthy(*function_it);
+  if (wrapped && !function_it->is_object())
+    refuse(MessageProblem::wrong_type, "message {} tool_calls[{}]: 'function' must be an object, got {}",
+           message_index, call_index, type_name(*function_it));
   const nlohmann::ordered_json& call = wrapped ? *function_it : raw;
-  QFT_CHECK(call.is_object(), "message {} tool_calls[{}]: 'function' must be an object", message_index, call_index);
-  QFT_CHECK(call.contains("name") && call["name"].is_string(), "message {} tool_calls[{}]: 'name' must be a string",
-            message_index, call_index);
-  QFT_CHECK(call.contains("arguments") && !call["arguments"].is_null(),
-            "message {} tool_calls[{}]: 'arguments' is missing", message_index, call_index);
-  return ToolCall{call["name"].get<std::string>(), call["arguments"]};
+  const auto name = call.find("name");
+  if (name == call.end() || name->is_null())
+    refuse(MessageProblem::missing_field, "message {} tool_calls[{}]: missing 'name'", message_index, call_index);
+  const auto arguments = call.find("arguments");
+  if (arguments == call.end())
+    refuse(MessageProblem::missing_field, "message {} tool_calls[{}]: missing 'arguments'", message_index, call_index);
+  return ToolCall{python_str(*name), *arguments};
 }
 
 }  // namespace
 
-Conversation conversation_from_hf_json(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) {
-  QFT_CHECK(messages.is_array(), "'messages' must be a list");
-  QFT_CHECK(tools.is_null() || tools.is_array(), "'tools' must be a list");
+void append_hf_message(const nlohmann::ordered_json& raw, size_t i, const MessageOptions& options,
+                       Conversation& conversation) {
+  if (!raw.is_object()) refuse(MessageProblem::wrong_type, "message {}: expected an object, got {}", i, type_name(raw));
+  ChatMessage message;
+  message.role = parse_role(raw, i);
+  const auto content = raw.find("content");
+  if (content == raw.end() || content->is_null()) {
+    if (message.role == Role::user || message.role == Role::system)
+      refuse(MessageProblem::missing_field, "message {}: missing 'content' (a {} message needs text)", i,
+             role_name(message.role));
+  } else if (content->is_string()) {
+    message.content = content->get<std::string>();
+  } else if (message.role == Role::tool) {
+    message.content = python_str(*content);
+  } else {
+    refuse(MessageProblem::wrong_type,
+           "message {}: 'content' of a {} message must be a string, got {} (the Qwen3 template cannot render it; "
+           "transformers fails too){}",
+           i, role_name(message.role), type_name(*content),
+           content->is_array() ? "; join the text of content parts into one string" : "");
+  }
+  for (const char* key : {"reasoning_content", "thinking", "reasoning"}) {
+    const auto it = raw.find(key);
+    if (it == raw.end() || it->is_null()) continue;
+    if (!it->is_string())
+      refuse(MessageProblem::wrong_type, "message {}: '{}' must be a string, got {}", i, key, type_name(*it));
+    message.reasoning_content = it->get<std::string>();
+    break;
+  }
+  const auto calls = raw.find("tool_calls");
+  if (calls != raw.end() && !calls->is_null()) {
+    if (!calls->is_array())
+      refuse(MessageProblem::wrong_type, "message {}: 'tool_calls' must be a list, got {}", i, type_name(*calls));
+    if (message.role != Role::assistant && !calls->empty())
+      refuse(MessageProblem::wrong_type,
+             "message {}: only assistant messages have tool_calls (the template would drop them silently)", i);
+    for (size_t c = 0; c < calls->size(); ++c) message.tool_calls.push_back(parse_tool_call((*calls)[c], i, c));
+  }
+  if (options.accept_weight) {
+    // OpenAI fine-tuning files mark assistant turns to learn from with "weight": 1 (default) or 0.
+    const auto weight = raw.find("weight");
+    if (weight != raw.end() && !weight->is_null()) {
+      if (!weight->is_number_integer() || (weight->get<int64_t>() != 0 && weight->get<int64_t>() != 1))
+        refuse(MessageProblem::wrong_type, "message {}: 'weight' must be 0 or 1", i);
+      message.trainable = weight->get<int64_t>() == 1;
+    }
+  }
+  conversation.messages.push_back(std::move(message));
+}
+
+Conversation conversation_from_hf_json(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                       const MessageOptions& options) {
+  if (!messages.is_array()) refuse(MessageProblem::wrong_type, "'messages' must be a list, got {}", type_name(messages));
+  if (!tools.is_null() && !tools.is_array())
+    refuse(MessageProblem::wrong_type, "'tools' must be a list, got {}", type_name(tools));
   Conversation conversation;
   conversation.tools = tools;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const auto& raw = messages[i];
-    QFT_CHECK(raw.is_object(), "message {}: expected an object", i);
-    ChatMessage message;
-    message.role = parse_role(raw, i);
-    const auto content = raw.find("content");
-    if (content != raw.end() && !content->is_null()) {
-      QFT_CHECK(content->is_string(), "message {}: 'content' must be a string", i);
-      message.content = content->get<std::string>();
-    }
-    for (const char* key : {"reasoning_content", "thinking", "reasoning"}) {
-      const auto it = raw.find(key);
-      if (it == raw.end() || it->is_null()) continue;
-      QFT_CHECK(it->is_string(), "message {}: '{}' must be a string", i, key);
-      message.reasoning_content = it->get<std::string>();
-      break;
-    }
-    const auto calls = raw.find("tool_calls");
-    if (calls != raw.end() && !calls->is_null()) {
-      QFT_CHECK(calls->is_array(), "message {}: 'tool_calls' must be a list", i);
-      QFT_CHECK(message.role == Role::assistant || calls->empty(), "message {}: only assistant messages have tool_calls", i);
-      for (size_t c = 0; c < calls->size(); ++c) message.tool_calls.push_back(parse_tool_call((*calls)[c], i, c));
-    }
-    conversation.messages.push_back(std::move(message));
-  }
+  for (size_t i = 0; i < messages.size(); ++i) append_hf_message(messages[i], i, options, conversation);
   return conversation;
 }
 

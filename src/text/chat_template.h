@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+
 namespace qft::text {
 
 enum class Role { system, user, assistant, tool };
@@ -61,10 +63,42 @@ struct RenderedChat {
 
 RenderedChat render_qwen3_chat(const Conversation& conversation, const TemplateOptions& options = {});
 
-// Builds a Conversation from HF-style JSON messages (role/content/reasoning_content/tool_calls, tool
-// calls with or without the {"type": "function", "function": {...}} wrapper) and a tools array or null.
-// `reasoning_content`, `thinking` and `reasoning` are aliases, as in transformers. Content null is "".
-// Throws qft::Error naming the message index and the problem.
-Conversation conversation_from_hf_json(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools);
+// The one parser of HF-style chat messages, used by the data reader (OpenAI/`messages` records, ShareGPT
+// after its role mapping) and by the tests. It accepts what the Qwen3 template run by transformers
+// renders, renders it the same way, and refuses with a MessageError what transformers fails on; a few
+// inputs transformers renders silently wrong are refused too. docs/DATA.md ("Messages") lists every case:
+//   - roles system, user, assistant, tool; any other role (developer, function, ...) is an error: the
+//     template drops such a message without a word;
+//   - content: a string; null/absent for assistant and tool messages ("", as for tool messages in
+//     transformers); for tool messages any other JSON value is printed as Python's str() prints it (the
+//     template writes `{{ message.content }}`); for the other roles a non-string is an error (transformers
+//     raises: the template concatenates it to text);
+//   - reasoning_content / thinking / reasoning (aliases, as in transformers): a string or null;
+//   - tool_calls (assistant only; a list): {"name", "arguments"} optionally inside a truthy "function"
+//     (an empty or null "function" is ignored, as Jinja's `if tool_call.function` ignores it); a name
+//     that is not a string is printed as Python's str(); "arguments" must be present (a string is
+//     written raw, any other value with tojson);
+//   - "weight" (OpenAI fine-tuning: 0 or 1) when `accept_weight` is set.
+enum class MessageProblem { wrong_type, missing_field, unknown_role };
+
+class MessageError : public Error {
+ public:
+  MessageError(MessageProblem problem, const std::string& message) : Error(message), problem_(problem) {}
+  MessageProblem problem() const { return problem_; }
+
+ private:
+  MessageProblem problem_;
+};
+
+struct MessageOptions {
+  bool accept_weight = false;
+};
+
+Conversation conversation_from_hf_json(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                       const MessageOptions& options = {});
+
+// One message of that list (`index` for messages), appended to `conversation`.
+void append_hf_message(const nlohmann::ordered_json& message, size_t index, const MessageOptions& options,
+                       Conversation& conversation);
 
 }  // namespace qft::text

@@ -1,9 +1,14 @@
 #include "text/python_json.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
+#include <iterator>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+
+#include "core/json_reader.h"
 
 namespace qft::text {
 
@@ -69,6 +74,13 @@ void append_value(std::string& out, const nlohmann::ordered_json& value) {
       break;
     }
     case Type::binary:
+      // Integers beyond 64 bits, read by core/json_reader: written back digit for digit, as Python does.
+      if (json::is_big_integer(value)) {
+        out += json::big_integer_digits(value);
+        break;
+      }
+      out += "null";
+      break;
     case Type::discarded:
       out += "null";
       break;
@@ -114,6 +126,137 @@ std::string python_float_repr(double value) {
     out += exponent_text;
   }
   return out;
+}
+
+namespace {
+
+#include "text/python_printable.inc"
+
+bool python_printable(uint32_t cp) {
+  const auto* begin = std::begin(kPythonUnprintableRanges);
+  const auto* end = std::end(kPythonUnprintableRanges);
+  const auto* it = std::upper_bound(begin, end, cp, [](uint32_t value, const uint32_t (&range)[2]) { return value < range[0]; });
+  if (it == begin) return true;
+  --it;
+  return cp > (*it)[1];
+}
+
+// The code point at text[pos] (valid UTF-8: every string here was checked when it was read).
+uint32_t next_code_point(const std::string& text, size_t& pos) {
+  const auto byte = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(text[k])); };
+  const uint32_t b0 = byte(pos);
+  if (b0 < 0x80 || pos + 1 >= text.size()) return byte(pos++);
+  if (b0 < 0xE0) {
+    const uint32_t cp = ((b0 & 0x1F) << 6) | (byte(pos + 1) & 0x3F);
+    pos += 2;
+    return cp;
+  }
+  if (b0 < 0xF0 && pos + 2 < text.size()) {
+    const uint32_t cp = ((b0 & 0x0F) << 12) | ((byte(pos + 1) & 0x3F) << 6) | (byte(pos + 2) & 0x3F);
+    pos += 3;
+    return cp;
+  }
+  if (pos + 3 < text.size()) {
+    const uint32_t cp = ((b0 & 0x07) << 18) | ((byte(pos + 1) & 0x3F) << 12) | ((byte(pos + 2) & 0x3F) << 6) | (byte(pos + 3) & 0x3F);
+    pos += 4;
+    return cp;
+  }
+  return byte(pos++);
+}
+
+// CPython's unicode_repr.
+void append_string_repr(std::string& out, const std::string& text) {
+  const bool has_single = text.find('\'') != std::string::npos;
+  const bool has_double = text.find('"') != std::string::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  out.push_back(quote);
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t start = pos;
+    const uint32_t cp = next_code_point(text, pos);
+    char escaped[16];
+    if (cp == static_cast<uint32_t>(quote) || cp == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(cp));
+    } else if (cp == '\t') {
+      out += "\\t";
+    } else if (cp == '\n') {
+      out += "\\n";
+    } else if (cp == '\r') {
+      out += "\\r";
+    } else if (cp < 0x20 || cp == 0x7F) {
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", cp);
+      out += escaped;
+    } else if (cp < 0x7F || python_printable(cp)) {
+      out.append(text, start, pos - start);
+    } else if (cp <= 0xFF) {
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", cp);
+      out += escaped;
+    } else if (cp <= 0xFFFF) {
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", cp);
+      out += escaped;
+    } else {
+      std::snprintf(escaped, sizeof escaped, "\\U%08x", cp);
+      out += escaped;
+    }
+  }
+  out.push_back(quote);
+}
+
+void append_repr(std::string& out, const nlohmann::ordered_json& value) {
+  using Type = nlohmann::ordered_json::value_t;
+  switch (value.type()) {
+    case Type::null: out += "None"; break;
+    case Type::boolean: out += value.get<bool>() ? "True" : "False"; break;
+    case Type::number_integer: out += std::to_string(value.get<int64_t>()); break;
+    case Type::number_unsigned: out += std::to_string(value.get<uint64_t>()); break;
+    case Type::number_float: {
+      const double v = value.get<double>();
+      out += std::isnan(v) ? "nan" : std::isinf(v) ? (v > 0 ? "inf" : "-inf") : python_float_repr(v);
+      break;
+    }
+    case Type::string: append_string_repr(out, value.get_ref<const std::string&>()); break;
+    case Type::array: {
+      out.push_back('[');
+      bool first = true;
+      for (const auto& item : value) {
+        if (!first) out += ", ";
+        first = false;
+        append_repr(out, item);
+      }
+      out.push_back(']');
+      break;
+    }
+    case Type::object: {
+      out.push_back('{');
+      bool first = true;
+      for (const auto& [key, item] : value.items()) {
+        if (!first) out += ", ";
+        first = false;
+        append_string_repr(out, key);
+        out += ": ";
+        append_repr(out, item);
+      }
+      out.push_back('}');
+      break;
+    }
+    case Type::binary:
+      out += json::is_big_integer(value) ? json::big_integer_digits(value) : "None";
+      break;
+    case Type::discarded: out += "None"; break;
+  }
+}
+
+}  // namespace
+
+std::string python_repr(const nlohmann::ordered_json& value) {
+  std::string out;
+  append_repr(out, value);
+  return out;
+}
+
+std::string python_str(const nlohmann::ordered_json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  return python_repr(value);
 }
 
 std::string python_json_dumps(const nlohmann::ordered_json& value) {

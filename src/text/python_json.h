@@ -15,4 +15,12 @@ std::string python_json_dumps(const nlohmann::ordered_json& value);
 // or >= 16, ".0" appended to integral values; "Infinity"/"-Infinity"/"NaN" as json.dumps writes them.
 std::string python_float_repr(double value);
 
+// What Jinja prints for a value, `str(value)` in Python: a string as it is, anything else as `repr`
+// ("[{'type': 'text', 'text': 'hi'}]", "True", "None", "inf", "1.5"). The Qwen3 template prints a tool
+// message's non-string content this way.
+std::string python_str(const nlohmann::ordered_json& value);
+// Python `repr`: strings quoted and escaped as Python does (its str.isprintable() decides which
+// characters are escaped), lists and dicts with ", " and ": ", floats as repr ("inf", "nan").
+std::string python_repr(const nlohmann::ordered_json& value);
+
 }  // namespace qft::text

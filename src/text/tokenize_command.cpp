@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "text/tokenizer.h"
 #include "text/utf8.h"
 
@@ -86,7 +87,8 @@ Options parse_options(const std::vector<std::string>& args) {
 
 std::string resolve_tokenizer_json(const std::string& path) {
   namespace fs = std::filesystem;
-  if (fs::is_directory(path)) return (fs::path(path) / "tokenizer.json").string();
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return (fs::path(path) / "tokenizer.json").string();
   return path;
 }
 
@@ -109,10 +111,9 @@ json parse_line(const std::string& path, size_t line_number, const std::string& 
     fail("{}:{}: empty line; expected {}", path, line_number, expected);
   }
   try {
-    return json::parse(line);
-  } catch (const json::parse_error& e) {
-    // The parser quotes the offending bytes, which may be invalid UTF-8 themselves.
-    fail("{}:{}: not valid JSON ({}); expected {}", path, line_number, utf8::from_bytes_lossy(e.what()), expected);
+    return qft::json::parse(line, "");
+  } catch (const qft::json::JsonSyntaxError& e) {
+    fail("{}:{}: not valid JSON (column {}: {}); expected {}", path, line_number, e.column(), e.reason(), expected);
   }
 }
 
@@ -149,7 +150,7 @@ std::vector<std::vector<int32_t>> read_id_lists(const std::string& path) {
     for (size_t k = 0; k < array.size(); ++k) {
       const json& id = array[k];
       if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-        fail("{}:{}: element {} is {}; expected {}", path, i + 1, k, id.dump(), kExpected);
+        fail("{}:{}: element {} is {}; expected {}", path, i + 1, k, qft::json::excerpt(id), kExpected);
       }
       ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
     }

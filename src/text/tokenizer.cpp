@@ -109,18 +109,24 @@ void TokenizerModel::encode_into(std::string_view text, std::vector<int32_t>& id
   } else {
     raw_added_matcher.split(text, 0, static_cast<uint32_t>(text.size()), segments);
   }
-  uint32_t normalized_offset = 0;  // where the current segment starts in the normalised text
   std::string normalized;
+  std::vector<unicode::OffsetAnchor> anchors;
   for (const TextSegment& segment : segments) {
-    std::string_view piece = text.substr(segment.begin, segment.end - segment.begin);
+    const std::string_view piece = text.substr(segment.begin, segment.end - segment.begin);
     if (segment.token_id >= 0) {
       ids.push_back(segment.token_id);
-      if (offsets) offsets->push_back(normalized_offset);
+      if (offsets) offsets->push_back(segment.begin);
+    } else if (normalize_nfc && unicode::nfc_if_changed(piece, normalized, anchors)) {
+      // Offsets are reported in the input: the tokens of the normalised text are mapped back.
+      const size_t first = offsets ? offsets->size() : 0;
+      encode_normalized(normalized, 0, ids, offsets, cache);
+      if (offsets) {
+        for (size_t i = first; i < offsets->size(); ++i)
+          (*offsets)[i] = segment.begin + unicode::original_offset(anchors, (*offsets)[i]);
+      }
     } else {
-      if (normalize_nfc && unicode::nfc_if_changed(piece, normalized)) piece = normalized;
-      encode_normalized(piece, normalized_offset, ids, offsets, cache);
+      encode_normalized(piece, segment.begin, ids, offsets, cache);
     }
-    normalized_offset += static_cast<uint32_t>(piece.size());
   }
 }
 

@@ -14,8 +14,8 @@ namespace qft::text {
 
 struct Encoding {
   std::vector<int32_t> ids;
-  // Byte offset of each token's first byte in the encoded (NFC-normalised) text. When the input is
-  // already NFC (the data pipeline guarantees that) these are offsets into the input itself.
+  // Byte offset in the input of each token's first byte. Where NFC changed the text, the tokens of a
+  // changed segment (a starter and the marks that combine with it) all point at the segment's start.
   std::vector<uint32_t> offsets;
 };
 

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "text/byte_level_alphabet.h"
 #include "text/tokenizer_impl.h"
 #include "text/unicode_nfc.h"
@@ -41,7 +42,7 @@ class JsonReader {
                      bool default_value) const {
     auto it = object.find(key);
     if (it == object.end() || it->is_null()) return default_value;
-    if (!it->is_boolean()) fail("{}: '{}' must be true or false, got {}", path_, join(object_path, key), it->dump());
+    if (!it->is_boolean()) fail("{}: '{}' must be true or false, got {}", path_, join(object_path, key), qft::json::excerpt(*it));
     return it->get<bool>();
   }
   int32_t require_id(const json& value, const std::string& key_path) const {
@@ -49,12 +50,12 @@ class JsonReader {
     // far above any real vocabulary (Qwen3: 151 669).
     constexpr int64_t kIdLimit = int64_t{1} << 24;
     if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= kIdLimit) {
-      fail("{}: '{}' must be a token id (an integer in [0, 2^24)), got {}", path_, key_path, value.dump());
+      fail("{}: '{}' must be a token id (an integer in [0, 2^24)), got {}", path_, key_path, qft::json::excerpt(value));
     }
     return static_cast<int32_t>(value.get<int64_t>());
   }
   [[noreturn]] void unsupported(const std::string& key_path, const json& value, const char* expected) const {
-    fail("{}: unsupported '{}' = {}; expected {}", path_, key_path, value.dump(), expected);
+    fail("{}: unsupported '{}' = {}; expected {}", path_, key_path, qft::json::excerpt(value), expected);
   }
   static std::string join(const std::string& object_path, const std::string& key) {
     return object_path.empty() ? key : object_path + "." + key;
@@ -66,12 +67,7 @@ class JsonReader {
 };
 
 json read_json_file(const std::string& path) {
-  const std::string text = read_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
+  return qft::json::parse_file(path);
 }
 
 void load_normalizer(const JsonReader& reader, const json& root, TokenizerModel& impl) {
@@ -238,7 +234,7 @@ void load_model(const JsonReader& reader, const json& root, TokenizerModel& impl
       const size_t space = text.find(' ');
       if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos) {
         fail("{}: 'model.merges[{}]' = {} must be two tokens separated by one space", reader.path(), rank,
-             entry.dump());
+             qft::json::excerpt(entry));
       }
       left = text.substr(0, space);
       right = text.substr(space + 1);
@@ -246,7 +242,7 @@ void load_model(const JsonReader& reader, const json& root, TokenizerModel& impl
       left = entry[0].get<std::string>();
       right = entry[1].get<std::string>();
     } else {
-      fail("{}: 'model.merges[{}]' = {} must be \"a b\" or [\"a\", \"b\"]", reader.path(), rank, entry.dump());
+      fail("{}: 'model.merges[{}]' = {} must be \"a b\" or [\"a\", \"b\"]", reader.path(), rank, qft::json::excerpt(entry));
     }
     const int32_t left_id = id_of(left, rank, "left token");
     const int32_t right_id = id_of(right, rank, "right token");

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "text/utf8.h"
 
 namespace qft::text::unicode {
+
+size_t next_segment_boundary(std::string_view text, size_t pos);
 namespace {
 
 struct DecompositionEntry {
@@ -112,11 +116,27 @@ size_t first_non_nfc_position(std::string_view text, size_t& safe_start) {
   return std::string_view::npos;
 }
 
-void normalize_into(std::string_view text, std::string& out) {
+// NFC of `text` appended to `out`. With `anchors`, one anchor per output character giving the input
+// offset it is aligned with, as `tokenizers` aligns normalised text: output characters take the input
+// characters in order; a composite takes as many as went into it (it is aligned with the first), a
+// character a decomposition added takes none (aligned with the one before), so a reordered mark is
+// aligned by position, not with where it came from.
+void normalize_into(std::string_view text, size_t text_offset, std::string& out, std::vector<OffsetAnchor>* anchors) {
   thread_local std::vector<uint32_t> buffer;
+  thread_local std::vector<uint32_t> weight;  // input characters each buffer entry stands for
+  thread_local std::vector<uint32_t> input_starts;
+  thread_local std::vector<std::pair<uint32_t, uint32_t>> run;
   buffer.clear();
+  weight.clear();
+  input_starts.clear();
   size_t pos = 0;
-  while (pos < text.size()) append_decomposition(utf8::decode(text, pos), buffer);
+  while (pos < text.size()) {
+    input_starts.push_back(static_cast<uint32_t>(text_offset + pos));
+    const size_t first = buffer.size();
+    append_decomposition(utf8::decode(text, pos), buffer);
+    weight.resize(buffer.size(), 0);
+    weight[first] = 1;
+  }
 
   // Canonical ordering: stable sort of every run of non-starters by combining class.
   const size_t n = buffer.size();
@@ -128,9 +148,12 @@ void normalize_into(std::string_view text, std::string& out) {
     size_t j = i;
     while (j < n && canonical_combining_class(buffer[j]) != 0) ++j;
     if (j - i > 1) {
-      std::stable_sort(buffer.begin() + i, buffer.begin() + j, [](uint32_t a, uint32_t b) {
-        return canonical_combining_class(a) < canonical_combining_class(b);
+      run.clear();
+      for (size_t k = i; k < j; ++k) run.emplace_back(buffer[k], weight[k]);
+      std::stable_sort(run.begin(), run.end(), [](const auto& a, const auto& b) {
+        return canonical_combining_class(a.first) < canonical_combining_class(b.first);
       });
+      for (size_t k = i; k < j; ++k) std::tie(buffer[k], weight[k]) = run[k - i];
     }
     i = j;
   }
@@ -149,6 +172,7 @@ void normalize_into(std::string_view text, std::string& out) {
       const uint32_t composite = (last_class < klass || last_class == 0) ? compose_pair(starter, cp) : 0;
       if (composite != 0) {
         buffer[starter_pos] = composite;
+        weight[starter_pos] += weight[read];
         starter = composite;
         continue;
       }
@@ -157,11 +181,50 @@ void normalize_into(std::string_view text, std::string& out) {
         starter = cp;
       }
       last_class = klass;
+      weight[write] = weight[read];
       buffer[write++] = cp;
     }
     buffer.resize(write);
   }
-  for (uint32_t cp : buffer) utf8::append(out, cp);
+  size_t consumed = 0;  // input characters aligned so far
+  for (size_t i = 0; i < buffer.size(); ++i) {
+    if (anchors && !input_starts.empty()) {
+      const size_t aligned = weight[i] > 0 ? consumed : (consumed > 0 ? consumed - 1 : 0);
+      anchors->push_back({static_cast<uint32_t>(out.size()), input_starts[std::min(aligned, input_starts.size() - 1)], false});
+    }
+    consumed += weight[i];
+    utf8::append(out, buffer[i]);
+  }
+}
+
+bool nfc_impl(std::string_view text, std::string& out, std::vector<OffsetAnchor>* anchors) {
+  // Only the segments around characters that fail the quick check are normalised; the text between
+  // them is copied as it is.
+  if (anchors) anchors->clear();
+  size_t safe_start = 0;
+  size_t problem = first_non_nfc_position(text, safe_start);
+  if (problem == std::string_view::npos) return false;
+  std::string normalized;
+  normalized.reserve(text.size() + 16);
+  size_t copied = 0;  // text[0, copied) has been written to `normalized`
+  while (problem != std::string_view::npos) {
+    const size_t segment_begin = copied + safe_start;
+    // The problem character itself is not a boundary (it failed the check), so skip past it.
+    size_t after_problem = problem;
+    utf8::decode(text, after_problem);
+    const size_t segment_end = next_segment_boundary(text, after_problem);
+    if (anchors) anchors->push_back({static_cast<uint32_t>(normalized.size()), static_cast<uint32_t>(copied), true});
+    normalized.append(text.data() + copied, segment_begin - copied);
+    normalize_into(text.substr(segment_begin, segment_end - segment_begin), segment_begin, normalized, anchors);
+    copied = segment_end;
+    const size_t relative = first_non_nfc_position(text.substr(copied), safe_start);
+    problem = relative == std::string_view::npos ? relative : copied + relative;
+  }
+  if (anchors) anchors->push_back({static_cast<uint32_t>(normalized.size()), static_cast<uint32_t>(copied), true});
+  normalized.append(text.data() + copied, text.size() - copied);
+  if (normalized == text) return false;  // only `maybe`s that turned out to be NFC already
+  out = std::move(normalized);
+  return true;
 }
 
 }  // namespace
@@ -200,31 +263,18 @@ size_t next_segment_boundary(std::string_view text, size_t pos) {
   return text.size();
 }
 
-bool nfc_if_changed(std::string_view text, std::string& out) {
-  // Only the segments around characters that fail the quick check are normalised; the text between
-  // them is copied as it is.
-  size_t safe_start = 0;
-  size_t problem = first_non_nfc_position(text, safe_start);
-  if (problem == std::string_view::npos) return false;
-  std::string normalized;
-  normalized.reserve(text.size() + 16);
-  size_t copied = 0;  // text[0, copied) has been written to `normalized`
-  while (problem != std::string_view::npos) {
-    const size_t segment_begin = copied + safe_start;
-    // The problem character itself is not a boundary (it failed the check), so skip past it.
-    size_t after_problem = problem;
-    utf8::decode(text, after_problem);
-    const size_t segment_end = next_segment_boundary(text, after_problem);
-    normalized.append(text.data() + copied, segment_begin - copied);
-    normalize_into(text.substr(segment_begin, segment_end - segment_begin), normalized);
-    copied = segment_end;
-    const size_t relative = first_non_nfc_position(text.substr(copied), safe_start);
-    problem = relative == std::string_view::npos ? relative : copied + relative;
-  }
-  normalized.append(text.data() + copied, text.size() - copied);
-  if (normalized == text) return false;  // only `maybe`s that turned out to be NFC already
-  out = std::move(normalized);
-  return true;
+bool nfc_if_changed(std::string_view text, std::string& out) { return nfc_impl(text, out, nullptr); }
+
+bool nfc_if_changed(std::string_view text, std::string& out, std::vector<OffsetAnchor>& anchors) {
+  return nfc_impl(text, out, &anchors);
+}
+
+uint32_t original_offset(const std::vector<OffsetAnchor>& anchors, uint32_t offset) {
+  auto it = std::upper_bound(anchors.begin(), anchors.end(), offset,
+                             [](uint32_t value, const OffsetAnchor& a) { return value < a.normalized; });
+  if (it == anchors.begin()) return offset;
+  --it;
+  return it->copied ? it->original + (offset - it->normalized) : it->original;
 }
 
 std::string nfc(std::string_view text) {

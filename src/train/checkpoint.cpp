@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "core/remove_tree.h"
 #include "model/shape_string.h"
@@ -54,13 +55,7 @@ void write_trainer_state(const std::string& dir, const TrainerState& state) {
 
 TrainerState read_trainer_state(const std::string& dir) {
   const std::string path = (fs::path(dir) / "trainer_state.json").string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-  return TrainerState::from_json(j, path);
+  return TrainerState::from_json(json::parse_file(path), path);
 }
 
 namespace {

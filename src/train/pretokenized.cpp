@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 
 namespace qft::train {
 
@@ -17,7 +18,7 @@ std::vector<int64_t> read_int_list(const nlohmann::json& row, const char* key, c
   std::vector<int64_t> out;
   out.reserve(it->size());
   for (const auto& v : *it) {
-    QFT_CHECK(v.is_number_integer(), "{}: \"{}\" must be a list of integers, found {}", where, key, v.dump());
+    QFT_CHECK(v.is_number_integer(), "{}: \"{}\" must be a list of integers, found {}", where, key, json::excerpt(v));
     out.push_back(v.get<int64_t>());
   }
   return out;
@@ -32,13 +33,8 @@ std::vector<int64_t> positions_from_segments(const std::vector<int64_t>& segment
   return positions;
 }
 
-TokenRow parse_row(const std::string& line, int64_t vocab_size, const std::string& where) {
-  nlohmann::json row;
-  try {
-    row = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON ({})", where, e.what());
-  }
+TokenRow parse_row(const std::string& line, int64_t vocab_size, int64_t max_positions, const std::string& where) {
+  const nlohmann::json row = json::parse(line, where);
   QFT_CHECK(row.is_object(), "{}: expected an object with input_ids and labels", where);
   for (const auto& item : row.items()) {
     const std::string& key = item.key();
@@ -63,12 +59,20 @@ TokenRow parse_row(const std::string& line, int64_t vocab_size, const std::strin
   } else if (!r.segment_ids.empty()) {
     r.position_ids = positions_from_segments(r.segment_ids);
   }
+  // Positions 0..T-1 when none are given: a row longer than the model's context is refused here, before
+  // anything is sized by it (a row of a million tokens asks for terabytes of attention scores).
+  QFT_CHECK(!r.position_ids.empty() || static_cast<int64_t>(length) <= max_positions,
+            "{}: the row has {} tokens but the model takes at most {} (max_position_embeddings in its config.json)",
+            where, length, max_positions);
   for (size_t t = 0; t < length; ++t) {
     QFT_CHECK(r.input_ids[t] >= 0 && r.input_ids[t] < vocab_size, "{}: input_ids[{}] = {} is outside the vocabulary [0, {})",
               where, t, r.input_ids[t], vocab_size);
     QFT_CHECK(r.labels[t] == -100 || (r.labels[t] >= 0 && r.labels[t] < vocab_size),
               "{}: labels[{}] = {} is neither -100 nor in the vocabulary [0, {})", where, t, r.labels[t], vocab_size);
-    if (!r.position_ids.empty()) QFT_CHECK(r.position_ids[t] >= 0, "{}: position_ids[{}] is negative", where, t);
+    if (!r.position_ids.empty())
+      QFT_CHECK(r.position_ids[t] >= 0 && r.position_ids[t] < max_positions,
+                "{}: position_ids[{}] = {} is outside [0, {}) (the model's max_position_embeddings)", where, t,
+                r.position_ids[t], max_positions);
     if (!r.segment_ids.empty()) QFT_CHECK(r.segment_ids[t] >= -1, "{}: segment_ids[{}] < -1", where, t);
   }
   for (size_t t = 1; t < length; ++t) r.target_tokens += r.labels[t] != -100 ? 1 : 0;
@@ -77,7 +81,7 @@ TokenRow parse_row(const std::string& line, int64_t vocab_size, const std::strin
 
 }  // namespace
 
-std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size) {
+std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size, int64_t max_positions) {
   std::ifstream in(path);
   QFT_CHECK(in.good(), "{}: cannot open the pretokenized data file", path);
   std::vector<TokenRow> rows;
@@ -86,7 +90,7 @@ std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t v
   while (std::getline(in, line)) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines (e.g. a final newline)
-    rows.push_back(parse_row(line, vocab_size, path + ":" + std::to_string(line_number)));
+    rows.push_back(parse_row(line, vocab_size, max_positions, path + ":" + std::to_string(line_number)));
   }
   QFT_CHECK(!rows.empty(), "{}: no rows", path);
   return rows;

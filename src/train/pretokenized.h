@@ -22,8 +22,9 @@ struct TokenRow {
   int64_t target_tokens = 0;          // labels[1:] != -100: the tokens this row contributes to the loss
 };
 
-// Reads and validates every row (ids in [0, vocab_size), equal lengths); errors name file:line.
-std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size);
+// Reads and validates every row (ids in [0, vocab_size), equal lengths, at most `max_positions` tokens
+// and positions below it: the model's max_position_embeddings); errors name file:line.
+std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size, int64_t max_positions);
 
 // Stacks rows into one micro-batch on `device`, padding shorter rows at the end (segment -1, label
 // -100). Rows of one length without packing information become a plain causal batch.

@@ -38,12 +38,13 @@ ModelOptions read_model_section(ConfigReader section) {
   ModelOptions model;
   model.model_name_or_path = section.get_string("model_name_or_path");
   const fs::path dir(model.model_name_or_path);
-  if (!fs::exists(dir) && !hub_id_hint(model.model_name_or_path).empty()) {
+  std::error_code ec;  // the non-throwing overloads: a path too long or unreadable is "does not exist"
+  if (!fs::exists(dir, ec) && !hub_id_hint(model.model_name_or_path).empty()) {
     fail("{}: {}", section.where("model_name_or_path"), hub_id_hint(model.model_name_or_path));
   }
-  QFT_CHECK(fs::is_directory(dir), "{}: directory '{}' does not exist (expected a Hugging Face model directory)",
+  QFT_CHECK(fs::is_directory(dir, ec), "{}: directory '{}' does not exist (expected a Hugging Face model directory)",
             section.where("model_name_or_path"), model.model_name_or_path);
-  QFT_CHECK(fs::exists(dir / "config.json"), "{}: '{}' has no config.json (expected a Hugging Face model directory)",
+  QFT_CHECK(fs::exists(dir / "config.json", ec), "{}: '{}' has no config.json (expected a Hugging Face model directory)",
             section.where("model_name_or_path"), model.model_name_or_path);
   model.torch_dtype = read_dtype(section, "torch_dtype", model.torch_dtype);
   model.device = section.get_choice("device", {"auto", "cpu", "cuda"}, model.device);
@@ -88,7 +89,8 @@ LoraOptions read_lora_section(ConfigReader section, FinetuningType& finetuning_t
   if (!lora.adapter_name_or_path.empty()) {
     QFT_CHECK(finetuning_type == FinetuningType::lora, "{}: an adapter can only be continued with finetuning_type: lora",
               section.where("adapter_name_or_path"));
-    QFT_CHECK(fs::exists(fs::path(lora.adapter_name_or_path) / "adapter_config.json"),
+    std::error_code ec;
+    QFT_CHECK(fs::exists(fs::path(lora.adapter_name_or_path) / "adapter_config.json", ec),
               "{}: '{}' has no adapter_config.json (expected a PEFT adapter directory)",
               section.where("adapter_name_or_path"), lora.adapter_name_or_path);
   }
@@ -151,7 +153,8 @@ TrainingOptions read_training_section(ConfigReader section) {
   require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
   t.resume_from_checkpoint = section.get_string("resume_from_checkpoint", "");
   if (!t.resume_from_checkpoint.empty() && t.resume_from_checkpoint != "latest") {
-    QFT_CHECK(fs::exists(fs::path(t.resume_from_checkpoint) / "trainer_state.json"),
+    std::error_code ec;
+    QFT_CHECK(fs::exists(fs::path(t.resume_from_checkpoint) / "trainer_state.json", ec),
               "{}: '{}' is not a qft checkpoint directory (no trainer_state.json); give a checkpoint-<step> "
               "directory or 'latest'",
               section.where("resume_from_checkpoint"), t.resume_from_checkpoint);
@@ -174,6 +177,10 @@ OutputOptions read_output_section(ConfigReader section) {
   OutputOptions o;
   o.output_dir = section.get_string("output_dir");
   QFT_CHECK(!o.output_dir.empty(), "{} must not be empty", section.where("output_dir"));
+  std::error_code ec;
+  QFT_CHECK(!fs::exists(o.output_dir, ec) || fs::is_directory(o.output_dir, ec),
+            "{}: '{}' exists and is not a directory (checkpoints and the adapter are written into it)",
+            section.where("output_dir"), o.output_dir);
   o.overwrite_output_dir = section.get_bool("overwrite_output_dir", o.overwrite_output_dir);
   o.save_total_limit = section.get_int("save_total_limit", o.save_total_limit);
   require(o.save_total_limit >= 0, section, "save_total_limit", "non-negative (0 = keep all)", o.save_total_limit);
@@ -248,7 +255,8 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
   // overwrite_output_dir deletes model files in output_dir: it must never be an input directory.
   for (const std::string* input : {&config.model.model_name_or_path, &config.lora.adapter_name_or_path}) {
     if (input->empty()) continue;
-    QFT_CHECK(fs::weakly_canonical(*input) != fs::weakly_canonical(config.output.output_dir),
+    std::error_code ec;
+    QFT_CHECK(fs::weakly_canonical(*input, ec) != fs::weakly_canonical(config.output.output_dir, ec),
               "{}: output_dir '{}' is the input directory '{}'; choose another output_dir",
               output_section.where("output_dir"), config.output.output_dir, *input);
   }

@@ -150,7 +150,8 @@ std::unique_ptr<TrainingRows> subset_rows(std::shared_ptr<const TrainingRows> ba
 std::unique_ptr<TrainingRows> load_training_rows(const TrainConfig& config, const model::Qwen3Config& model_config,
                                                  parallel::Communicator& world) {
   if (config.data.pipeline) return load_token_cache_rows(config, model_config, world);
-  return std::make_unique<InMemoryRows>(read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size));
+  return std::make_unique<InMemoryRows>(read_pretokenized_jsonl(config.data.pretokenized, model_config.vocab_size,
+                                                                      model_config.max_position_embeddings));
 }
 
 at::Device training_device(const TrainConfig& config, int local_rank) {

@@ -54,10 +54,10 @@ TEST(Formats, ShareGptRolesFunctionCallsAndTools) {
   EXPECT_EQ(c.tools, Json::parse(R"([{"name": "w"}])"));
 }
 
-TEST(Formats, OpenAiMessagesWithToolCallsReasoningAndContentParts) {
+TEST(Formats, OpenAiMessagesWithToolCallsAndReasoning) {
   ProblemLog log(false);
   const auto contents = read_lenient(
-      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "done", "reasoning_content": "think"}], "tools": [{"type": "function", "function": {"name": "f"}}]})",
+      R"({"messages": [{"role": "user", "content": "ab"}, {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "done", "reasoning_content": "think"}], "tools": [{"type": "function", "function": {"name": "f"}}]})",
       log);
   ASSERT_EQ(contents.samples.size(), 1u) << log.summary();
   EXPECT_EQ(contents.format, DataFormat::openai);
@@ -66,6 +66,36 @@ TEST(Formats, OpenAiMessagesWithToolCallsReasoningAndContentParts) {
   EXPECT_EQ(m[1].content, "");
   EXPECT_EQ(m[1].tool_calls[0].arguments, "{\"x\": 1}");
   EXPECT_EQ(m[3].reasoning_content.value_or(""), "think");
+}
+
+TEST(Formats, NonStringContentIsRenderedAsTheTemplateDoesOrRefusedWhereTransformersFails) {
+  // transformers: a list/dict/number content of a tool message is printed with Python's str(); in any
+  // other role the template concatenates it to text and raises. Roles it drops silently are refused.
+  ProblemLog log(false);
+  const auto contents = read_lenient(
+      R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "c"}, {"role": "tool", "content": [{"type": "text", "text": "it's \"x\"\u200b"}]}, {"role": "tool", "content": {"n": 123456789012345678901234567890, "f": 1e400, "b": true, "z": null}}, {"role": "tool", "content": 7}, {"role": "tool"}, {"role": "assistant", "content": "d"}]})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}, {"role": "assistant", "content": "x"}]})"
+      "\n"
+      R"({"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}]})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"a": 1}}]})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"function": {}, "name": 5, "arguments": {"k": 1}}]}]})",
+      log);
+  ASSERT_EQ(contents.samples.size(), 2u) << log.summary();
+  const auto& m = contents.samples[0].sample.conversation.messages;
+  EXPECT_EQ(m[2].content, "[{'type': 'text', 'text': 'it\\'s \"x\"\\u200b'}]");
+  EXPECT_EQ(m[3].content, "{'n': 123456789012345678901234567890, 'f': inf, 'b': True, 'z': None}");
+  EXPECT_EQ(m[4].content, "7");
+  EXPECT_EQ(m[5].content, "");
+  // An empty "function" wrapper is ignored (Jinja: `if tool_call.function` is false); the name is str(5).
+  const auto& call = contents.samples[1].sample.conversation.messages[1].tool_calls.at(0);
+  EXPECT_EQ(call.name, "5");
+  EXPECT_EQ(call.arguments, Json::parse(R"({"k": 1})"));
+  EXPECT_EQ(log.count(Problem::wrong_type), 2);
+  EXPECT_EQ(log.count(Problem::unknown_role), 1);
+  EXPECT_NE(log.summary().find("data.jsonl:2"), std::string::npos);
 }
 
 TEST(Formats, OpenAiWeightZeroMarksATurnAsContext) {

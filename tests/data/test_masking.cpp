@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "data/template_command.h"
 #include "data/tokenize_sample.h"
 #include "../text/test_support.h"
 
@@ -151,7 +152,7 @@ TEST(TokenizeChat, IdsMatchHuggingFaceOnTheTemplateFixture) {
 
     // Per assistant turn: the target tokens decode to the turn's text, except that a token may start
     // before the turn when its leading newlines merge with the header's "\n" (then it is context).
-    const auto rendered = text::render_qwen3_chat(nfc_normalized(conversation));
+    const auto rendered = text::render_qwen3_chat(conversation);
     const auto encoding = tokenizer.encode_with_offsets(rendered.text);
     for (const auto& span : rendered.assistant_spans) {
       std::vector<int32_t> span_targets;
@@ -191,14 +192,82 @@ TEST(TokenizeText, EveryTokenIsATargetAndEndOfTextCloses) {
   EXPECT_EQ(std::count(sample.targets.begin(), sample.targets.end(), 1), static_cast<long>(sample.ids.size()));
 }
 
-TEST(NfcNormalized, ContentsAndToolArgumentsAreComposed) {
+TEST(TokenizeChat, NormalisesOnlyBetweenSpecialTokensAsTokenizersDoes) {
+  // A combining mark right after "<think>" / "<|im_end|>" must not compose with the token's last
+  // character: normalising whole strings before rendering (or before splitting special tokens) would.
+  const auto& tokenizer = test::qwen3_tokenizer();
   text::Conversation c;
-  text::ChatMessage m{Role::assistant, "e\xCC\x81", std::nullopt, {}};
-  m.tool_calls.push_back({"f", Json{{"k", "e\xCC\x81"}}});
-  c.messages = {m};
-  const auto normalized = nfc_normalized(c);
-  EXPECT_EQ(normalized.messages[0].content, "\xC3\xA9");
-  EXPECT_EQ(normalized.messages[0].tool_calls[0].arguments["k"], "\xC3\xA9");
+  c.messages.push_back({Role::user, "<think>\xCC\x81 cafe\xCC\x81", std::nullopt, {}});
+  c.messages.push_back({Role::assistant, "ok<|im_end|>\xCC\x81" "e\xCC\x81", std::nullopt, {}});
+  const TokenizedSample sample = tokenize_chat(c, tokenizer, {});
+  const auto rendered = text::render_qwen3_chat(c);
+  EXPECT_EQ(sample.ids, tokenizer.encode(rendered.text));
+  // The target span still starts right after "assistant\n" and ends with the closing <|im_end|>.
+  const auto encoding = tokenizer.encode_with_offsets(rendered.text);
+  size_t first_target = sample.ids.size();
+  for (size_t i = 0; i < sample.ids.size(); ++i) {
+    if (sample.targets[i]) {
+      first_target = i;
+      break;
+    }
+  }
+  ASSERT_LT(first_target, sample.ids.size());
+  EXPECT_EQ(encoding.offsets[first_target], rendered.assistant_spans[0].begin);
+}
+
+TEST(TokenizeChat, KeysEqualOnlyAfterNfcStayDistinct) {
+  // {"\u00e9": 1, "e\u0301": 2}: two keys for Python (and transformers), one after whole-value NFC.
+  const auto& tokenizer = test::qwen3_tokenizer();
+  text::Conversation c;
+  c.messages.push_back({Role::user, "hi", std::nullopt, {}});
+  text::ChatMessage call{Role::assistant, "", std::nullopt, {}};
+  Json arguments = Json::object();
+  arguments["\xC3\xA9"] = 1;
+  arguments["e\xCC\x81"] = 2;
+  call.tool_calls.push_back({"f", arguments});
+  c.messages.push_back(call);
+  const auto rendered = text::render_qwen3_chat(c);
+  EXPECT_NE(rendered.text.find("{\"\xC3\xA9\": 1, \"e\xCC\x81\": 2}"), std::string::npos);
+  EXPECT_EQ(tokenize_chat(c, tokenizer, {}).ids, tokenizer.encode(rendered.text));
+}
+
+TEST(TemplateCommand, MarkTargetsWrapsEachRunOfTargetTokens) {
+  EXPECT_EQ(mark_targets("abcdef", {0, 2, 3, 5}, {0, 1, 1, 0}, "[", "]"), "ab[cde]f");
+  EXPECT_EQ(mark_targets("abcdef", {0, 2, 3, 5}, {1, 0, 0, 1}, "[", "]"), "[ab]cde[f]");
+  EXPECT_EQ(mark_targets("", {}, {}, "[", "]"), "");
+}
+
+TEST(TemplateCommand, ShowsTheRenderedRecordWithTargetsAndTokenCount) {
+  const auto& tokenizer = test::qwen3_tokenizer();
+  const std::string dir = test::scratch_dir();
+  const std::string path = dir + "/data.jsonl";
+  std::ofstream(path) << R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})"
+                      << "\n\n"
+                      << R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}, {"role": "assistant", "content": "y"}]})"
+                      << "\n"
+                      << R"({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>r</think>A"}]})"
+                      << "\n";
+  TemplateRequest request;
+  request.data_path = path;
+  const std::string first = template_view(request, tokenizer);
+  EXPECT_EQ(first, path + ":1: openai record, rendered with the Qwen3 template; target tokens are between \xC2\xAB and \xC2\xBB\n"
+                   "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\xC2\xAB<think>\n\n</think>\n\nHello<|im_end|>\xC2\xBB\n"
+                   "-- 16 tokens, 6 targets (enable_thinking: true, mask_history: false, train_on_prompt: false)\n");
+  // The token count is that of prepare: the ids of the rendered text.
+  const auto rendered = std::string("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello<|im_end|>\n");
+  EXPECT_EQ(tokenizer.encode(rendered).size(), 16u);
+  // A refused record: the reason prepare would skip it for, at its line (blank lines are not records).
+  request.index = 1;
+  EXPECT_NE(test::error_of([&] { template_view(request, tokenizer); })
+                .find(path + ":3: message 0: 'content' of a user message must be a string, got a list"),
+            std::string::npos);
+  request.index = 2;
+  request.mask.enable_thinking = false;
+  const std::string third = template_view(request, tokenizer);
+  EXPECT_NE(third.find("<|im_start|>assistant\n<think>\n\n</think>\n\n\xC2\xAB" "A<|im_end|>\xC2\xBB"), std::string::npos) << third;
+  request.index = 3;
+  EXPECT_NE(test::error_of([&] { template_view(request, tokenizer); }).find("--index 3 but the file has 3 records"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -67,3 +67,32 @@ TEST(ConfigReader, NonAsciiNumberAndComplexKeyAreQftErrors) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ConfigReader, NanAndInfinityAreNotNumbersAConfigMeans) {
+  for (const char* value : {".nan", "NaN", ".inf", "-.inf", "inf", "1e999", "-1e999"}) {
+    auto r = reader_of(std::string("training:\n  learning_rate: ") + value + "\n");
+    auto t = r.section("training");
+    const std::string message = error_of([&] { t.get_double("learning_rate", 1e-4); });
+    EXPECT_NE(message.find("cfg.yaml:2: 'training.learning_rate': expected a finite number"), std::string::npos)
+        << value << ": " << message;
+  }
+  auto r = reader_of("x: 1e-999\n");
+  EXPECT_EQ(r.get_double("x", 1.0), 0.0);
+}
+
+TEST(ConfigReader, DuplicateKeysAreErrorsNamingBothLines) {
+  const auto check = [](const std::string& yaml) {
+    return error_of([&] { qft::check_no_duplicate_keys(YAML::Load(yaml), "cfg.yaml"); });
+  };
+  EXPECT_EQ(check("training:\n  learning_rate: 1\n  max_steps: 3\n  learning_rate: 2\n"),
+            "cfg.yaml:4: duplicate key 'learning_rate' (also at line 2); YAML would keep only one of the two values");
+  EXPECT_EQ(check("data:\n  datasets:\n    - path: a\n      path: b\n"),
+            "cfg.yaml:4: duplicate key 'path' (also at line 3); YAML would keep only one of the two values");
+  EXPECT_EQ(check("a: 1\nb: {a: 1}\nc: [{a: 1}, {a: 2}]\n"), "");
+  // The same key in two sections is fine; so are aliases to one mapping.
+  EXPECT_EQ(check("x: &m {k: 1}\ny: *m\n"), "");
+}
+
+}  // namespace

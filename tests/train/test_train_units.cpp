@@ -335,7 +335,7 @@ TEST(Pretokenized, ReadsRowsAndNamesBadLines) {
   write_text(dir / "ok.jsonl",
              "{\"input_ids\": [5, 6, 7], \"labels\": [-100, 6, 7]}\n\n"
              "{\"input_ids\": [1, 2, 3, 4], \"labels\": [1, 2, -100, 4], \"segment_ids\": [0, 0, 1, 1]}\n");
-  const auto rows = read_pretokenized_jsonl(dir / "ok.jsonl", 10);
+  const auto rows = read_pretokenized_jsonl(dir / "ok.jsonl", 10, 64);
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].target_tokens, 2);
   EXPECT_EQ(rows[1].target_tokens, 2);
@@ -348,11 +348,22 @@ TEST(Pretokenized, ReadsRowsAndNamesBadLines) {
   EXPECT_EQ(batch.position_ids[1][2].item<int64_t>(), 0);
 
   write_text(dir / "bad.jsonl", "{\"input_ids\": [1], \"labels\": [1]}\n{\"input_ids\": [1, 99], \"labels\": [1, 2]}\n");
-  const std::string e = error_of([&] { read_pretokenized_jsonl(dir / "bad.jsonl", 10); });
+  const std::string e = error_of([&] { read_pretokenized_jsonl(dir / "bad.jsonl", 10, 64); });
   EXPECT_CONTAINS(e, "bad.jsonl:2");
   EXPECT_CONTAINS(e, "input_ids[1] = 99");
   write_text(dir / "short.jsonl", "{\"input_ids\": [1, 2], \"labels\": [1]}\n");
-  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "short.jsonl", 10); }), "short.jsonl:1");
+  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "short.jsonl", 10, 64); }), "short.jsonl:1");
+  // Longer than max_position_embeddings, by length or by position: refused before anything is sized by it.
+  write_text(dir / "long.jsonl", "{\"input_ids\": [1, 2, 3], \"labels\": [1, 2, 3]}\n");
+  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "long.jsonl", 10, 2); }),
+                  "long.jsonl:1: the row has 3 tokens but the model takes at most 2 (max_position_embeddings");
+  write_text(dir / "far.jsonl", "{\"input_ids\": [1, 2], \"labels\": [1, 2], \"position_ids\": [0, 5000]}\n");
+  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "far.jsonl", 10, 64); }),
+                  "far.jsonl:1: position_ids[1] = 5000 is outside [0, 64)");
+  // Nested too deep for any parser's stack: a located error, not a crash.
+  write_text(dir / "deep.jsonl", std::string(200000, '[') + "\n");
+  EXPECT_CONTAINS(error_of([&] { read_pretokenized_jsonl(dir / "deep.jsonl", 10, 64); }),
+                  "deep.jsonl:1: line 1 column 513: malformed JSON: nested deeper than 512 levels");
 }
 
 TEST(ByteSizes, DecimalAndBinaryUnits) {
