@@ -1,7 +1,7 @@
 // adapter_config.json of a PEFT adapter directory, read against a small Qwen3 base config.
 #include "core/json_reader.h"
 #include "fuzz_support.h"
-#include "train/peft_adapter.h"
+#include "hf/peft_adapter.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   qft::fuzz::quiet_logs();
@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       "base");
   qft::fuzz::write_scratch("adapter_config.json", qft::fuzz::as_text(data, size));
   try {
-    (void)qft::train::read_peft_adapter_config(qft::fuzz::scratch_dir().string(), base);
+    (void)qft::hf::read_peft_adapter_config(qft::fuzz::scratch_dir().string(), base);
   } catch (const qft::Error&) {
   }
   return 0;

@@ -240,3 +240,19 @@ def test_sbatch_scripts_pass_arguments_and_need_a_config(tmp_path, script, qft_b
     run(["bash", path, config, "--override", "training.learning_rate=1e-4"], env=env)
     assert (tmp_path / "args").read_text().splitlines() == [
         "--mpi=pmix", qft_bin, str(config), "--override", "training.learning_rate=1e-4"]
+
+
+def test_multi_gpu_sbatch_mpirun_variant(tmp_path, qft_bin):
+    """LAUNCHER=mpirun: Open MPI's mpirun inside the allocation, one rank per GPU, arguments passed through."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    mpirun = fake_bin / "mpirun"
+    mpirun.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$MPIRUN_ARGS"\n')
+    mpirun.chmod(mpirun.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "MPIRUN_ARGS": str(tmp_path / "args"),
+           "QFT": qft_bin, "LAUNCHER": "mpirun", "SLURM_NTASKS": "16", "SLURM_NTASKS_PER_NODE": "8(x2)"}
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {}\n")
+    run(["bash", SOURCE_DIR / "cluster" / "qft-multi-gpu.sbatch", config, "--override", "a.b=1"], env=env)
+    assert (tmp_path / "args").read_text().splitlines() == [
+        "-np", "16", "--map-by", "ppr:8:node", "-x", "NCCL_DEBUG", qft_bin, str(config), "--override", "a.b=1"]
