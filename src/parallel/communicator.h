@@ -75,6 +75,15 @@ class Communicator {
   // Every rank must pass the same value (e.g. a config hash); otherwise an error naming the first rank
   // that differs from rank 0.
   void check_same_on_all_ranks(const std::string& what, uint64_t value);
+
+  // Watchdog: a collective that has not completed after `seconds` (0 = wait forever, the default) means
+  // another rank died or hangs; this rank then names itself and the collective and ends the whole job
+  // (MPI_Abort) instead of waiting forever. Implementations that cannot watch (NCCL, today) ignore it.
+  void set_timeout_seconds(double seconds) { timeout_seconds_ = seconds; }
+  double timeout_seconds() const { return timeout_seconds_; }
+
+ private:
+  double timeout_seconds_ = 0.0;
 };
 
 // Checks the `ranges` contract above against a buffer and a group size; errors name `op`.

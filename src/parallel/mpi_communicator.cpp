@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <chrono>
 #include <functional>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 
@@ -31,22 +36,53 @@ void copy_back(const at::Tensor& target, const at::Tensor& host) {
   if (!target.device().is_cpu()) target.copy_(host);
 }
 
+// Completes `requests`. With a timeout (Communicator::set_timeout_seconds) it polls, and past the
+// deadline it reports which collective on which group waited and ends the job: a rank that died or is
+// stopped would otherwise leave every other rank waiting forever.
+void complete(std::vector<MPI_Request>& requests, double timeout_seconds, const std::string& what) {
+  if (requests.empty()) return;
+  const int n = static_cast<int>(requests.size());
+  if (timeout_seconds <= 0) {
+    MPI_Waitall(n, requests.data(), MPI_STATUSES_IGNORE);
+    return;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int done = 0;;) {
+    MPI_Testall(n, requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > timeout_seconds) {
+      int rank = 0, size = 1;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      spdlog::error("rank {} of {}: {} has not completed after {:.0f} s (distributed.collective_timeout): another "
+                    "rank died or hangs; ending the job",
+                    rank, size, what, waited);
+      MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
 // Requests in flight; wait() completes them, then runs `finish` (copies results into place).
 class MpiWork final : public Work {
  public:
-  MpiWork(std::vector<MPI_Request> requests, std::function<void()> finish)
-      : requests_(std::move(requests)), finish_(std::move(finish)) {}
+  MpiWork(std::vector<MPI_Request> requests, std::function<void()> finish, double timeout_seconds, std::string what)
+      : requests_(std::move(requests)), finish_(std::move(finish)), timeout_seconds_(timeout_seconds),
+        what_(std::move(what)) {}
   ~MpiWork() override { wait(); }
   void wait() override {
     if (done_) return;
     done_ = true;
-    if (!requests_.empty()) MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    complete(requests_, timeout_seconds_, what_);
     if (finish_) finish_();
   }
 
  private:
   std::vector<MPI_Request> requests_;
   std::function<void()> finish_;
+  double timeout_seconds_;
+  std::string what_;
   bool done_ = false;
 };
 
@@ -93,7 +129,8 @@ std::unique_ptr<Work> MpiCommunicator::all_reduce_sum_async(at::Tensor& tensor) 
     requests.emplace_back();
     MPI_Iallreduce(MPI_IN_PLACE, element_ptr(host, begin), count, type, MPI_SUM, comm_, &requests.back());
   }
-  return std::make_unique<MpiWork>(std::move(requests), [tensor, host] { copy_back(tensor, host); });
+  return std::make_unique<MpiWork>(std::move(requests), [tensor, host] { copy_back(tensor, host); },
+                                   timeout_seconds(), describe("all-reduce"));
 }
 
 std::unique_ptr<Work> MpiCommunicator::reduce_scatter_sum_async(at::Tensor& buffer, const std::vector<Range>& ranges) {
@@ -117,7 +154,7 @@ std::unique_ptr<Work> MpiCommunicator::reduce_scatter_sum_async(at::Tensor& buff
     return std::make_unique<MpiWork>(std::move(requests), [buffer, host, received, mine, counts = std::move(counts)] {
       host.narrow(0, mine.begin, mine.size()).copy_(received);
       copy_back(buffer, host);
-    });
+    }, timeout_seconds(), describe("reduce-scatter"));
   }
   // Too large for one int-counted call: each range is reduced onto its owner in pieces of at most
   // max_count elements.
@@ -133,7 +170,8 @@ std::unique_ptr<Work> MpiCommunicator::reduce_scatter_sum_async(at::Tensor& buff
       }
     }
   }
-  return std::make_unique<MpiWork>(std::move(requests), [buffer, host] { copy_back(buffer, host); });
+  return std::make_unique<MpiWork>(std::move(requests), [buffer, host] { copy_back(buffer, host); },
+                                   timeout_seconds(), describe("reduce-scatter"));
 }
 
 std::unique_ptr<Work> MpiCommunicator::all_gather_async(at::Tensor& buffer, const std::vector<Range>& ranges) {
@@ -155,7 +193,7 @@ std::unique_ptr<Work> MpiCommunicator::all_gather_async(at::Tensor& buffer, cons
     return std::make_unique<MpiWork>(std::move(requests), [buffer, host, counts = std::move(counts),
                                                            displacements = std::move(displacements)] {
       copy_back(buffer, host);
-    });
+    }, timeout_seconds(), describe("all-gather"));
   }
   // Too large for one int-counted call: each rank broadcasts its range in pieces.
   for (int r = 0; r < size_; ++r) {
@@ -165,7 +203,8 @@ std::unique_ptr<Work> MpiCommunicator::all_gather_async(at::Tensor& buffer, cons
       MPI_Ibcast(element_ptr(host, begin), count, type, r, comm_, &requests.back());
     }
   }
-  return std::make_unique<MpiWork>(std::move(requests), [buffer, host] { copy_back(buffer, host); });
+  return std::make_unique<MpiWork>(std::move(requests), [buffer, host] { copy_back(buffer, host); },
+                                   timeout_seconds(), describe("all-gather"));
 }
 
 void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -174,15 +213,25 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   if (size_ == 1) return;
   const MPI_Datatype type = mpi_type(tensor.scalar_type(), "broadcast");
   at::Tensor host = host_tensor(tensor);
+  std::vector<MPI_Request> requests;
   for (int64_t begin = 0; begin < host.numel(); begin += max_count_) {
     const int count = static_cast<int>(std::min(max_count_, host.numel() - begin));
-    MPI_Bcast(element_ptr(host, begin), count, type, root, comm_);
+    requests.emplace_back();
+    MPI_Ibcast(element_ptr(host, begin), count, type, root, comm_, &requests.back());
   }
+  complete(requests, timeout_seconds(), describe("broadcast"));
   copy_back(tensor, host);
 }
 
 void MpiCommunicator::barrier() {
-  if (size_ > 1) MPI_Barrier(comm_);
+  if (size_ == 1) return;
+  std::vector<MPI_Request> requests(1);
+  MPI_Ibarrier(comm_, &requests[0]);
+  complete(requests, timeout_seconds(), describe("barrier"));
+}
+
+std::string MpiCommunicator::describe(const char* op) const {
+  return fmt::format("the {} on the {} group (rank {} of {} there)", op, name_, rank_, size_);
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {

@@ -38,6 +38,9 @@ class MpiCommunicator final : public Communicator {
   void set_max_count(int64_t max_count);
 
  private:
+  // "the all-reduce on the data-parallel group (rank 1 of 2 there)", for the watchdog's message.
+  std::string describe(const char* op) const;
+
   MPI_Comm comm_;
   std::string name_;
   int rank_ = 0;

@@ -91,6 +91,9 @@ struct TrainingOptions {
 struct DistributedOptions {
   int64_t tensor_parallel_size = 1;  // ranks that split each layer (Megatron); the rest is data parallel
   int64_t zero_stage = 0;            // 0: replicated optimizer state; 1: sharded over data-parallel ranks
+  // Seconds a collective of a training step may wait for the other ranks before this rank ends the job
+  // (a rank died or hangs); 0 = wait forever. Saving, which one rank does alone, is not timed.
+  double collective_timeout = 60.0;
 };
 
 struct OutputOptions {

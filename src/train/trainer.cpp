@@ -182,6 +182,10 @@ void Trainer::check_launch() const {
             config_.source, d.zero_stage);
 }
 
+void Trainer::set_collective_timeout(double seconds) {
+  for (parallel::Communicator* c : {&world_, groups_.data.get(), groups_.tensor.get()}) c->set_timeout_seconds(seconds);
+}
+
 void Trainer::create_groups() {
   grid_ = std::make_unique<parallel::RankGrid>(world_size_, static_cast<int>(config_.distributed.tensor_parallel_size));
   groups_ = parallel::make_parallel_groups(world_, *grid_);
@@ -481,6 +485,8 @@ OptimizerState Trainer::gather_optimizer_state() {
 }
 
 void Trainer::save_checkpoint(int64_t global_step) {
+  // Rank 0 writes files while the others wait: not a hang, so not timed.
+  set_collective_timeout(0);
   // Collectives first: every rank takes part.
   const OptimizerState optimizer_state = gather_optimizer_state();
   const std::optional<model::LoraWeights> adapter =
@@ -515,9 +521,11 @@ void Trainer::save_checkpoint(int64_t global_step) {
     spdlog::info("saved {}", final_dir.string());
   }
   world_.barrier();
+  set_collective_timeout(config_.distributed.collective_timeout);
 }
 
 void Trainer::save_final() {
+  set_collective_timeout(0);
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
   if (rank_ == 0) {
@@ -535,6 +543,8 @@ TrainSummary Trainer::train() {
     write_file_atomic((fs::path(config_.output.output_dir) / kLogFile).string(), text);
   }
   auto interval_start = std::chrono::steady_clock::now();
+  // From here on every rank does the same work between collectives: a long wait means a rank died or hangs.
+  set_collective_timeout(config_.distributed.collective_timeout);
   try {
     for (int64_t step = start_step_; step < total_steps_; ++step) {
       const StepMetrics result = run_step(step);

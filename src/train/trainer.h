@@ -62,6 +62,8 @@ class Trainer {
   void resolve_device_and_dtype();
   void check_launch() const;
   void create_groups();
+  // The watchdog timeout of every MPI group of this rank (0 = none).
+  void set_collective_timeout(double seconds);
   void prepare_output_dir();
   void create_trainable_state(const std::string& resume_dir);
   void restore_checkpoint(const std::string& resume_dir);
