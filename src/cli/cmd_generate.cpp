@@ -8,9 +8,9 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/generate_batches.h"
 #include "core/error.h"
 #include "core/files.h"
-#include "cli/generate_batches.h"
 #include "generate/generator.h"
 
 namespace qft::cli {
