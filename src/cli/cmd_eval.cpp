@@ -19,12 +19,17 @@ void print_eval_usage(std::FILE* out) {
                "usage: qft-dist eval CONFIG.yaml [--adapter DIR] [--override section.key=value ...]\n\n"
                "Mean token loss and perplexity of model.model_name_or_path (with the PEFT adapter of --adapter,\n"
                "else lora.adapter_name_or_path, else none) over the config's data, with the training masks.\n"
-               "Prints one JSON object: loss, perplexity, rows, target_tokens, input_tokens.\n");
+               "Prints one JSON object: loss, perplexity, rows, target_tokens, input_tokens.\n\n"
+               "With --generate SET.jsonl instead of a config, the answers of the model (and of the model +\n"
+               "adapter) are generated and scored against references:\n\n");
+  print_eval_generate_usage(out);
 }
 
 }  // namespace
 
 int cmd_eval(const Args& args, parallel::MpiRuntime& mpi) {
+  for (const std::string& a : args)
+    if (a == "--generate") return cmd_eval_generate(args, mpi);
   std::string config_path, adapter;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {

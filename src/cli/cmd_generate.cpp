@@ -1,8 +1,5 @@
 // qft-dist generate --model DIR [--adapter DIR] --input PROMPTS.jsonl [--output ANSWERS.jsonl] [flags]
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <numeric>
 #include <string>
 #include <vector>
 
@@ -11,10 +8,10 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/generate_batches.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "generate/generator.h"
-#include "text/chat_template.h"
 
 namespace qft::cli {
 namespace {
@@ -49,41 +46,7 @@ Request parse_line(const std::string& line, const std::string& where, const text
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", where, e.what());
   }
-  QFT_CHECK(j.is_object(), "{}: expected a JSON object with \"messages\", \"prompt\" or \"text\"", where);
-  const int kinds = static_cast<int>(j.contains("messages")) + static_cast<int>(j.contains("prompt")) +
-                    static_cast<int>(j.contains("text"));
-  QFT_CHECK(kinds == 1, "{}: expected exactly one of \"messages\", \"prompt\" or \"text\"", where);
-  if (j.contains("enable_thinking")) {
-    QFT_CHECK(j["enable_thinking"].is_boolean(), "{}: \"enable_thinking\" must be true or false", where);
-    enable_thinking = j["enable_thinking"].get<bool>();
-  }
-  Request r;
-  if (j.contains("text")) {
-    QFT_CHECK(j["text"].is_string(), "{}: \"text\" must be a string", where);
-    r.prompt = tokenizer.encode(j["text"].get<std::string>());
-    QFT_CHECK(!r.prompt.empty(), "{}: \"text\" is empty", where);
-    return r;
-  }
-  nlohmann::ordered_json messages;
-  if (j.contains("prompt")) {
-    QFT_CHECK(j["prompt"].is_string(), "{}: \"prompt\" must be a string", where);
-    messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", j["prompt"]}}});
-  } else {
-    QFT_CHECK(j["messages"].is_array() && !j["messages"].empty(), "{}: \"messages\" must be a non-empty array", where);
-    messages = j["messages"];
-  }
-  text::Conversation conversation;
-  try {
-    const nlohmann::ordered_json tools = j.contains("tools") ? j["tools"] : nlohmann::ordered_json(nullptr);
-    conversation = text::conversation_from_hf_json(messages, tools);
-  } catch (const Error& e) {
-    fail("{}: {}", where, e.what());
-  }
-  text::TemplateOptions options;
-  options.add_generation_prompt = true;
-  options.enable_thinking = enable_thinking;
-  r.prompt = tokenizer.encode(text::render_qwen3_chat(conversation, options).text);
-  return r;
+  return Request{prompt_ids_from_json(j, where, tokenizer, enable_thinking)};
 }
 
 }  // namespace
@@ -114,15 +77,7 @@ int cmd_generate(const Args& args) {
     const std::string& v = args[++i];
     if (a == "--input") input = v;
     else if (a == "--output") output = v;
-    else {
-      try {
-        size_t used = 0;
-        batch_size = std::stoll(v, &used);
-        QFT_CHECK(used == v.size() && batch_size >= 1, "");
-      } catch (const std::exception&) {
-        fail("generate: --batch-size '{}' is not a positive integer", v);
-      }
-    }
+    else batch_size = parse_batch_size("generate", v);
   }
   QFT_CHECK(!input.empty(), "generate: --input PROMPTS.jsonl is required (see qft-dist generate --help)");
   QFT_CHECK(file_exists(input), "generate: --input {}: no such file", input);
@@ -146,54 +101,16 @@ int cmd_generate(const Args& args) {
   }
   QFT_CHECK(!requests.empty(), "generate: {} has no prompts", input);
 
-  // Batches of similar lengths (less padding); answers go back in input order. Each request samples from
-  // its own stream (seed, index), so answers do not depend on the batching.
-  std::vector<size_t> order(requests.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return requests[a].prompt.size() < requests[b].prompt.size(); });
-  std::vector<generate::Completion> completions(requests.size());
-  std::vector<int64_t> max_new(requests.size());
-  generate::Decoder& decoder = *model.decoder;
-  const auto start = std::chrono::steady_clock::now();
-  int64_t generated = 0;
-  for (size_t first = 0; first < order.size(); first += static_cast<size_t>(batch_size)) {
-    const size_t last = std::min(order.size(), first + static_cast<size_t>(batch_size));
-    std::vector<std::vector<int32_t>> prompts;
-    std::vector<uint64_t> streams;
-    int64_t longest = 0;
-    for (size_t k = first; k < last; ++k) {
-      prompts.push_back(requests[order[k]].prompt);
-      streams.push_back(order[k]);
-      longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts.back().size()));
-    }
-    generate::GenerationOptions options = model.options(flags, longest);
-    if (ignore_eos) options.stop_ids.clear();
-    const auto batch_start = std::chrono::steady_clock::now();
-    const std::vector<generate::Completion> done = generate::generate_batch(decoder, prompts, streams, options);
-    int64_t batch_tokens = 0;
-    for (size_t k = first; k < last; ++k) {
-      completions[order[k]] = done[k - first];
-      batch_tokens += static_cast<int64_t>(done[k - first].tokens.size());
-    }
-    generated += batch_tokens;
-    const auto now = std::chrono::steady_clock::now();
-    const double batch_seconds = std::chrono::duration<double>(now - batch_start).count();
-    const double seconds = std::chrono::duration<double>(now - start).count();
-    // Time from the prompt's prefill to the last token (host-synchronised: tokens are read every step).
-    spdlog::info("generate: batch of {} prompts: {} new tokens in {:.3f} s, {:.1f} tokens/s; {}/{} prompts done, "
-                 "{:.1f} tokens/s overall",
-                 last - first, batch_tokens, batch_seconds, batch_tokens / std::max(batch_seconds, 1e-9), last,
-                 order.size(), generated / std::max(seconds, 1e-9));
-  }
+  std::vector<std::vector<int32_t>> prompts;
+  for (const Request& r : requests) prompts.push_back(r.prompt);
+  const std::vector<generate::Completion> completions =
+      generate_in_batches("generate", model, *model.decoder, flags, prompts, batch_size, ignore_eos);
 
   std::string out;
   for (size_t i = 0; i < completions.size(); ++i) {
     const generate::Completion& c = completions[i];
-    std::vector<int32_t> answer = c.tokens;
-    if (c.stopped) answer.pop_back();
     const nlohmann::json j = {{"index", i},
-                              {"text", generate::decode_generated(*model.tokenizer, model.decodable, answer)},
+                              {"text", completion_text(model, c)},
                               {"token_ids", c.tokens},
                               {"finish_reason", c.stopped ? "stop" : "length"},
                               {"prompt_tokens", c.prompt_tokens},

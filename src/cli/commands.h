@@ -4,6 +4,7 @@
 // receive the MPI runtime main() started, and pass its world communicator down.
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ int cmd_tokenize(const Args& args);     // encode / decode text with a tokenizer
 int cmd_init_model(const Args& args);   // write a random-init HF Qwen3 model dir
 int cmd_merge(const Args& args);        // base + PEFT adapter -> merged HF model dir
 int cmd_eval(const Args& args, parallel::MpiRuntime& mpi);  // loss / perplexity of a model (+ adapter) on a config's data
+int cmd_eval_generate(const Args& args, parallel::MpiRuntime& mpi);  // eval --generate: answers scored, base vs adapter
+void print_eval_generate_usage(std::FILE* out);
 int cmd_inspect(const Args& args);      // print a model dir / adapter / safetensors / token cache summary
 int cmd_plot(const Args& args);         // (re)draw RUN_DIR/report.html from trainer_log.jsonl
 int cmd_chat(const Args& args);         // interactive chat, streaming (src/generate)

@@ -35,7 +35,7 @@ const Subcommand kSubcommands[] = {
     {"tokenize", qft::cli::cmd_tokenize, nullptr, "encode/decode text with a tokenizer.json"},
     {"init-model", qft::cli::cmd_init_model, nullptr, "write a random-init Qwen3 model directory"},
     {"merge", qft::cli::cmd_merge, nullptr, "merge a PEFT LoRA adapter into its base model"},
-    {"eval", nullptr, qft::cli::cmd_eval, "loss and perplexity of a model (+ adapter) on a config's data"},
+    {"eval", nullptr, qft::cli::cmd_eval, "loss/perplexity on a config's data, or --generate: scored answers"},
     {"inspect", qft::cli::cmd_inspect, nullptr, "summarise a model dir, adapter, safetensors file or token cache"},
     {"plot", qft::cli::cmd_plot, nullptr, "(re)draw a run's report.html from its trainer_log.jsonl"},
     {"chat", qft::cli::cmd_chat, nullptr, "interactive chat with a model (+ adapter), streaming"},
