@@ -5,10 +5,6 @@
 # table last. Needs .carry/ (Debian's libpcre2-dev .deb: the image has no PCRE2 headers).
 #   device run (kind nvidia-h200-x2): bash tests/device/dist_check.sh   (carry: [".carry"])
 set -uo pipefail
-OUT=${OUT:-/tmp/qft-device-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0  # the machine's rule: no NVLink multicast
-SECONDS=0
 source tests/device/gpu_build.sh
 gpu_build qft-dist qft_parallel_tests
 BUILD_S=$SECONDS

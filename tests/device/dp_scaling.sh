@@ -5,10 +5,6 @@
 # same call. Prints one table last. Needs .carry/ (Debian's libpcre2-dev .deb).
 #   device run (kind nvidia-h200-x2): bash tests/device/dp_scaling.sh   (carry: [".carry"])
 set -uo pipefail
-OUT=${OUT:-/tmp/qft-device-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0  # the machine's rule: no NVLink multicast
-SECONDS=0
 source tests/device/gpu_build.sh
 gpu_build qft-dist
 echo "built in $SECONDS s"
@@ -18,14 +14,7 @@ mkdir -p $W
 MB=${MB:-2}; SEQ=2048; STEPS=${STEPS:-8}
 $QFT init-model --preset 8B --dtype bf16 --seed 0 --output $W/model8b > "$OUT/init.log" 2>&1 || { tail "$OUT/init.log"; exit 1; }
 echo "model written at $SECONDS s"
-python3 - "$W/rows.jsonl" $((MB * 2 * STEPS)) $SEQ <<'PY'
-import json, random, sys
-r = random.Random(0)
-with open(sys.argv[1], "w") as f:
-    for _ in range(int(sys.argv[2])):
-        ids = [r.randrange(151936) for _ in range(int(sys.argv[3]))]
-        f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
-PY
+random_rows $W/rows.jsonl $((MB * 2 * STEPS)) $SEQ
 cat > $W/lora.yaml <<YAML
 model: {model_name_or_path: $W/model8b, torch_dtype: bf16, device: cuda}
 lora: {finetuning_type: lora, r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}

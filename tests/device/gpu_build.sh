@@ -1,6 +1,24 @@
-# Sourced by the device scripts: configures and builds qft with CUDA in build-gpu/ on the GPU machine.
-# The image has no PCRE2 headers: .carry/ holds Debian's libpcre2-dev .deb, unpacked here.
+# Sourced by the device scripts: the common start (OUT, the machine's NCCL rule, the clock), the build of
+# qft with CUDA in build-gpu/ (the image has no PCRE2 headers: .carry/ holds Debian's libpcre2-dev .deb,
+# unpacked here), and random rows of token ids for speed runs.
 #   source tests/device/gpu_build.sh; gpu_build TARGET...   (logs in $OUT; exits on failure)
+#   random_rows FILE ROWS SEQ                                 JSONL rows of SEQ random ids, labels = ids
+OUT=${OUT:-/tmp/qft-device-out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0  # the machine's rule: no NVLink multicast
+SECONDS=0
+
+random_rows() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, random, sys
+r = random.Random(0)
+with open(sys.argv[1], "w") as f:
+    for _ in range(int(sys.argv[2])):
+        ids = [r.randrange(151936) for _ in range(int(sys.argv[3]))]
+        f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
+PY
+}
+
 gpu_build() {
   local pcre2_dir=/tmp/pcre2 torch_prefix
   mkdir -p $pcre2_dir && dpkg -x .carry/libpcre2-dev_*.deb $pcre2_dir

@@ -5,10 +5,6 @@
 # memory per GPU. Prints one table last. Needs .carry/ (Debian's libpcre2-dev .deb).
 #   device run (kind nvidia-h200-x2): bash tests/device/tp_check.sh   (carry: [".carry"])
 set -uo pipefail
-OUT=${OUT:-/tmp/qft-device-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0  # the machine's rule: no NVLink multicast
-SECONDS=0
 source tests/device/gpu_build.sh
 gpu_build qft-dist
 BUILD_S=$SECONDS
@@ -42,14 +38,7 @@ echo "tiny done at $SECONDS s: $(cat $OUT/tiny_compare.txt)"
 $QFT init-model --preset 32B --dtype bf16 --seed 0 --output $W/model32b > "$OUT/init32b.log" 2>&1 ||
   { tail "$OUT/init32b.log"; exit 1; }
 echo "32B written at $SECONDS s"
-python3 - "$W/rows.jsonl" 16 2048 <<'PY'
-import json, random, sys
-r = random.Random(0)
-with open(sys.argv[1], "w") as f:
-    for _ in range(int(sys.argv[2])):
-        ids = [r.randrange(151936) for _ in range(int(sys.argv[3]))]
-        f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
-PY
+random_rows $W/rows.jsonl 16 2048
 cat > $W/lora32b.yaml <<YAML
 model: {model_name_or_path: $W/model32b, torch_dtype: bf16, device: cuda}
 lora: {finetuning_type: lora, r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}
