@@ -2,6 +2,8 @@
 // qft::Error, the Qwen3 tokenizer fixture and scratch directories.
 #pragma once
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -32,8 +34,21 @@ inline const text::Tokenizer& qwen3_tokenizer() {
   return tokenizer;
 }
 
-// Outside the source tree whatever the working directory is.
-inline std::filesystem::path scratch_root() { return std::filesystem::temp_directory_path() / "qft-data-tests"; }
+// Outside the source tree whatever the working directory is, and one per process: two test runs on one
+// machine (two checkouts) must not delete each other's files.
+inline std::filesystem::path scratch_root() {
+  // Removed when the test binary exits.
+  struct Root {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("qft-data-tests-" + std::to_string(::getpid()));
+    ~Root() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Root root;
+  return root.path;
+}
 
 // A fresh directory named after the running test.
 inline std::string scratch_dir() {
