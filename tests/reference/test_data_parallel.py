@@ -130,3 +130,16 @@ def test_tensor_parallel_size_must_divide_the_kv_heads(setup, qft_bin):
     result = train(setup, qft_bin, "tp_bad", 4, 1, 0, tp=4, check=False)  # tiny-gqa4 has 2 KV heads
     assert result.returncode != 0
     assert "tensor_parallel_size" in result.stderr and "internal error" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("settings,expected", [
+    (dict(tp=2, finetuning="full"), "tensor_parallel_size 2 with finetuning_type full"),
+    (dict(tp=2, zero_stage=1), "zero_stage 1 with tensor_parallel_size 2"),
+    (dict(zero_stage=2), "zero_stage 2 is not available"),
+])
+def test_combinations_not_built_yet_are_refused_at_start(setup, qft_bin, settings, expected):
+    zero_stage = settings.pop("zero_stage", 0)
+    result = train(setup, qft_bin, "refused", 2, 1, zero_stage, check=False, **settings)
+    assert result.returncode != 0 and expected in result.stderr and "internal error" not in result.stderr, \
+        result.stderr[-2000:]
+    assert not (setup / "refused" / "adapter_model.safetensors").exists()
