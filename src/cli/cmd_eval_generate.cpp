@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/generate_batches.h"
 #include "core/error.h"
+#include "core/json_reader.h"
 #include "core/files.h"
 #include "generate/generator.h"
 #include "text/answer_extraction.h"
@@ -36,21 +37,13 @@ struct Item {
 // Reads and checks every line (JSON, "answer" usable by the rule, one prompt kind) before a model loads.
 std::vector<Item> read_items(const std::string& path, text::AnswerRule rule) {
   std::vector<Item> items;
-  const std::string content = read_file(path);
-  size_t line_no = 0, begin = 0;
-  while (begin < content.size()) {
-    size_t end = content.find('\n', begin);
-    if (end == std::string::npos) end = content.size();
-    ++line_no;
-    const std::string line = content.substr(begin, end - begin);
-    begin = end + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  for_each_nonblank_line(path, [&](const std::string& line, size_t line_no) {
     Item item;
     item.where = fmt::format("{}:{}", path, line_no);
     try {
-      item.line = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", item.where, e.what());
+      item.line = json::parse_ordered(line, item.where);
+    } catch (const json::JsonSyntaxError& e) {
+      fail("{}: not valid JSON (column {}: {})", item.where, e.column(), e.reason());
     }
     QFT_CHECK(item.line.is_object(), "{}: expected a JSON object with \"prompt\" or \"messages\" and \"answer\"",
               item.where);
@@ -60,7 +53,7 @@ std::vector<Item> read_items(const std::string& path, text::AnswerRule rule) {
               item.where);
     item.answer = item.line["answer"];
     QFT_CHECK(item.answer.is_string() || item.answer.is_number(),
-              "{}: expected \"answer\" to be a string or a number, got {}", item.where, item.answer.dump());
+              "{}: expected \"answer\" to be a string or a number, got {}", item.where, json::excerpt(item.answer));
     const std::string written = item.answer.is_string() ? item.answer.get<std::string>() : item.answer.dump();
     try {
       item.reference = text::canonical_reference(rule, written);
@@ -69,7 +62,7 @@ std::vector<Item> read_items(const std::string& path, text::AnswerRule rule) {
     }
     if (item.line.contains("id")) item.id = item.line["id"];
     items.push_back(std::move(item));
-  }
+  });
   QFT_CHECK(!items.empty(), "eval: {} has no items", path);
   return items;
 }

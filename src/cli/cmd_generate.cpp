@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/generate_batches.h"
 #include "core/error.h"
+#include "core/json_reader.h"
 #include "core/files.h"
 #include "generate/generator.h"
 
@@ -42,9 +43,9 @@ Request parse_line(const std::string& line, const std::string& where, const text
                    bool enable_thinking) {
   nlohmann::ordered_json j;
   try {
-    j = nlohmann::ordered_json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", where, e.what());
+    j = json::parse_ordered(line, where);
+  } catch (const json::JsonSyntaxError& e) {
+    fail("{}: not valid JSON (column {}: {})", where, e.column(), e.reason());
   }
   return Request{prompt_ids_from_json(j, where, tokenizer, enable_thinking)};
 }
@@ -87,17 +88,9 @@ int cmd_generate(const Args& args) {
   // Requests, validated before any generation starts.
   std::vector<Request> requests;
   {
-    const std::string content = read_file(input);
-    size_t line_no = 0, begin = 0;
-    while (begin < content.size()) {
-      size_t end = content.find('\n', begin);
-      if (end == std::string::npos) end = content.size();
-      ++line_no;
-      const std::string line = content.substr(begin, end - begin);
-      begin = end + 1;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    for_each_nonblank_line(input, [&](const std::string& line, size_t line_no) {
       requests.push_back(parse_line(line, fmt::format("{}:{}", input, line_no), *model.tokenizer, enable_thinking));
-    }
+    });
   }
   QFT_CHECK(!requests.empty(), "generate: {} has no prompts", input);
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 #include "core/files.h"
 #include "core/splitmix64.h"
 
@@ -18,12 +19,12 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 bool has(const nlohmann::json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
 
 double number(const nlohmann::json& j, const std::string& file, const char* key) {
-  QFT_CHECK(j[key].is_number(), "{}: \"{}\" must be a number, got {}", file, key, j[key].dump());
+  QFT_CHECK(j[key].is_number(), "{}: \"{}\" must be a number, got {}", file, key, json::excerpt(j[key]));
   return j[key].get<double>();
 }
 
 int64_t integer(const nlohmann::json& j, const std::string& file, const char* key) {
-  QFT_CHECK(j[key].is_number_integer(), "{}: \"{}\" must be an integer, got {}", file, key, j[key].dump());
+  QFT_CHECK(j[key].is_number_integer(), "{}: \"{}\" must be an integer, got {}", file, key, json::excerpt(j[key]));
   return j[key].get<int64_t>();
 }
 
@@ -32,7 +33,7 @@ std::vector<int64_t> token_ids(const nlohmann::json& j, const std::string& file,
   const nlohmann::json& v = j[key];
   std::vector<int64_t> ids;
   if (v.is_number_integer()) return {v.get<int64_t>()};
-  QFT_CHECK(v.is_array(), "{}: \"{}\" must be an integer or a list of integers, got {}", file, key, v.dump());
+  QFT_CHECK(v.is_array(), "{}: \"{}\" must be an integer or a list of integers, got {}", file, key, json::excerpt(v));
   for (const auto& e : v) {
     QFT_CHECK(e.is_number_integer(), "{}: \"{}\" must be an integer or a list of integers, got {}", file, key,
               v.dump());
@@ -41,13 +42,7 @@ std::vector<int64_t> token_ids(const nlohmann::json& j, const std::string& file,
   return ids;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
+nlohmann::json read_json(const std::string& path) { return json::parse_file(path); }
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 
 #include "core/config_reader.h"
 #include "core/error.h"
+#include "core/json_reader.h"
 
 namespace qft::model {
 
@@ -127,10 +128,10 @@ std::vector<Projection> resolve_target_modules_json(const nlohmann::json& value,
       return resolve_regex(s, num_layers);
     }
     QFT_CHECK(value.is_array() && !value.empty(), "expected a list of module names or a regex string, got {}",
-              value.dump());
+              json::excerpt(value));
     std::vector<std::string> names;
     for (const auto& item : value) {
-      QFT_CHECK(item.is_string(), "expected module names (strings), got {}", item.dump());
+      QFT_CHECK(item.is_string(), "expected module names (strings), got {}", json::excerpt(item));
       names.push_back(item.get<std::string>());
     }
     return resolve_name_list(names, num_layers);

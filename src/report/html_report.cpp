@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json_reader.h"
 
 namespace qft::report {
 
@@ -270,8 +271,13 @@ nlohmann::json read_log_rows(const std::string& path) {
   while (std::getline(in, line)) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json row = nlohmann::json::parse(line, nullptr, false);
-    QFT_CHECK(!row.is_discarded() && row.is_object(), "{}:{}: expected one JSON object per line", path, line_number);
+    nlohmann::json row;
+    try {
+      row = json::parse(line, fmt::format("{}:{}", path, line_number));
+    } catch (const json::JsonSyntaxError& e) {
+      fail("{}:{}: expected one JSON object per line (column {}: {})", path, line_number, e.column(), e.reason());
+    }
+    QFT_CHECK(row.is_object(), "{}:{}: expected one JSON object per line", path, line_number);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -287,8 +293,8 @@ std::string write_report(const std::string& run_dir) {
   if (fs::exists(dir / kConfigFileName)) input.config_yaml = read_file((dir / kConfigFileName).string());
   if (fs::exists(dir / kSummaryFileName)) {
     const std::string path = (dir / kSummaryFileName).string();
-    input.summary = nlohmann::json::parse(read_file(path), nullptr, false);
-    QFT_CHECK(!input.summary.is_discarded() && input.summary.is_object(), "{}: expected a JSON object", path);
+    input.summary = json::parse_file(path);
+    QFT_CHECK(input.summary.is_object(), "{}: expected a JSON object", path);
   }
   const std::string out = (dir / kReportFileName).string();
   write_file_atomic(out, render_html_report(input));

@@ -147,17 +147,17 @@ void collect_differences(const nlohmann::json& a, const nlohmann::json& b, const
   if (a.is_object() && b.is_object()) {
     for (const auto& item : a.items()) {
       const std::string key = path.empty() ? item.key() : path + "." + item.key();
-      if (!b.contains(item.key())) out.push_back(fmt::format("{}: {} vs (absent)", key, item.value().dump()));
+      if (!b.contains(item.key())) out.push_back(fmt::format("{}: {} vs (absent)", key, json::excerpt(item.value())));
       else collect_differences(item.value(), b.at(item.key()), key, out);
     }
     for (const auto& item : b.items()) {
       if (!a.contains(item.key()))
         out.push_back(fmt::format("{}: (absent) vs {}", path.empty() ? item.key() : path + "." + item.key(),
-                                  item.value().dump()));
+                                  json::excerpt(item.value())));
     }
     return;
   }
-  if (a != b) out.push_back(fmt::format("{}: {} vs {}", path, a.dump(), b.dump()));
+  if (a != b) out.push_back(fmt::format("{}: {} vs {}", path, json::excerpt(a), json::excerpt(b)));
 }
 
 }  // namespace
