@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/files.h"
+#include "text/utf8.h"
 
 namespace qft::json {
 
@@ -38,24 +39,6 @@ size_t utf8_sequence_length(std::string_view s, size_t i) {
     return 4;
   }
   return 0;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 }  // namespace
@@ -310,7 +293,7 @@ class Parser {
             }
             if (cp >= 0xD800 && cp <= 0xDFFF)
               error(escape_at, fmt::format("lone surrogate \\u{:04x} (it cannot be written as UTF-8 text)", cp));
-            append_utf8(out, cp);
+            text::utf8::append(out, cp);
             break;
           }
           default: error(pos_ - 2, "invalid escape in a string");
