@@ -40,53 +40,6 @@ void append_string(std::string& out, const std::string& text) {
   out.push_back('"');
 }
 
-void append_value(std::string& out, const nlohmann::ordered_json& value) {
-  using Type = nlohmann::ordered_json::value_t;
-  switch (value.type()) {
-    case Type::null: out += "null"; break;
-    case Type::boolean: out += value.get<bool>() ? "true" : "false"; break;
-    case Type::number_integer: out += std::to_string(value.get<int64_t>()); break;
-    case Type::number_unsigned: out += std::to_string(value.get<uint64_t>()); break;
-    case Type::number_float: out += python_float_repr(value.get<double>()); break;
-    case Type::string: append_string(out, value.get_ref<const std::string&>()); break;
-    case Type::array: {
-      out.push_back('[');
-      bool first = true;
-      for (const auto& item : value) {
-        if (!first) out += ", ";
-        first = false;
-        append_value(out, item);
-      }
-      out.push_back(']');
-      break;
-    }
-    case Type::object: {
-      out.push_back('{');
-      bool first = true;
-      for (const auto& [key, item] : value.items()) {
-        if (!first) out += ", ";
-        first = false;
-        append_string(out, key);
-        out += ": ";
-        append_value(out, item);
-      }
-      out.push_back('}');
-      break;
-    }
-    case Type::binary:
-      // Integers beyond 64 bits, read by core/json_reader: written back digit for digit, as Python does.
-      if (json::is_big_integer(value)) {
-        out += json::big_integer_digits(value);
-        break;
-      }
-      out += "null";
-      break;
-    case Type::discarded:
-      out += "null";
-      break;
-  }
-}
-
 }  // namespace
 
 std::string python_float_repr(double value) {
@@ -202,26 +155,39 @@ void append_string_repr(std::string& out, const std::string& text) {
   out.push_back(quote);
 }
 
-void append_repr(std::string& out, const nlohmann::ordered_json& value) {
+// How json.dumps and repr spell the leaves; the structure ("[a, b]", "{k: v}") is the same for both.
+struct PythonSpelling {
+  const char* none;
+  const char* true_;
+  const char* false_;
+  std::string (*number)(double);
+  void (*string)(std::string&, const std::string&);
+};
+
+std::string dumps_float(double v) { return python_float_repr(v); }
+std::string repr_float(double v) {
+  return std::isnan(v) ? "nan" : std::isinf(v) ? (v > 0 ? "inf" : "-inf") : python_float_repr(v);
+}
+
+constexpr PythonSpelling kDumps = {"null", "true", "false", dumps_float, append_string};
+constexpr PythonSpelling kRepr = {"None", "True", "False", repr_float, append_string_repr};
+
+void append_python(std::string& out, const nlohmann::ordered_json& value, const PythonSpelling& spell) {
   using Type = nlohmann::ordered_json::value_t;
   switch (value.type()) {
-    case Type::null: out += "None"; break;
-    case Type::boolean: out += value.get<bool>() ? "True" : "False"; break;
+    case Type::null: out += spell.none; break;
+    case Type::boolean: out += value.get<bool>() ? spell.true_ : spell.false_; break;
     case Type::number_integer: out += std::to_string(value.get<int64_t>()); break;
     case Type::number_unsigned: out += std::to_string(value.get<uint64_t>()); break;
-    case Type::number_float: {
-      const double v = value.get<double>();
-      out += std::isnan(v) ? "nan" : std::isinf(v) ? (v > 0 ? "inf" : "-inf") : python_float_repr(v);
-      break;
-    }
-    case Type::string: append_string_repr(out, value.get_ref<const std::string&>()); break;
+    case Type::number_float: out += spell.number(value.get<double>()); break;
+    case Type::string: spell.string(out, value.get_ref<const std::string&>()); break;
     case Type::array: {
       out.push_back('[');
       bool first = true;
       for (const auto& item : value) {
         if (!first) out += ", ";
         first = false;
-        append_repr(out, item);
+        append_python(out, item, spell);
       }
       out.push_back(']');
       break;
@@ -232,17 +198,18 @@ void append_repr(std::string& out, const nlohmann::ordered_json& value) {
       for (const auto& [key, item] : value.items()) {
         if (!first) out += ", ";
         first = false;
-        append_string_repr(out, key);
+        spell.string(out, key);
         out += ": ";
-        append_repr(out, item);
+        append_python(out, item, spell);
       }
       out.push_back('}');
       break;
     }
     case Type::binary:
-      out += json::is_big_integer(value) ? json::big_integer_digits(value) : "None";
+      // Integers beyond 64 bits, read by core/json_reader: written back digit for digit, as Python does.
+      out += json::is_big_integer(value) ? json::big_integer_digits(value) : spell.none;
       break;
-    case Type::discarded: out += "None"; break;
+    case Type::discarded: out += spell.none; break;
   }
 }
 
@@ -250,7 +217,7 @@ void append_repr(std::string& out, const nlohmann::ordered_json& value) {
 
 std::string python_repr(const nlohmann::ordered_json& value) {
   std::string out;
-  append_repr(out, value);
+  append_python(out, value, kRepr);
   return out;
 }
 
@@ -261,7 +228,7 @@ std::string python_str(const nlohmann::ordered_json& value) {
 
 std::string python_json_dumps(const nlohmann::ordered_json& value) {
   std::string out;
-  append_value(out, value);
+  append_python(out, value, kDumps);
   return out;
 }
 
