@@ -3,7 +3,9 @@
 The binaries come from the environment the `reference` ctest sets (QFT_BIN, QFT_PROBE_BIN, ...); run by
 hand with QFT_BUILD_DIR=build python3 -m pytest tests/reference.
 """
+import lzma
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,3 +40,21 @@ def qft_bin():
 @pytest.fixture(scope="session")
 def probe_bin():
     return binary("QFT_PROBE_BIN", "qft-probe")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """The real Qwen3 tokenizer (the committed fixture), unpacked for transformers and tokenizers."""
+    directory = tmp_path_factory.mktemp("qwen3-tokenizer")
+    packed = SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer.json.xz"
+    (directory / "tokenizer.json").write_bytes(lzma.decompress(packed.read_bytes()))
+    shutil.copy(SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer_config.json", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def hf(tokenizer_dir):
+    """(transformers tokenizer, tokenizers Tokenizer) of tokenizer_dir."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir)), Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))

@@ -8,8 +8,6 @@ The cache is in shuffled training order, so samples are compared as multisets.
 """
 import collections
 import json
-import lzma
-import shutil
 from pathlib import Path
 
 import h5py
@@ -19,22 +17,6 @@ from conftest import BUILD_DIR, SOURCE_DIR, run
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen3-tokenizer")
-    packed = SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer.json.xz"
-    (directory / "tokenizer.json").write_bytes(lzma.decompress(packed.read_bytes()))
-    shutil.copy(SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer_config.json", directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def hf(tokenizer_dir):
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir)), Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
 
 def to_hf_messages(record):

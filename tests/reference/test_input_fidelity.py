@@ -15,8 +15,6 @@ rendered as "" (transformers raises on those: it drops None-valued keys and the 
 """
 import collections
 import json
-import lzma
-import shutil
 
 import h5py
 import pytest
@@ -103,22 +101,6 @@ def corpus():
         ("tool calls on a user message", [{"role": "user", "content": "x", "tool_calls": [{"name": "f", "arguments": {}}]}, A], False),
     ]
     return render + [null_content] + [(name, {"messages": m}, "refuse", raises) for name, m, raises in refuse]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen3-tokenizer")
-    packed = SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer.json.xz"
-    (directory / "tokenizer.json").write_bytes(lzma.decompress(packed.read_bytes()))
-    shutil.copy(SOURCE_DIR / "tests/fixtures/qwen3-tokenizer/tokenizer_config.json", directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def hf(tokenizer_dir):
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir)), Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
 
 def for_transformers(messages):
