@@ -14,6 +14,30 @@
 
 namespace qft::train {
 
+LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size, at::Device device,
+                      const std::function<model::LossSum(const model::Batch&)>& loss_of) {
+  std::vector<int64_t> mine;
+  for (int64_t r = first; r < rows.size(); r += stride) mine.push_back(r);
+  LossTotals totals;
+  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size)) {
+    const std::vector<TokenRow> micro_rows = rows.read(
+        std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + static_cast<size_t>(batch_size))));
+    std::vector<const TokenRow*> micro;
+    for (const TokenRow& row : micro_rows) micro.push_back(&row);
+    const model::LossSum result = loss_of(collate_rows(micro, device));
+    totals.loss_sum += result.loss_sum;
+    totals.target_tokens += result.target_tokens;
+    for (const TokenRow* row : micro) {
+      // Padding (segment -1) is not input; rows without segment ids have none.
+      totals.input_tokens +=
+          row->segment_ids.empty()
+              ? static_cast<int64_t>(row->input_ids.size())
+              : std::count_if(row->segment_ids.begin(), row->segment_ids.end(), [](int64_t s) { return s >= 0; });
+    }
+  }
+  return totals;
+}
+
 EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, parallel::Communicator& world,
                     int local_rank) {
   const at::Device device = training_device(config, local_rank);
@@ -29,34 +53,18 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
   std::optional<model::LoraWeights> lora;
   if (!adapter.empty()) lora = hf::load_peft_adapter(adapter, model_config, device);
 
-  double loss_sum = 0.0;
-  int64_t targets = 0, inputs = 0;
-  const int64_t batch = config.training.per_device_train_batch_size;
   // This rank's rows only: r, r + world, r + 2 world, ...
-  std::vector<int64_t> mine;
-  for (int64_t r = world.rank(); r < rows->size(); r += world.size()) mine.push_back(r);
-  for (size_t b = 0; b < mine.size(); b += batch) {
-    const std::vector<TokenRow> micro_rows =
-        rows->read(std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch)));
-    std::vector<const TokenRow*> micro;
-    for (const TokenRow& row : micro_rows) micro.push_back(&row);
-    const model::LossSum result =
-        model.forward_loss(collate_rows(micro, device), lora ? &*lora : nullptr, config.training.loss_chunk_tokens);
-    loss_sum += result.loss_sum;
-    targets += result.target_tokens;
-    for (const TokenRow* row : micro) {
-      // Padding (segment -1) is not input; rows without segment ids have none.
-      inputs += row->segment_ids.empty()
-                    ? static_cast<int64_t>(row->input_ids.size())
-                    : std::count_if(row->segment_ids.begin(), row->segment_ids.end(), [](int64_t s) { return s >= 0; });
-    }
-  }
+  const LossTotals mine = sum_losses(*rows, world.rank(), world.size(), config.training.per_device_train_batch_size,
+                                     device, [&](const model::Batch& batch) {
+                                       return model.forward_loss(batch, lora ? &*lora : nullptr,
+                                                                 config.training.loss_chunk_tokens);
+                                     });
   EvalResult out;
   out.rows = rows->size();
-  out.target_tokens = world.all_reduce_sum(targets);
-  out.input_tokens = world.all_reduce_sum(inputs);
+  out.target_tokens = world.all_reduce_sum(mine.target_tokens);
+  out.input_tokens = world.all_reduce_sum(mine.input_tokens);
   QFT_CHECK(out.target_tokens > 0, "{}: the evaluation data has no target token", config.source);
-  out.loss = world.all_reduce_sum(loss_sum) / static_cast<double>(out.target_tokens);
+  out.loss = world.all_reduce_sum(mine.loss_sum) / static_cast<double>(out.target_tokens);
   QFT_CHECK(std::isfinite(out.loss), "{}: the evaluation loss is {}", config.source, out.loss);
   out.perplexity = std::exp(out.loss);
   return out;

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "parallel/communicator.h"
 #include "train/train_config.h"
+#include "train/training_rows.h"
 
 namespace qft::train {
 
@@ -17,6 +19,16 @@ struct EvalResult {
   int64_t target_tokens = 0;
   int64_t input_tokens = 0;    // non-padding
 };
+
+// Sums of the loss over rows `first`, `first + stride`, ... of `rows` (one rank's share), in micro-batches of
+// `batch_size` rows, each batch's loss computed by `loss_of` (the model's forward, or the tensor-parallel one).
+struct LossTotals {
+  double loss_sum = 0.0;
+  int64_t target_tokens = 0;
+  int64_t input_tokens = 0;  // non-padding
+};
+LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size, at::Device device,
+                      const std::function<model::LossSum(const model::Batch&)>& loss_of);
 
 // `adapter_dir` overrides lora.adapter_name_or_path ("" = use it, or none: the base model alone).
 // Rows are split over the ranks (row r goes to rank r % world) in batches of per_device_train_batch_size.

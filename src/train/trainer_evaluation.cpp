@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "parallel/tp_model.h"
+#include "train/evaluate.h"
 #include "train/trainer.h"
 
 namespace qft::train {
@@ -20,25 +21,17 @@ bool Trainer::evaluates_after(int64_t step) const {
 }
 
 double Trainer::evaluate_held_out() {
-  const int64_t batch_size = config_.training.per_device_eval_batch_size;
-  std::vector<int64_t> mine;
-  for (int64_t r = groups_.data->rank(); r < eval_rows_->size(); r += groups_.data->size()) mine.push_back(r);
   const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
-  double loss_sum = 0.0;
-  int64_t targets = 0;
-  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size)) {
-    const std::vector<TokenRow> rows = eval_rows_->read(
-        std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + batch_size)));
-    std::vector<const TokenRow*> pointers;
-    for (const TokenRow& row : rows) pointers.push_back(&row);
-    const model::Batch batch = collate_rows(pointers, device_);
-    const model::LossSum s =
-        tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch, adapters,
-                                                                   config_.training.loss_chunk_tokens, *tensor_)
-                          : model_->forward_loss(batch, adapters, config_.training.loss_chunk_tokens);
-    loss_sum += s.loss_sum;
-    targets += s.target_tokens;
-  }
+  const int64_t chunk = config_.training.loss_chunk_tokens;
+  const LossTotals mine = sum_losses(
+      *eval_rows_, groups_.data->rank(), groups_.data->size(), config_.training.per_device_eval_batch_size, device_,
+      [&](const model::Batch& batch) {
+        return tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch,
+                                                                          adapters, chunk, *tensor_)
+                                 : model_->forward_loss(batch, adapters, chunk);
+      });
+  const double loss_sum = mine.loss_sum;
+  const int64_t targets = mine.target_tokens;
   // Tensor-parallel peers computed the same sums: reduce over the data-parallel ranks only.
   const int64_t all_targets = groups_.data->all_reduce_sum(targets);
   QFT_CHECK(all_targets > 0, "{}: the held-out rows (data.val_size) have no target token", config_.source);
