@@ -29,7 +29,15 @@ void AdamW::step(at::Tensor& params, const at::Tensor& grads, double lr) {
   QFT_CHECK(params.dim() == 1 && grads.dim() == 1 && params.numel() == grads.numel() && params.numel() >= owned_.end,
             "AdamW: flat buffers of {} parameters and {} gradients for the range [{}, {})", params.numel(),
             grads.numel(), owned_.begin, owned_.end);
-  QFT_CHECK(params.scalar_type() == at::kFloat, "AdamW: the parameters must be fp32 masters");
+  step_owned(params.narrow(0, owned_.begin, owned_.size()), grads.narrow(0, owned_.begin, owned_.size()), lr);
+}
+
+void AdamW::step_owned(at::Tensor p, const at::Tensor& grads_owned, double lr) {
+  QFT_CHECK(p.dim() == 1 && grads_owned.dim() == 1 && p.numel() == owned_.size() &&
+                grads_owned.numel() == owned_.size(),
+            "AdamW: {} parameters and {} gradients for the range [{}, {})", p.numel(), grads_owned.numel(),
+            owned_.begin, owned_.end);
+  QFT_CHECK(p.scalar_type() == at::kFloat, "AdamW: the parameters must be fp32 masters");
   ++step_count_;
   const double step = static_cast<double>(step_count_);
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, step);
@@ -37,10 +45,10 @@ void AdamW::step(at::Tensor& params, const at::Tensor& grads, double lr) {
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   if (options_.weight_decay != 0.0) {
-    for (const parallel::Range& r : decay_ranges_) params.narrow(0, r.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);
+    for (const parallel::Range& r : decay_ranges_)
+      p.narrow(0, r.begin - owned_.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);
   }
-  at::Tensor p = params.narrow(0, owned_.begin, owned_.size());
-  at::Tensor g = grads.narrow(0, owned_.begin, owned_.size());
+  at::Tensor g = grads_owned;
   if (g.scalar_type() != at::kFloat) g = g.to(at::kFloat);
   exp_avg_.lerp_(g, 1.0 - options_.beta1);
   exp_avg_sq_.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);

@@ -114,7 +114,9 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
 
   const std::string resume_dir = resolve_resume_dir(config_);
-  model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_);
+  // ZeRO-3 reads the model into host memory: each rank then keeps only its shard of the layers on the GPU.
+  model::Qwen3Weights weights =
+      model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, zero_stage() == 3 ? at::kCPU : device_);
   if (tensor_parallel()) {
     // Each rank keeps only its shard (the whole model is read once per rank, then dropped).
     weights = parallel::shard_weights(weights, groups_.tensor->rank(), groups_.tensor->size());
@@ -176,10 +178,7 @@ void Trainer::check_launch() const {
             "{}: distributed.zero_stage {} with tensor_parallel_size {} is not available in this build yet (use "
             "zero_stage: 0; LoRA's optimizer state is small)",
             config_.source, d.zero_stage, d.tensor_parallel_size);
-  QFT_CHECK(d.zero_stage <= 1,
-            "{}: distributed.zero_stage {} is not available in this build yet (0: replicated optimizer state, 1: "
-            "optimizer state sharded over the data-parallel ranks)",
-            config_.source, d.zero_stage);
+
 }
 
 void Trainer::set_collective_timeout(double seconds) {
@@ -231,14 +230,14 @@ void Trainer::prepare_output_dir() {
 }
 
 void Trainer::create_trainable_state(const std::string& resume_dir) {
+  const int stage = zero_stage();
+  const int dp = groups_.data->size();
+  FlatStorage storage;
+  storage.gradients = stage < 2;  // stages 2/3: gradient slots and a shard (below)
   if (full_finetuning_) {
-    const auto compute = model_->weights().named_tensors(model_config_);
-    flat_ = std::make_unique<FlatParameters>(compute, device_, decays, groups_.data->size());
-    // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
-    if (compute_dtype_ == at::kFloat) {
-      model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
-    }
-    grads_.weights = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->grad(i); });
+    if (stage == 3) storage.only_shard = groups_.data->rank();
+    flat_ = std::make_unique<FlatParameters>(model_->weights().named_tensors(model_config_), device_, decays, dp,
+                                             storage);
   } else {
     const std::string adapter_dir = !resume_dir.empty() ? resume_dir : config_.lora.adapter_name_or_path;
     model::LoraWeights initial;
@@ -266,9 +265,50 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
     if (tensor_parallel()) initial = parallel::shard_lora(initial, groups_.tensor->rank(), groups_.tensor->size());
     // LoRA weights decay like any other weight (HF: no norm or bias among them).
     flat_ = std::make_unique<FlatParameters>(initial.named_tensors(), device_,
-                                             [](const std::string&) { return true; }, groups_.data->size());
+                                             [](const std::string&) { return true; }, dp, storage);
     lora_ = initial.with_tensors([&](size_t i) { return flat_->param(i); });
-    grads_.lora = initial.with_tensors([&](size_t i) { return flat_->grad(i); });
+  }
+  shards_ = parallel::split_evenly(flat_->numel(), dp);
+
+  // Where the model writes gradients: the flat gradient buffer (stages 0/1) or the per-layer slots.
+  const parallel::LayerLayout layout = trainable_layout();
+  if (stage >= 2) {
+    gradient_slots_ = std::make_unique<parallel::LayerSlots>(
+        layout, at::TensorOptions().dtype(at::kFloat).device(device_), /*with_resident=*/true);
+  }
+  auto gradient_of = [&](size_t i) {
+    const FlatParameters::Entry& e = flat_->entries()[i];
+    return stage >= 2 ? gradient_slots_->view(e.range).view(e.shape) : flat_->grad(i);
+  };
+  if (full_finetuning_) {
+    grads_.weights = model_->weights().with_tensors(model_config_, gradient_of);
+  } else {
+    grads_.lora = lora_->with_tensors(gradient_of);
+  }
+  // Tensor parallelism sums partial gradients over its group first, so the data-parallel sums wait for the
+  // end of backward there.
+  reducer_ = std::make_unique<parallel::GradientReducer>(*data_, stage, shards_, layout,
+                                                         stage >= 2 ? at::Tensor() : flat_->grads(),
+                                                         gradient_slots_.get(), /*overlap=*/!tensor_parallel());
+
+  // The compute weights.
+  if (full_finetuning_ && stage == 3) {
+    // Each rank keeps its shard of the masters and of their compute-dtype copy; a layer's weights are
+    // gathered into a slot before it runs; embed_tokens, norm and lm_head are gathered whole.
+    weight_slots_ = std::make_unique<parallel::LayerSlots>(
+        layout, at::TensorOptions().dtype(compute_dtype_).device(device_), /*with_resident=*/true);
+    weight_shard_ = compute_dtype_ == at::kFloat ? flat_->params() : flat_->params().to(compute_dtype_);
+    gatherer_ = std::make_unique<parallel::LayerWeightGatherer>(*data_, shards_, weight_shard_, *weight_slots_);
+    model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) {
+      const FlatParameters::Entry& e = flat_->entries()[i];
+      return weight_slots_->view(e.range).view(e.shape);
+    });
+    gatherer_->gather_resident();
+  } else if (full_finetuning_ && compute_dtype_ == at::kFloat) {
+    // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
+    model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
+  } else if (stage == 3) {
+    shard_base_weights();
   }
 
   AdamWOptions options;
@@ -276,10 +316,64 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   options.beta2 = config_.training.adam_beta2;
   options.eps = config_.training.adam_epsilon;
   options.weight_decay = config_.training.weight_decay;
-  shards_ = parallel::split_evenly(flat_->numel(), groups_.data->size());
-  const parallel::Range owned =
-      config_.distributed.zero_stage == 0 ? parallel::Range{0, flat_->numel()} : shards_[groups_.data->rank()];
+  const parallel::Range owned = stage == 0 ? parallel::Range{0, flat_->numel()} : shards_[groups_.data->rank()];
   optimizer_ = std::make_unique<AdamW>(options, owned, flat_->no_decay_ranges(owned), device_);
+}
+
+parallel::LayerLayout Trainer::trainable_layout() const {
+  std::vector<std::pair<std::string, parallel::Range>> entries;
+  for (const FlatParameters::Entry& e : flat_->entries()) entries.emplace_back(e.name, e.range);
+  return parallel::LayerLayout::from_entries(entries, flat_->numel(), model_config_.num_hidden_layers);
+}
+
+void Trainer::shard_base_weights() {
+  const int dp = groups_.data->size();
+  const auto base = model_->weights().named_tensors(model_config_);
+  std::vector<std::pair<std::string, parallel::Range>> entries;
+  int64_t offset = 0;
+  for (const auto& [name, t] : base) {
+    entries.emplace_back(name, parallel::Range{offset, offset + t.numel()});
+    offset += t.numel();
+  }
+  const int64_t padded = (offset + dp - 1) / dp * dp;
+  const std::vector<parallel::Range> base_shards = parallel::split_evenly(padded, dp);
+  const parallel::Range own = base_shards[groups_.data->rank()];
+  weight_shard_ = at::zeros({own.size()}, at::TensorOptions().dtype(compute_dtype_).device(device_));
+  for (size_t i = 0; i < base.size(); ++i) {
+    const parallel::Range r = entries[i].second;
+    const int64_t begin = std::max(r.begin, own.begin), end = std::min(r.end, own.end);
+    if (begin < end)
+      weight_shard_.narrow(0, begin - own.begin, end - begin)
+          .copy_(base[i].second.reshape({-1}).narrow(0, begin - r.begin, end - begin));
+  }
+  const parallel::LayerLayout layout =
+      parallel::LayerLayout::from_entries(entries, padded, model_config_.num_hidden_layers);
+  weight_slots_ = std::make_unique<parallel::LayerSlots>(
+      layout, at::TensorOptions().dtype(compute_dtype_).device(device_), /*with_resident=*/false);
+  auto in_a_layer = [&](parallel::Range r) {
+    for (const parallel::Range& l : layout.layers)
+      if (r.begin >= l.begin && r.end <= l.end) return true;
+    return false;
+  };
+  // The whole layers are dropped here; embed_tokens, norm and lm_head stay as loaded.
+  model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) {
+    const parallel::Range r = entries[i].second;
+    return in_a_layer(r) ? weight_slots_->view(r).view(base[i].second.sizes()) : base[i].second.to(device_);
+  });
+  gatherer_ = std::make_unique<parallel::LayerWeightGatherer>(*data_, base_shards, weight_shard_, *weight_slots_);
+}
+
+model::LayerHooks Trainer::layer_hooks(bool training) {
+  model::LayerHooks hooks;
+  parallel::LayerWeightGatherer* gatherer = gatherer_.get();
+  parallel::GradientReducer* reducer = training ? reducer_.get() : nullptr;
+  if (gatherer == nullptr && reducer == nullptr) return hooks;
+  hooks.before_layer = [gatherer, reducer](int64_t layer, model::LayerPass pass) {
+    if (gatherer != nullptr) gatherer->before_layer(layer, pass);
+    if (reducer != nullptr && pass == model::LayerPass::backward) reducer->before_backward(layer);
+  };
+  if (reducer != nullptr) hooks.after_backward = [reducer](int64_t layer) { reducer->layer_done(layer); };
+  return hooks;
 }
 
 void Trainer::restore_checkpoint(const std::string& resume_dir) {
@@ -299,7 +393,8 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
             config_.source, resume_dir, state.global_step, total_steps_);
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
   // masters stored with the optimizer state. Every rank reads the whole state and keeps its own shard.
-  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), 0};
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), 0};
   const std::string optimizer_file = (fs::path(resume_dir) / optimizer_file_name()).string();
   QFT_CHECK(fs::exists(optimizer_file), "{}: the checkpoint {} has no {}: it was written with another "
             "distributed.tensor_parallel_size than this run's {}",
@@ -346,15 +441,25 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   const int64_t global_targets = data_scalars.all_reduce_sum(local_targets);
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
 
-  flat_->grads().zero_();
+  if (flat_->has_gradients()) flat_->grads().zero_();
+  reducer_->start_step();
+  // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
+  // epoch's last step) runs filler ones that add nothing.
+  const size_t micro_batch_count =
+      zero_stage() >= 2 ? static_cast<size_t>(plan_->max_micro_batches(step)) : micro_batches.size();
 
   double local_loss_sum = 0.0;
   int64_t model_targets = 0;
   size_t next_row = 0;
-  for (size_t m = 0; m < micro_batches.size(); ++m) {
-    std::vector<const TokenRow*> rows;
-    for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
-    const model::Batch batch = collate_rows(rows, device_);
+  for (size_t m = 0; m < micro_batch_count; ++m) {
+    model::Batch batch;
+    if (m < micro_batches.size()) {
+      std::vector<const TokenRow*> rows;
+      for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
+      batch = collate_rows(rows, device_);
+    } else {
+      batch = filler_batch(device_);
+    }
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
     options.loss_denominator = static_cast<double>(global_targets);
@@ -365,6 +470,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
         groups_.data->rank();
     options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
     options.loss_chunk_tokens = t.loss_chunk_tokens;
+    reducer_->start_micro_batch(m + 1 == micro_batch_count);
+    options.hooks = layer_hooks(/*training=*/true);
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
         tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,
@@ -376,6 +483,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   QFT_CHECK(model_targets == local_targets,
             "step {}: the model counted {} target tokens, the data {} (labels at packed-segment starts must be -100)",
             step + 1, model_targets, local_targets);
+  // The data-parallel sums (most of them already started during backward).
+  reducer_->finish();
 
   StepMetrics out;
   out.loss = data_scalars.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
@@ -388,35 +497,44 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
   out.learning_rate = schedule_->learning_rate(step);
+  const int stage = zero_stage();
   if (tensor_parallel()) {
-    // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them first.
+    // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
     parallel::sum_partial_gradients(parallel::partial_gradients(grads_), *tensor_);
-    data_->all_reduce_sum(flat_->grads());
     out.grad_norm = std::sqrt(parallel::tensor_parallel_grad_norm_squared(grads_, *tensor_));
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) flat_->grads().mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
-  } else if (config_.distributed.zero_stage == 0) {
-    data_->all_reduce_sum(flat_->grads());
+  } else if (stage == 0) {
     out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
     check_grad_norm(out.grad_norm, out.loss, step);
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   } else {
-    // ZeRO-1: each data-parallel rank receives the summed gradients of its own shard, updates that shard
-    // of the parameters with the optimizer state it alone holds, and the shards are gathered back.
-    data_->reduce_scatter_sum(flat_->grads(), shards_);
-    at::Tensor own = flat_->grads().narrow(0, optimizer_->owned().begin, optimizer_->owned().size());
+    // Each data-parallel rank holds the summed gradients of its own shard and updates that shard of the
+    // parameters with the optimizer state it alone holds.
+    const parallel::Range owned = optimizer_->owned();
+    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
     out.grad_norm = std::sqrt(data_->all_reduce_sum(own.to(at::kDouble).square().sum().item<double>()));
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
-    optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
-    data_->all_gather(flat_->params(), shards_);
+    const bool sharded_masters = flat_->stored().size() != flat_->numel();
+    optimizer_->step_owned(sharded_masters ? flat_->params() : flat_->params().narrow(0, owned.begin, owned.size()),
+                           own, out.learning_rate);
+    // The updated shards gathered back, unless each rank keeps only its own (ZeRO-3 full fine-tuning).
+    if (!sharded_masters) data_->all_gather(flat_->params(), shards_);
   }
   if (full_finetuning_) refresh_compute_weights();
   return out;
 }
 
 void Trainer::refresh_compute_weights() {
+  if (gatherer_) {
+    // ZeRO-3: the compute shard follows the masters' shard; the layers are gathered again when next used.
+    if (compute_dtype_ != at::kFloat) weight_shard_.copy_(flat_->params());
+    gatherer_->invalidate();
+    gatherer_->gather_resident();
+    return;
+  }
   // A no-op where the compute weights are the masters' own views (fp32).
   if (compute_dtype_ == at::kFloat) return;
   const auto compute = model_->weights().named_tensors(model_config_);
@@ -458,14 +576,39 @@ std::string Trainer::optimizer_file_name() const {
   return fmt::format("optimizer-tp{}-of-{}.safetensors", groups_.tensor->rank(), groups_.tensor->size());
 }
 
-void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* adapter) const {
+at::ScalarType Trainer::stored_dtype() const {
+  return hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
+}
+
+io::NamedTensors Trainer::gathered_masters(at::ScalarType dtype) {
+  io::NamedTensors out;
+  const parallel::Range stored = flat_->stored();
+  for (size_t i = 0; i < flat_->entries().size(); ++i) {
+    const FlatParameters::Entry& e = flat_->entries()[i];
+    at::Tensor whole;
+    if (stored.size() == flat_->numel()) {
+      whole = flat_->param(i);
+    } else {
+      // ZeRO-3: the entry's pieces are on the ranks whose shards it crosses; every rank takes part in every
+      // entry's gather, also where its shard holds none of it.
+      whole = at::zeros({e.range.size()}, flat_->params().options());
+      const std::vector<parallel::Range> parts = parallel::shard_parts(shards_, e.range);
+      const parallel::Range mine = parts[groups_.data->rank()];
+      if (mine.size() > 0)
+        whole.narrow(0, mine.begin, mine.size())
+            .copy_(flat_->params().narrow(0, e.range.begin + mine.begin - stored.begin, mine.size()));
+      data_->all_gather(whole, parts);
+      whole = whole.view(e.shape);
+    }
+    if (rank_ == 0) out.emplace_back(e.name, whole.to(at::kCPU, dtype));
+  }
+  return out;
+}
+
+void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* adapter,
+                             const io::NamedTensors& masters) const {
   if (full_finetuning_) {
-    // The model's stored dtype (config.json torch_dtype), converted from the fp32 masters.
-    const at::ScalarType stored = hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
-    io::NamedTensors tensors;
-    for (size_t i = 0; i < flat_->entries().size(); ++i)
-      tensors.emplace_back(flat_->entries()[i].name, flat_->param(i).to(at::kCPU, stored));
-    hf::write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
+    hf::write_hf_model_dir(dir, model_config_, masters, 5000000000ULL);
     hf::copy_tokenizer_files(config_.model.model_name_or_path, dir);
   } else {
     hf::save_peft_adapter(dir, *adapter, config_.model.model_name_or_path, config_.lora.init_lora_weights);
@@ -473,7 +616,8 @@ void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* a
 }
 
 OptimizerState Trainer::gather_optimizer_state() {
-  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), optimizer_->step_count()};
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), optimizer_->step_count()};
   const parallel::Range owned = optimizer_->owned();
   full.exp_avg.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg());
   full.exp_avg_sq.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg_sq());
@@ -491,6 +635,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
   const OptimizerState optimizer_state = gather_optimizer_state();
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
+  const io::NamedTensors masters = full_finetuning_ ? gathered_masters(stored_dtype()) : io::NamedTensors{};
   const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
   const std::string tmp_dir = final_dir.string() + ".tmp";
   if (rank_ == 0) {
@@ -507,7 +652,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
   }
   world_.barrier();
   if (rank_ == 0) {
-    save_trainable(tmp_dir, adapter ? &*adapter : nullptr);
+    save_trainable(tmp_dir, adapter ? &*adapter : nullptr, masters);
     TrainerState state;
     state.global_step = global_step;
     state.epoch = plan_->epoch_after(global_step - 1);
@@ -528,8 +673,9 @@ void Trainer::save_final() {
   set_collective_timeout(0);
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
+  const io::NamedTensors masters = full_finetuning_ ? gathered_masters(stored_dtype()) : io::NamedTensors{};
   if (rank_ == 0) {
-    save_trainable(config_.output.output_dir, adapter ? &*adapter : nullptr);
+    save_trainable(config_.output.output_dir, adapter ? &*adapter : nullptr, masters);
     spdlog::info("saved the final {} to {}", full_finetuning_ ? "model" : "adapter", config_.output.output_dir);
   }
   world_.barrier();
