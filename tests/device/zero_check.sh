@@ -5,7 +5,7 @@
 #  3. Qwen3-8B-shaped random model, full fine-tuning, ZeRO-3 on 2 GPUs (and ZeRO-2 when ZERO2=1), seq 2048,
 #     recompute: tokens/s and peak memory per GPU;
 #  4. Qwen3-8B LoRA with ZeRO-3 on 2 GPUs: tokens/s and peak memory (the frozen base sharded).
-# Prints one table last. Needs .carry/ (Debian's libpcre2-dev .deb).
+# PARTS="unit tiny full8b lora8b" (the default) picks parts. Prints one table last. Needs .carry/ (Debian's libpcre2-dev .deb).
 #   device run (kind nvidia-h200-x2): bash tests/device/zero_check.sh   (carry: [".carry"])
 set -uo pipefail
 source tests/device/gpu_build.sh
@@ -16,9 +16,13 @@ W=/tmp/qft-zero
 mkdir -p $W
 MPI="mpirun --allow-run-as-root -np 2 -x NCCL_NVLS_ENABLE"
 
+PARTS=${PARTS:-unit tiny full8b lora8b}  # which parts to run
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+if has unit; then
 QFT_TEST_COMMUNICATOR=nccl $MPI -x QFT_TEST_COMMUNICATOR build-gpu/qft_parallel_tests \
   --gtest_filter='Communicator*:Zero*:Stages/ZeroStage*' > "$OUT/unit.log" 2>&1
 echo "unit tests over NCCL: rc=$? $(grep -c '\[       OK \]' "$OUT/unit.log") OK, $(grep -c FAILED "$OUT/unit.log") FAILED lines"
+fi
 
 summary() {  # name log -> one line
   python3 - "$2" "$1" <<'PY'
@@ -32,6 +36,7 @@ PY
 }
 
 # 2. Tiny curves.
+if has tiny; then
 $QFT init-model --preset tiny --dtype bf16 --seed 0 --output $W/tiny > "$OUT/init_tiny.log" 2>&1 || tail "$OUT/init_tiny.log"
 random_rows $W/tiny_rows.jsonl 64 256
 tiny() {  # name ranks accumulation stage
@@ -51,6 +56,7 @@ YAML
 tiny tiny_1gpu_acc2 1 2 0
 for stage in 0 1 2 3; do tiny tiny_2gpu_zero$stage 2 1 $stage; done
 echo "tiny done at $SECONDS s"
+fi
 
 # 3./4. 8B.
 $QFT init-model --preset 8B --dtype bf16 --seed 0 --output $W/model8b > "$OUT/init8b.log" 2>&1 || tail "$OUT/init8b.log"
@@ -68,11 +74,15 @@ YAML
   $MPI $QFT $W/$1.yaml > "$OUT/$1.log" 2>&1 || { echo "$1 failed"; grep -i -m3 "error\|out of memory" "$OUT/$1.log"; return; }
   summary "$1" $W/$1/trainer_log.jsonl | tee -a "$OUT/results.txt"
 }
-big full8b_zero3_mb1 full 3 1 true 6
-echo "full 8B done at $SECONDS s"
-if [ "${ZERO2:-0}" = 1 ]; then big full8b_zero2_mb1 full 2 1 true 6; fi
-big lora8b_zero3_mb2 lora 3 2 false 8
-big lora8b_zero0_mb2 lora 0 2 false 8
+if has full8b; then
+  big full8b_zero3_mb1 full 3 1 true 6
+  echo "full 8B done at $SECONDS s"
+  if [ "${ZERO2:-0}" = 1 ]; then big full8b_zero2_mb1 full 2 1 true 6; fi
+fi
+if has lora8b; then
+  big lora8b_zero3_mb2 lora 3 2 false 8
+  big lora8b_zero0_mb2 lora 0 2 false 8
+fi
 echo "done at $SECONDS s"
 echo
 echo "| run (2 H200 unless 1gpu) | tokens/s (all GPUs) | peak GiB (rank 0) | losses |"
