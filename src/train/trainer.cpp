@@ -466,7 +466,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     if (m < micro_batches.size()) {
       std::vector<const TokenRow*> rows;
       for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
-      batch = collate_rows(rows, device_);
+      // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
+      batch = collate_rows(rows, device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     } else {
       batch = filler_batch(device_);
     }
@@ -485,7 +486,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
         tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,
-                                                                       adapters, grads_, options, *tensor_)
+                                                                       adapters, grads_, options, *tensor_,
+                                                                       config_.distributed.sequence_parallel)
                           : model_->forward_backward(batch, adapters, grads_, options);
     local_loss_sum += result.loss_sum;
     model_targets += result.target_tokens;
@@ -510,7 +512,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   const int stage = zero_stage();
   if (tensor_parallel()) {
     // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
-    parallel::sum_partial_gradients(parallel::partial_gradients(grads_), *tensor_);
+    parallel::sum_partial_gradients(parallel::partial_gradients(grads_, config_.distributed.sequence_parallel),
+                                    *tensor_);
     out.grad_norm = std::sqrt(parallel::tensor_parallel_grad_norm_squared(grads_, *tensor_));
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) flat_->grads().mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));

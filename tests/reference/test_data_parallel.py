@@ -32,7 +32,7 @@ def setup(tmp_path_factory, qft_bin):
 
 
 def train(setup, qft_bin, name, ranks, accumulation, zero_stage, finetuning="lora", steps=6, save_steps=0, extra="",
-          tp=1, check=True):
+          tp=1, check=True, sp=False):
     out = setup / name
     config = setup / f"{name}.yaml"
     config.write_text(f"""
@@ -43,7 +43,7 @@ training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 1, gradient_accu
            max_steps: {steps}, logging_steps: 1, shuffle: true, seed: 3, max_grad_norm: 0.5, weight_decay: 0.1,
            lr_scheduler_type: constant,
            save_steps: {save_steps} {extra}}}
-distributed: {{zero_stage: {zero_stage}, tensor_parallel_size: {tp}}}
+distributed: {{zero_stage: {zero_stage}, tensor_parallel_size: {tp}, sequence_parallel: {str(sp).lower()}}}
 output: {{output_dir: {out}, overwrite_output_dir: true}}
 """)
     launcher = MPIRUN + [str(ranks)] if ranks > 1 else []
@@ -141,12 +141,14 @@ output: {{output_dir: {out}, overwrite_output_dir: true}}
     assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("ranks,tp,accumulation", [(2, 2, 4), (4, 2, 2)])
-def test_tensor_parallel_same_result(setup, qft_bin, ranks, tp, accumulation):
-    """Tensor parallel 2 (and 2 x data parallel 2): the same curve as one rank, and a gathered adapter in the
-    single-GPU layout (same keys and shapes)."""
+@pytest.mark.parametrize("ranks,tp,accumulation,sp", [(2, 2, 4, False), (4, 2, 2, False), (2, 2, 4, True),
+                                                       (4, 2, 2, True)])
+def test_tensor_parallel_same_result(setup, qft_bin, ranks, tp, accumulation, sp):
+    """Tensor parallel 2 (and 2 x data parallel 2), with and without sequence parallelism (rows of odd
+    lengths: the micro-batch is padded to an even token count): the same curve as one rank, and a gathered
+    adapter in the single-GPU layout (same keys and shapes)."""
     reference, ref_dir = train(setup, qft_bin, "lora_ref", 1, 4, 0)
-    curve, out = train(setup, qft_bin, f"tp_{ranks}_{tp}", ranks, accumulation, 0, tp=tp)
+    curve, out = train(setup, qft_bin, f"tp_{ranks}_{tp}_{sp}", ranks, accumulation, 0, tp=tp, sp=sp)
     assert_same_curves(reference, curve)
     assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
 
@@ -171,6 +173,7 @@ def test_tensor_parallel_size_must_divide_the_kv_heads(setup, qft_bin):
     (dict(tp=2, finetuning="full"), "tensor_parallel_size 2 with finetuning_type full"),
     (dict(tp=2, zero_stage=1), "zero_stage 1 with tensor_parallel_size 2"),
     (dict(tp=2, zero_stage=3), "zero_stage 3 with tensor_parallel_size 2"),
+    (dict(sp=True), "sequence_parallel"),
 ])
 def test_combinations_not_built_yet_are_refused_at_start(setup, qft_bin, settings, expected):
     zero_stage = settings.pop("zero_stage", 0)
