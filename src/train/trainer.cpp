@@ -124,13 +124,14 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
 
   const std::string resume_dir = resolve_resume_dir(config_);
-  // ZeRO-3 reads the model into host memory: each rank then keeps only its shard of the layers on the GPU.
+  // Tensor parallelism reads only the rank's slices; ZeRO-3 reads the model into host memory and each rank
+  // then keeps only its shard of the layers on the GPU.
   model::Qwen3Weights weights =
-      model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, zero_stage() == 3 ? at::kCPU : device_);
-  if (tensor_parallel()) {
-    // Each rank keeps only its shard (the whole model is read once per rank, then dropped).
-    weights = parallel::shard_weights(weights, groups_.tensor->rank(), groups_.tensor->size());
-  }
+      tensor_parallel()
+          ? parallel::load_weight_shard(model_dir, model_config_, compute_dtype_, device_, groups_.tensor->rank(),
+                                        groups_.tensor->size())
+          : model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_,
+                                      zero_stage() == 3 ? at::kCPU : device_);
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
   if (!resume_dir.empty()) restore_checkpoint(resume_dir);
@@ -192,7 +193,8 @@ void Trainer::check_launch() const {
 }
 
 void Trainer::set_collective_timeout(double seconds) {
-  for (parallel::Communicator* c : {&world_, groups_.data.get(), groups_.tensor.get()}) c->set_timeout_seconds(seconds);
+  for (parallel::Communicator* c : {&world_, groups_.data.get(), groups_.tensor.get(), gpu_data_.get(), gpu_tensor_.get()})
+    if (c != nullptr) c->set_timeout_seconds(seconds);
 }
 
 void Trainer::create_groups() {
