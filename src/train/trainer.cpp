@@ -185,9 +185,9 @@ void Trainer::check_launch() const {
             "{}: distributed.tensor_parallel_size {} with finetuning_type full is not available in this build yet "
             "(tensor parallelism trains LoRA adapters; full fine-tuning runs data parallel: set tensor_parallel_size: 1)",
             config_.source, d.tensor_parallel_size);
-  QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage == 0,
+  QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage <= 2,
             "{}: distributed.zero_stage {} with tensor_parallel_size {} is not available in this build yet (use "
-            "zero_stage: 0; LoRA's optimizer state is small)",
+            "zero_stage 0, 1 or 2: the tensor-parallel shards already divide the base weights)",
             config_.source, d.zero_stage, d.tensor_parallel_size);
 
 }
@@ -297,11 +297,19 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   } else {
     grads_.lora = lora_->with_tensors(gradient_of);
   }
-  // Tensor parallelism sums partial gradients over its group first, so the data-parallel sums wait for the
-  // end of backward there.
+  // Tensor parallelism's partial sums (the replicated LoRA factors) are summed over its group after the
+  // data-parallel sums: both are sums, so the order does not matter and the data-parallel ones overlap
+  // backward here too.
   reducer_ = std::make_unique<parallel::GradientReducer>(*data_, stage, shards_, layout,
                                                          stage >= 2 ? at::Tensor() : flat_->grads(),
-                                                         gradient_slots_.get(), /*overlap=*/!tensor_parallel());
+                                                         gradient_slots_.get(), /*overlap=*/true);
+  if (tensor_parallel()) {
+    // Where the replicated LoRA factors lie in the flat buffer (the same on every tensor-parallel rank:
+    // their shards have equal shapes).
+    const int64_t base = flat_->params().storage_offset();
+    for (const at::Tensor& t : parallel::partial_lora_gradients(*lora_))
+      tensor_replicated_.push_back({t.storage_offset() - base, t.storage_offset() - base + t.numel()});
+  }
 
   // The compute weights.
   if (full_finetuning_ && stage == 3) {
@@ -512,7 +520,26 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   // gradient of the global mean loss.
   out.learning_rate = schedule_->learning_rate(step);
   const int stage = zero_stage();
-  if (tensor_parallel()) {
+  if (tensor_parallel() && stage >= 1) {
+    // The rank's data-parallel slice: the replicated adapter factors in it hold partial sums on each
+    // tensor-parallel rank (sum them), and count once in the norm.
+    const parallel::Range owned = optimizer_->owned();
+    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
+    std::vector<at::Tensor> replicated;
+    for (const parallel::Range& r : tensor_replicated_) {
+      const int64_t begin = std::max(r.begin, owned.begin), end = std::min(r.end, owned.end);
+      if (begin < end) replicated.push_back(own.narrow(0, begin - owned.begin, end - begin));
+    }
+    parallel::sum_partial_gradients(replicated, *tensor_);
+    double replicated_squares = 0.0;
+    for (const at::Tensor& t : replicated) replicated_squares += squared_norm(t);
+    const double mine = squared_norm(own) - (groups_.tensor->rank() == 0 ? 0.0 : replicated_squares);
+    out.grad_norm = std::sqrt(groups_.tensor->all_reduce_sum(groups_.data->all_reduce_sum(mine)));
+    check_grad_norm(out.grad_norm, out.loss, step);
+    if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
+    optimizer_->step_owned(flat_->params().narrow(0, owned.begin, owned.size()), own, out.learning_rate);
+    data_->all_gather(flat_->params(), shards_);
+  } else if (tensor_parallel()) {
     // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
     parallel::sum_partial_gradients(parallel::partial_gradients(grads_, config_.distributed.sequence_parallel),
                                     *tensor_);

@@ -125,6 +125,9 @@ class Trainer {
   std::unique_ptr<parallel::LayerSlots> weight_slots_;
   at::Tensor weight_shard_;
   std::unique_ptr<parallel::LayerWeightGatherer> gatherer_;
+  // Tensor parallelism: the flat ranges of the LoRA factors every tensor-parallel rank holds whole (A of
+  // column-parallel, B of row-parallel projections), whose gradients are per-rank partial sums.
+  std::vector<parallel::Range> tensor_replicated_;
   at::Device device_ = at::kCPU;
   at::ScalarType compute_dtype_ = at::kFloat;
   bool full_finetuning_ = false;
