@@ -5,6 +5,8 @@
 
 #ifdef QFT_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace qft::train {
@@ -31,6 +33,24 @@ int64_t peak_memory_bytes(at::Device device) {
 #endif
   (void)device;
   return resident_high_water_mark_bytes();
+}
+
+DeviceMemory device_memory(at::Device device) {
+  DeviceMemory m;
+#ifdef QFT_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    m.allocated = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+    c10::cuda::CUDAGuard guard(device.index());
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      m.free = static_cast<int64_t>(free);
+      m.total = static_cast<int64_t>(total);
+    }
+  }
+#endif
+  (void)device;
+  return m;
 }
 
 }  // namespace qft::train

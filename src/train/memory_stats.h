@@ -10,4 +10,13 @@ namespace qft::train {
 
 int64_t peak_memory_bytes(at::Device device);
 
+// A GPU's memory now: what the caching allocator has handed out, and the driver's free and total bytes.
+// All zero for a CPU device.
+struct DeviceMemory {
+  int64_t allocated = 0;
+  int64_t free = 0;
+  int64_t total = 0;
+};
+DeviceMemory device_memory(at::Device device);
+
 }  // namespace qft::train

@@ -12,6 +12,7 @@
 #include "core/files.h"
 #include "hf/dtype_names.h"
 #include "hf/model_dir.h"
+#include "train/memory_plan.h"
 #include "train/memory_stats.h"
 #include "hf/peft_adapter.h"
 #include "core/remove_tree.h"
@@ -135,7 +136,26 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
   if (!resume_dir.empty()) restore_checkpoint(resume_dir);
-  // Only now that everything loaded: overwrite_output_dir deletes the previous run's files.
+
+  // The report's data statistics: rank 0 reads every row once (the other ranks read only their own).
+  nlohmann::json data_statistics = nlohmann::json::object();
+  int64_t longest_row = 0;
+  if (rank_ == 0) {
+    std::vector<int64_t> lengths, targets;
+    constexpr int64_t kChunk = 4096;
+    for (int64_t begin = 0; begin < rows_->size(); begin += kChunk) {
+      std::vector<int64_t> indices;
+      for (int64_t r = begin; r < std::min(rows_->size(), begin + kChunk); ++r) indices.push_back(r);
+      for (const TokenRow& row : rows_->read(indices)) {
+        lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
+        targets.push_back(row.target_tokens);
+        longest_row = std::max(longest_row, lengths.back());
+      }
+    }
+    data_statistics = report::data_statistics(lengths, targets);
+  }
+  check_memory(world_.all_reduce_sum(longest_row));
+  // Only now that everything loaded and fits: overwrite_output_dir deletes the previous run's files.
   prepare_output_dir();
 
   if (rank_ == 0) {
@@ -155,20 +175,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   run.start_step = start_step_;
   run.tensorboard = config_.output.report_to == "tensorboard";
   run.config_yaml = config_.resolved_yaml();
-  if (rank_ == 0) {
-    // The report's data statistics: rank 0 reads every row once (the other ranks read only their own).
-    std::vector<int64_t> lengths, targets;
-    constexpr int64_t kChunk = 4096;
-    for (int64_t begin = 0; begin < rows_->size(); begin += kChunk) {
-      std::vector<int64_t> indices;
-      for (int64_t r = begin; r < std::min(rows_->size(), begin + kChunk); ++r) indices.push_back(r);
-      for (const TokenRow& row : rows_->read(indices)) {
-        lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
-        targets.push_back(row.target_tokens);
-      }
-    }
-    run.data = report::data_statistics(lengths, targets);
-  }
+  run.data = std::move(data_statistics);
   run.previous_rows = log_history_;
   recorder_ = std::make_unique<report::RunRecorder>(std::move(run));
 }
@@ -239,6 +246,34 @@ void Trainer::prepare_output_dir() {
     fs::create_directories(dir);
   }
   world_.barrier();
+}
+
+void Trainer::check_memory(int64_t longest_row) {
+  const TrainingOptions& t = config_.training;
+  ActivationShape shape;
+  const int64_t T = grid_->tensor_parallel_size();
+  shape.config = tensor_parallel() ? parallel::local_config(model_config_, T) : model_config_;
+  const int64_t multiple = config_.distributed.sequence_parallel ? T : 1;
+  shape.tokens = t.per_device_train_batch_size * ((longest_row + multiple - 1) / multiple * multiple);
+  shape.tensor_parallel_size = T;
+  shape.sequence_parallel = config_.distributed.sequence_parallel;
+  shape.gradient_checkpointing = t.gradient_checkpointing;
+  shape.lora_r = full_finetuning_ ? 0 : lora_->config.r;
+  shape.activation_bytes = at::elementSize(compute_dtype_);
+  shape.loss_chunk_tokens = t.loss_chunk_tokens;
+  const DeviceMemory now = device_memory(device_);
+  MemoryPlan plan;
+  plan.state_bytes = now.allocated;
+  plan.activation_bytes = estimate_activation_bytes(shape);
+  plan.tokens = shape.tokens;
+  plan.device_total_bytes = now.total;
+  plan.device_free_bytes = now.free;
+  if (rank_ == 0) spdlog::info("{}", describe(plan));
+  QFT_CHECK(!clearly_too_large(plan),
+            "{}: this run cannot fit the GPU ({}). The longest row has {} tokens; lower "
+            "training.per_device_train_batch_size or the data's max_seq_length, set training.gradient_checkpointing: "
+            "true, or shard more (distributed.zero_stage, tensor_parallel_size, sequence_parallel)",
+            config_.source, describe(plan), longest_row);
 }
 
 void Trainer::create_trainable_state(const std::string& resume_dir) {

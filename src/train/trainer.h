@@ -68,6 +68,8 @@ class Trainer {
   void set_collective_timeout(double seconds);
   void prepare_output_dir();
   void create_trainable_state(const std::string& resume_dir);
+  // Logs the memory plan (memory_plan.h) and refuses a run whose largest micro-batch clearly cannot fit.
+  void check_memory(int64_t longest_row);
   void restore_checkpoint(const std::string& resume_dir);
   StepMetrics run_step(int64_t step);
   void refresh_compute_weights();

@@ -19,6 +19,7 @@
 #include "hf/model_dir.h"
 #include "hf/init_model.h"
 #include "train/lr_schedule.h"
+#include "train/memory_plan.h"
 #include "hf/merge.h"
 #include "hf/peft_adapter.h"
 #include "train/pretokenized.h"
@@ -603,3 +604,43 @@ TEST(Merge, FailureLeavesNoOutput) {
 }
 
 }  // namespace
+
+// ---- memory plan ----
+
+TEST(MemoryPlan, ActivationEstimateIsWithinFifteenPercentOfPeaksMeasuredOnAnH200) {
+  // docs/PERF.md (qft 7c91565, Qwen3-8B shapes, LoRA r16 all projections, bf16, seq 2048 unless said): peak
+  // GiB minus the model state (bf16 weights 15.26 GiB + LoRA masters, gradients, m, v 0.65 GiB).
+  const model::Qwen3Config c = hf::init_model_preset("8B");
+  struct Case { int64_t tokens; bool checkpointing; double measured_peak_gib; };
+  for (const Case& k : {Case{2 * 2048, false, 36.4}, Case{4 * 2048, true, 20.9}, Case{16384, true, 25.9},
+                        Case{32768, true, 35.9}}) {
+    ActivationShape shape;
+    shape.config = c;
+    shape.tokens = k.tokens;
+    shape.gradient_checkpointing = k.checkpointing;
+    shape.lora_r = 16;
+    const double estimate = estimate_activation_bytes(shape) / 1073741824.0;
+    const double measured = k.measured_peak_gib - 15.26 - 0.65;
+    EXPECT_NEAR(estimate, measured, 0.15 * measured) << k.tokens << " tokens, checkpointing " << k.checkpointing;
+  }
+  // Sequence parallelism and tensor parallelism shrink it; checkpointing far more.
+  ActivationShape whole;
+  whole.config = c;
+  whole.tokens = 8192;
+  ActivationShape recompute = whole;
+  recompute.gradient_checkpointing = true;
+  EXPECT_LT(estimate_activation_bytes(recompute) * 4, estimate_activation_bytes(whole));
+}
+
+TEST(MemoryPlan, OnlyAClearlyOversizedRunIsRefused) {
+  MemoryPlan plan;
+  plan.device_total_bytes = 100;
+  plan.state_bytes = 40;
+  plan.activation_bytes = 70;  // 110 x 0.85 < 100: the estimate's error could still let it fit
+  EXPECT_FALSE(clearly_too_large(plan));
+  plan.activation_bytes = 90;  // 130 x 0.85 > 100
+  EXPECT_TRUE(clearly_too_large(plan));
+  plan.device_total_bytes = 0;  // CPU: no device limit to check against
+  EXPECT_FALSE(clearly_too_large(plan));
+  EXPECT_NE(describe(plan).find("memory per process"), std::string::npos) << describe(plan);
+}

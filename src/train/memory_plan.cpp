@@ -1,0 +1,42 @@
+#include "train/memory_plan.h"
+
+#include <fmt/format.h>
+
+namespace qft::train {
+
+int64_t estimate_activation_bytes(const ActivationShape& s) {
+  const model::Qwen3Config& c = s.config;
+  const int64_t h = c.hidden_size, i = c.intermediate_size, L = c.num_hidden_layers;
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  const int64_t b = s.activation_bytes;
+  // The residual stream (x, x_mid) holds 1/T of the rows under sequence parallelism; the norms' outputs
+  // as q/k/v and gate/up read them (h_in, h_post) hold all rows.
+  const int64_t residual = s.sequence_parallel ? h / s.tensor_parallel_size : h;
+  // LayerActivations per token: x, h_in, q_pre, k_pre, v, q, k, attn, x_mid, h_post, gate, up, act (compute
+  // dtype), the attention's log-sum-exp (fp32 per head) and the LoRA x·Aᵀ of seven projections.
+  const int64_t per_layer = (2 * residual + 2 * h + 3 * q + 3 * kv + 3 * i) * b + c.num_attention_heads * 4 +
+                            (s.lora_r > 0 ? 7 * s.lora_r * b : 0);
+  const int64_t saved = s.gradient_checkpointing ? L * residual * b + per_layer : L * per_layer;
+  // Backward of one layer: the MLP gradients and a few hidden-size ones, flash attention's fp32 dq.
+  const int64_t transient = (3 * i + 4 * h) * b + q * 4;
+  const int64_t loss_chunk = s.loss_chunk_tokens * c.vocab_size * 4 * 2;  // fp32 logits and their gradient
+  return s.tokens * (saved + transient) + loss_chunk;
+}
+
+std::string describe(const MemoryPlan& p) {
+  constexpr double GiB = 1024.0 * 1024.0 * 1024.0;
+  std::string out = fmt::format("memory per {}: model state {:.1f} GiB + activations ~{:.1f} GiB ({} tokens per "
+                                "micro-batch) = ~{:.1f} GiB",
+                                p.device_total_bytes > 0 ? "GPU" : "process", p.state_bytes / GiB,
+                                p.activation_bytes / GiB, p.tokens, p.total() / GiB);
+  if (p.device_total_bytes > 0)
+    out += fmt::format(" of {:.1f} GiB ({:.1f} GiB free after loading)", p.device_total_bytes / GiB,
+                       p.device_free_bytes / GiB);
+  return out;
+}
+
+bool clearly_too_large(const MemoryPlan& p) {
+  return p.device_total_bytes > 0 && static_cast<double>(p.total()) * 0.85 > static_cast<double>(p.device_total_bytes);
+}
+
+}  // namespace qft::train

@@ -1,0 +1,48 @@
+// The memory report at start (issue 8): what the model state holds once loaded (measured: the allocator's
+// bytes after the weights, adapters, optimizer and ZeRO buffers exist) and what the largest micro-batch's
+// activations will add (estimated from the shapes), against the GPU's memory. The estimate follows what
+// the explicit forward/backward keeps (model/decoder_layer.h LayerActivations: every layer's tensors, or
+// only its input under gradient checkpointing plus one layer recomputed), the backward's transients of one
+// layer (MLP gradients, flash attention's fp32 dq accumulator) and the loss chunk's fp32 logits; against the
+// peaks measured on an H200 (docs/PERF.md) it came within 15% from 0.6B to 8B and 2k to 131k tokens.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "model/qwen3_config.h"
+
+namespace qft::train {
+
+struct ActivationShape {
+  model::Qwen3Config config;       // the config one rank's layers compute with (tensor parallelism: local)
+  int64_t tokens = 0;              // of the largest micro-batch (rows x padded length)
+  int64_t tensor_parallel_size = 1;
+  bool sequence_parallel = false;
+  bool gradient_checkpointing = false;
+  int64_t lora_r = 0;              // 0: no adapters
+  int64_t activation_bytes = 2;    // of the compute dtype
+  int64_t loss_chunk_tokens = 1024;
+};
+
+// Estimated peak bytes of one micro-batch's activations and backward transients.
+int64_t estimate_activation_bytes(const ActivationShape& shape);
+
+struct MemoryPlan {
+  int64_t state_bytes = 0;       // measured after loading
+  int64_t activation_bytes = 0;  // estimated
+  int64_t tokens = 0;
+  int64_t device_total_bytes = 0;  // 0: not a GPU
+  int64_t device_free_bytes = 0;
+  int64_t total() const { return state_bytes + activation_bytes; }
+};
+
+// One line for the log: "memory per GPU: model state 16.3 GiB + activations ~20.2 GiB (4096 tokens) = ~36.5
+// GiB of 139.8 GiB".
+std::string describe(const MemoryPlan& plan);
+
+// Whether the estimate says the run cannot fit even with the estimate's error in its favour (estimate x 0.85
+// above the GPU's memory): then the trainer refuses before the first step.
+bool clearly_too_large(const MemoryPlan& plan);
+
+}  // namespace qft::train
