@@ -114,10 +114,15 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
 
   const std::string resume_dir = resolve_resume_dir(config_);
-  model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_);
+  // QLoRA (model.load_in_4bit): projections quantized to NF4 as they are read; under tensor parallelism
+  // after sharding instead, so that each rank quantizes its own slice.
+  const std::optional<model::Nf4Options> load_in_4bit = config_.load_in_4bit();
+  model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_,
+                                                         tensor_parallel() ? std::nullopt : load_in_4bit);
   if (tensor_parallel()) {
     // Each rank keeps only its shard (the whole model is read once per rank, then dropped).
     weights = parallel::shard_weights(weights, groups_.tensor->rank(), groups_.tensor->size());
+    if (load_in_4bit) model::quantize_projections(weights, *load_in_4bit, compute_dtype_);
   }
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
