@@ -6,13 +6,14 @@
 # dequantize_4bit of qft's own state; (2) a pre-quantized directory written by `merge --save-4bit` loaded by
 # transformers + bitsandbytes; (3) Qwen3-8B random-init QLoRA (NF4, double quant) mb4 seq 2048 with
 # recompute, r16 all-linear, against the same run in bf16 LoRA: tokens/s and peak memory. Prints a table last.
-# Needs .carry/ with Debian's libpcre2-dev .deb and .carry/wheels/bitsandbytes-*.whl (pip download
-# --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_24_x86_64 -d .carry/wheels
-# bitsandbytes==0.50.2, as /work/.library/device/README.md describes).
+# Needs .carry/ with Debian's libpcre2-dev .deb and the bitsandbytes wheel in .carry/qlora/wheels/ (or
+# WHEELS=DIR): `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+# --platform manylinux_2_24_x86_64 -d .carry/qlora/wheels bitsandbytes==0.50.2` (43 MB; its other needs,
+# torch, numpy and packaging, are in the image).
 #   device run (kind nvidia-h200): bash tests/device/qlora_check.sh   (carry: [".carry"])
 set -uo pipefail
 source tests/device/gpu_build.sh
-WHEELS=${WHEELS:-.carry/wheels}
+WHEELS=${WHEELS:-.carry/qlora/wheels}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl ||
   { echo "cannot install the wheels of $WHEELS"; exit 1; }
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
