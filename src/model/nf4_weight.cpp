@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "model/shape_string.h"
@@ -24,13 +25,17 @@ at::Tensor float_table(const float* values, int64_t n, at::Device device) {
 
 bool valid_blocksize(int64_t b) { return b >= 32 && b <= 4096 && (b & (b - 1)) == 0; }
 
-// [256, 2]: the two values a packed byte holds (high nibble first), so one index_select per byte.
-at::Tensor pair_table(const at::Tensor& quant_map) {
-  const at::Tensor byte = at::arange(256, quant_map.options().dtype(at::kLong));
-  return at::stack({quant_map.index_select(0, byte.div(16, "floor")), quant_map.index_select(0, byte.remainder(16))}, 1);
+// v[i / group] for i < count, without repeat_interleave (whose output size costs a device sync on CUDA).
+at::Tensor repeat_each(const at::Tensor& v, int64_t group, int64_t count) {
+  return v.unsqueeze(1).expand({v.size(0), group}).reshape({-1}).narrow(0, 0, count);
 }
 
 }  // namespace
+
+at::Tensor nf4_pair_table(const at::Tensor& quant_map) {
+  const at::Tensor byte = at::arange(256, quant_map.options().dtype(at::kLong));
+  return at::stack({quant_map.index_select(0, byte.div(16, "floor")), quant_map.index_select(0, byte.remainder(16))}, 1);
+}
 
 at::Tensor Nf4Scratch::buffer(at::ScalarType dtype, int64_t numel, at::Device device) {
   at::Tensor& b = buffers_[dtype];
@@ -71,7 +76,8 @@ Nf4Tensors nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
   at::Tensor flat = weight.reshape({-1}).to(at::kFloat);
   if (blocks * bs != n) flat = at::constant_pad_nd(flat, {0, blocks * bs - n}, 0.0);
   const at::Tensor block_values = flat.view({blocks, bs});
-  at::Tensor absmax = block_values.abs().amax({1});
+  // bitsandbytes' block maximum skips a NaN element (fmaxf); that element then gets code 0 below.
+  at::Tensor absmax = block_values.abs().nan_to_num_(0.0, std::numeric_limits<double>::infinity()).amax({1});
   // x * (1/absmax): bitsandbytes multiplies by the fp32 reciprocal. An all-zero block gives 0 * inf =
   // NaN, whose code is 0 there (every comparison false); bucketize would put NaN last, hence the where.
   const at::Tensor scaled = block_values * absmax.reciprocal().unsqueeze(1);
@@ -105,12 +111,13 @@ Nf4Tensors nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
 at::Tensor nf4_block_absmax(const Nf4Tensors& t) {
   if (!t.nested) return t.absmax;
   const int64_t blocks = t.blocks();
-  const at::Tensor scale = t.nested_absmax.repeat_interleave(t.nested_blocksize).narrow(0, 0, blocks);
+  const at::Tensor scale = repeat_each(t.nested_absmax, t.nested_blocksize, blocks);
   // dequantize_blockwise's product, then `absmax += offset`: two roundings, no fused multiply-add.
   return t.nested_quant_map.index_select(0, t.absmax.to(at::kInt)).mul_(scale).add_(t.offset);
 }
 
-at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch& scratch) {
+at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch& scratch,
+                          const at::Tensor& pair_table) {
   const int64_t n = t.numel(), pairs = (n + 1) / 2, bs = t.blocksize, blocks = t.blocks();
   const at::Device device = t.packed.device();
   const at::Tensor absmax = nf4_block_absmax(t);
@@ -118,7 +125,7 @@ at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch&
   index.copy_(t.packed.view({-1}));
   at::Tensor work = scratch.buffer(at::kFloat, 2 * pairs, device);
   at::Tensor work_pairs = work.view({pairs, 2});
-  at::index_select_out(work_pairs, pair_table(t.quant_map), 0, index);
+  at::index_select_out(work_pairs, pair_table.defined() ? pair_table : nf4_pair_table(t.quant_map), 0, index);
   const at::Tensor values = work.narrow(0, 0, n);
   // NF4[q] * absmax[block] in fp32, rounded once into the original dtype.
   at::Tensor rounded = t.dtype == at::kFloat ? values : scratch.buffer(t.dtype, n, device);
@@ -126,7 +133,7 @@ at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch&
     at::Tensor rounded_blocks = rounded.view({blocks, bs});
     at::mul_out(rounded_blocks, values.view({blocks, bs}), absmax.unsqueeze(1));
   } else {
-    at::mul_out(rounded, values, absmax.repeat_interleave(bs).narrow(0, 0, n));
+    at::mul_out(rounded, values, repeat_each(absmax, bs, n));
   }
   if (dtype == t.dtype) return rounded.view(t.shape);
   // Widened or narrowed to the compute dtype (bitsandbytes' `.to(A.dtype)`); fp32 reuses the work buffer.
@@ -140,6 +147,7 @@ Nf4Weight::Nf4Weight(Nf4Tensors tensors, at::ScalarType compute_dtype, std::shar
     : tensors_(std::move(tensors)), compute_dtype_(compute_dtype), scratch_(std::move(scratch)), shard_(shard) {
   QFT_CHECK(tensors_.shape.size() == 2, "an NF4 weight must be 2-D [out, in], got {}", shape_string(tensors_.shape));
   QFT_CHECK(scratch_ != nullptr, "an NF4 weight needs a dequantization scratch");
+  pair_table_ = nf4_pair_table(tensors_.quant_map);
 }
 
 std::shared_ptr<Nf4Weight> Nf4Weight::quantize(const at::Tensor& weight, const Nf4Options& options,
@@ -148,11 +156,11 @@ std::shared_ptr<Nf4Weight> Nf4Weight::quantize(const at::Tensor& weight, const N
   return std::make_shared<Nf4Weight>(nf4_quantize(weight, options), compute_dtype, std::move(scratch), shard);
 }
 
-at::Tensor Nf4Weight::dense() const { return nf4_dequantize(tensors_, compute_dtype_, *scratch_); }
+at::Tensor Nf4Weight::dense() const { return nf4_dequantize(tensors_, compute_dtype_, *scratch_, pair_table_); }
 
 at::Tensor Nf4Weight::dequantize(at::ScalarType dtype) const {
   Nf4Scratch own;  // buffers of exactly this weight's size, owned by the result
-  return nf4_dequantize(tensors_, dtype, own);
+  return nf4_dequantize(tensors_, dtype, own, pair_table_);
 }
 
 int64_t Nf4Weight::storage_bytes() const {

@@ -81,8 +81,12 @@ Nf4Tensors nf4_quantize(const at::Tensor& weight, const Nf4Options& options);
 // The per-block absmax a dequantizer uses (fp32 [blocks]): absmax, or DYN[code] * absmax2 + offset in
 // two roundings, as bitsandbytes.
 at::Tensor nf4_block_absmax(const Nf4Tensors& t);
+// [256, 2]: the two code-book values of each packed byte (high nibble first), for one index_select per byte.
+at::Tensor nf4_pair_table(const at::Tensor& quant_map);
 // dequantize_4bit into `scratch` (see above): [out, in] in `dtype`, rounded through the original dtype.
-at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch& scratch);
+// `pair_table`: nf4_pair_table(t.quant_map) if the caller keeps one, else computed here.
+at::Tensor nf4_dequantize(const Nf4Tensors& t, at::ScalarType dtype, Nf4Scratch& scratch,
+                          const at::Tensor& pair_table = at::Tensor());
 
 class Nf4Weight final : public WeightStorage {
  public:
@@ -109,6 +113,7 @@ class Nf4Weight final : public WeightStorage {
 
  private:
   Nf4Tensors tensors_;
+  at::Tensor pair_table_;  // nf4_pair_table(quant_map), kept: built once instead of on every dense()
   at::ScalarType compute_dtype_;
   std::shared_ptr<Nf4Scratch> scratch_;
   WeightShard shard_;

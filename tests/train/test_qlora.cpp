@@ -107,6 +107,17 @@ TEST(Nf4Weight, QuantizeEqualsTheReferenceByteForByte) {
   }
 }
 
+TEST(Nf4Weight, ANanElementIsSkippedByTheBlockMaximumAndGetsCodeZero) {
+  at::Tensor w = edge_case_weight(48, 32, 3).to(at::kFloat);
+  w[1][7] = std::numeric_limits<float>::quiet_NaN();  // element 39: block 0
+  const std::vector<float> values = floats(w);
+  const nf4::Quantized ref = nf4::quantize(values.data(), w.numel(), false);
+  const Nf4Tensors t = nf4_quantize(w, {false, 64});
+  EXPECT_EQ(bytes(t.packed), ref.packed);
+  EXPECT_EQ(floats(t.absmax), ref.absmax);
+  EXPECT_EQ(ref.packed[19] & 15, 0);
+}
+
 TEST(Nf4Weight, DenseSharesOneScratchSizedByTheLargestProjection) {
   auto scratch = std::make_shared<Nf4Scratch>();
   const at::Tensor big = edge_case_weight(64, 48, 1), small = edge_case_weight(16, 32, 2);
