@@ -1,4 +1,5 @@
 // qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32] [--max-shard-size 5GB] [--force]
+// [--load-in-4bit] [--save-4bit] [--no-double-quant]
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -18,11 +19,17 @@ namespace {
 void print_merge_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: qft-dist merge --base DIR --adapter DIR --output DIR [--dtype bf16|fp16|fp32]\n"
-               "                      [--max-shard-size 5GB] [--force]\n\n"
+               "                      [--max-shard-size 5GB] [--force] [--load-in-4bit] [--save-4bit]\n"
+               "                      [--no-double-quant]\n\n"
                "Merges a PEFT LoRA adapter into its base model (W += scaling * B @ A in fp32) and writes a\n"
                "Hugging Face model directory with the base's tokenizer, chat template and generation files;\n"
                "--dtype defaults to the base model's torch_dtype. --force replaces an existing output model\n"
-               "directory: the new one is written beside it and swapped in only when complete.\n");
+               "directory: the new one is written beside it and swapped in only when complete.\n\n"
+               "QLoRA: a 4-bit base (a bitsandbytes *-bnb-4bit directory) is dequantized before merging, as\n"
+               "PEFT's merge_and_unload does. --load-in-4bit quantizes a dense base to NF4 first, as a run\n"
+               "with model.load_in_4bit: true trained against it. --save-4bit writes the merged model with\n"
+               "NF4 projections in bitsandbytes' layout and its quantization_config (transformers +\n"
+               "bitsandbytes and qft load it 4-bit). --no-double-quant: plain fp32 absmax for both.\n");
 }
 
 }  // namespace
@@ -35,8 +42,12 @@ int cmd_merge(const Args& args) {
       print_merge_usage(stdout);
       return 0;
     }
-    if (a == "--force") {
-      options.force = true;
+    if (a == "--force" || a == "--load-in-4bit" || a == "--save-4bit" || a == "--no-double-quant") {
+      bool& flag = a == "--force" ? options.force
+                   : a == "--load-in-4bit" ? options.load_in_4bit
+                   : a == "--save-4bit" ? options.save_4bit
+                                        : options.double_quant;
+      flag = a != "--no-double-quant";
       continue;
     }
     QFT_CHECK(i + 1 < args.size(), "merge: {} needs a value (see qft-dist merge --help)", a);

@@ -9,6 +9,7 @@
 #include "hf/dtype_names.h"
 #include "hf/model_dir.h"
 #include "hf/peft_adapter.h"
+#include "model/nf4_weight.h"
 
 namespace qft::hf {
 
@@ -38,11 +39,30 @@ void merge_adapter(const MergeOptions& options) {
   // The base stays in its stored dtype (no copy wider than the checkpoint); each adapted projection is
   // upcast to fp32 only while merging, and every tensor is rounded once to the output dtype.
   const at::ScalarType stored = parse_dtype(config.torch_dtype, options.base_dir + "/config.json torch_dtype");
-  model::Qwen3Weights weights = model::Qwen3Weights::load(options.base_dir, config, stored, at::kCPU);
+  model::Nf4Options nf4;
+  nf4.double_quant = options.double_quant;
+  model::Qwen3Weights weights = model::Qwen3Weights::load(options.base_dir, config, stored, at::kCPU,
+                                                         options.load_in_4bit ? std::optional(nf4) : std::nullopt);
+  // A 4-bit base (bitsandbytes checkpoint or --load-in-4bit) is dequantized first: the values the
+  // adapter was trained against, rounded through their stored dtype, as PEFT's dequantize_bnb_weight.
+  const bool four_bit_base = model::has_nf4_projections(weights);
+  model::dequantize_projections(weights, stored);
   model::merge_lora_into(weights, lora);
   config.torch_dtype = torch_dtype_name(dtype);
+  config.raw.erase("quantization_config");
   io::NamedTensors tensors;
-  for (auto& [name, tensor] : weights.named_tensors(config)) tensors.emplace_back(name, tensor.to(dtype));
+  for (auto& [name, tensor] : weights.named_tensors(config)) {
+    const bool projection = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
+                            name.compare(name.size() - 12, 12, "_proj.weight") == 0;
+    if (options.save_4bit && projection) {
+      // Requantized from the merged weight in the output dtype, as bnb.nn.Params4bit does after a merge.
+      for (auto& t : model::bnb_4bit_tensors(name, model::nf4_quantize(tensor.to(dtype), nf4)))
+        tensors.push_back(std::move(t));
+    } else {
+      tensors.emplace_back(name, tensor.to(dtype));
+    }
+  }
+  if (options.save_4bit) config.raw["quantization_config"] = model::bnb_quantization_config(nf4.double_quant, dtype);
 
   // With --force the old directory is renamed aside and deleted only after the new one is in place.
   const std::string old_dir = (fs::path(options.output_dir).parent_path() /
@@ -59,8 +79,9 @@ void merge_adapter(const MergeOptions& options) {
     }
   });
   if (replace) remove_tree(old_dir);
-  spdlog::info("merged {} (r={}, scaling {}) into {} -> {} ({})", options.adapter_dir, lora.config.r,
-               lora.config.scaling(), options.base_dir, options.output_dir, config.torch_dtype);
+  spdlog::info("merged {} (r={}, scaling {}) into {}{} -> {} ({}{})", options.adapter_dir, lora.config.r,
+               lora.config.scaling(), options.base_dir, four_bit_base ? " (4-bit base, dequantized)" : "",
+               options.output_dir, config.torch_dtype, options.save_4bit ? ", projections NF4 4-bit" : "");
 }
 
 }  // namespace qft::hf

@@ -20,6 +20,14 @@ struct MergeOptions {
   std::optional<at::ScalarType> dtype;     // default: the base config's torch_dtype
   uint64_t max_shard_bytes = 5000000000ULL;  // huggingface_hub's default "5GB"
   bool force = false;  // replace an existing output model directory (swapped in only once complete)
+  // QLoRA. A base whose config.json has a bitsandbytes quantization_config is read 4-bit and always
+  // dequantized before merging (PEFT's merge_and_unload on a bnb model). load_in_4bit quantizes a dense
+  // base to NF4 first, as a run with model.load_in_4bit saw it, so the merge adds the adapter to the
+  // weights it was trained against. save_4bit writes the merged model requantized in bitsandbytes'
+  // layout with its quantization_config (what transformers + bitsandbytes and qft load 4-bit).
+  bool load_in_4bit = false;
+  bool save_4bit = false;
+  bool double_quant = true;  // for load_in_4bit and save_4bit (bnb_4bit_use_double_quant)
 };
 
 // Writes the merged model directory (config.json, safetensors, tokenizer files). Everything goes to a

@@ -1,9 +1,12 @@
 #include "model/qwen3_weights.h"
 
+#include <map>
+#include <memory>
 #include <set>
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/nf4_weight.h"
 #include "model/shape_string.h"
 
 namespace qft::model {
@@ -88,8 +91,11 @@ bool is_norm(const std::string& name) { return name.find("norm.weight") != std::
 bool Qwen3Weights::tied() const { return lm_head.defined() && lm_head.is_same(embed_tokens); }
 
 Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config& config, at::ScalarType dtype,
-                                at::Device device,
+                                at::Device device, const std::optional<Nf4Options>& load_in_4bit,
                                 const std::function<at::Tensor(const std::string&, const at::Tensor&)>& take_part) {
+  if (config.raw.contains("quantization_config")) {
+    check_bnb_quantization_config(config.raw["quantization_config"], model_dir + "/config.json");
+  }
   io::SafetensorsCheckpoint ckpt(model_dir);
   const bool has_lm_head = ckpt.contains("lm_head.weight");
   QFT_CHECK(has_lm_head || config.tie_word_embeddings,
@@ -100,7 +106,25 @@ Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config&
   Qwen3Weights w;
   w.layers = empty_layers(config.num_hidden_layers);
   std::set<std::string> used;
+  // 4-bit projections: read packed (a bitsandbytes checkpoint) or quantized as each is read (load_in_4bit),
+  // so the dense model never exists on the device; they replace their dense slots after the walk. All
+  // share one dequantization scratch (nf4_weight.h says why that is safe).
+  std::map<std::string, Linear*> projection_of;
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i)
+    for (const ProjectionInfo& info : projection_table())
+      projection_of[projection_module_path(i, info.projection) + ".weight"] = &w.layers[i][info.projection];
+  std::vector<std::pair<Linear*, std::shared_ptr<WeightStorage>>> packed;
+  std::shared_ptr<Nf4Scratch> scratch;
+  auto nf4_scratch = [&] { return scratch ? scratch : (scratch = std::make_shared<Nf4Scratch>()); };
   for_each_tensor(w, config, tied, [&](const std::string& name, at::Tensor& t, const std::vector<int64_t>& shape) {
+    const auto projection = projection_of.find(name);
+    if (projection != projection_of.end() && is_bnb_4bit(ckpt, name)) {
+      std::vector<std::string> names;
+      Nf4Tensors stored = read_bnb_4bit(ckpt, name, shape, names).to(device);
+      packed.emplace_back(projection->second, std::make_shared<Nf4Weight>(std::move(stored), dtype, nf4_scratch()));
+      used.insert(names.begin(), names.end());
+      return;
+    }
     QFT_CHECK(ckpt.contains(name), "{}: missing tensor \"{}\"", ckpt.source(), name);
     const io::TensorInfo& info = ckpt.info(name);
     QFT_CHECK(info.shape == shape, "{}: tensor \"{}\" has shape {} but the config needs {}",
@@ -112,7 +136,14 @@ Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config&
     // copy=true: the result owns its memory instead of viewing the mapping.
     t = src.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     used.insert(name);
+    if (projection != projection_of.end() && load_in_4bit) {
+      // Quantized in the dtype the model is loaded in, as transformers' from_pretrained(torch_dtype=...,
+      // quantization_config=...) does; the dense copy is dropped at once.
+      packed.emplace_back(projection->second, Nf4Weight::quantize(t, *load_in_4bit, dtype, nf4_scratch()));
+      t = at::Tensor();
+    }
   });
+  for (auto& [linear, storage] : packed) linear->weight = std::move(storage);
   if (tied) {
     w.lm_head = w.embed_tokens;
     used.insert("lm_head.weight");
@@ -178,6 +209,30 @@ Qwen3Weights Qwen3Weights::zeros_like(std::optional<at::ScalarType> dtype) const
   return map_tensors(*this, [&](const at::Tensor& t) {
     return at::zeros_like(t, dtype ? t.options().dtype(*dtype) : t.options());
   });
+}
+
+void quantize_projections(Qwen3Weights& weights, const Nf4Options& options, at::ScalarType compute_dtype) {
+  auto scratch = std::make_shared<Nf4Scratch>();
+  for (LayerWeights& layer : weights.layers)
+    for (Linear& linear : layer.projections) {
+      at::Tensor* dense = linear.weight->trainable();
+      if (dense == nullptr) continue;
+      linear.weight = Nf4Weight::quantize(*dense, options, compute_dtype, scratch, linear.weight->shard());
+    }
+}
+
+void dequantize_projections(Qwen3Weights& weights, at::ScalarType dtype) {
+  for (LayerWeights& layer : weights.layers)
+    for (Linear& linear : layer.projections)
+      if (const auto* nf4 = dynamic_cast<const Nf4Weight*>(linear.weight.get()))
+        linear.weight = std::make_shared<DenseWeight>(nf4->dequantize(dtype), nf4->shard());
+}
+
+bool has_nf4_projections(const Qwen3Weights& weights) {
+  for (const LayerWeights& layer : weights.layers)
+    for (const Linear& linear : layer.projections)
+      if (dynamic_cast<const Nf4Weight*>(linear.weight.get()) != nullptr) return true;
+  return false;
 }
 
 }  // namespace qft::model

@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include "model/linear.h"
+#include "model/nf4_weight.h"
 #include "model/qwen3_config.h"
 
 namespace qft::model {
@@ -33,11 +34,14 @@ struct Qwen3Weights {
   at::Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
 
   // Reads config.json's model from `model_dir` (model.safetensors or model.safetensors.index.json),
-  // checks every name and shape against `config`, converts to `dtype` on `device`.
-  // `take_part` (optional) picks the part of each tensor to keep, given its name and a view of the whole
-  // memory-mapped tensor (tensor parallelism: the rank's slice), so only that part is read and copied.
+  // checks every name and shape against `config`, converts to `dtype` on `device`. Projections stored
+  // in bitsandbytes' 4-bit layout (a `*-bnb-4bit` checkpoint) load as Nf4Weight without requantizing;
+  // with `load_in_4bit` the dense projections are quantized to NF4 as they are read (embeddings, norms
+  // and lm_head stay dense, as transformers/bitsandbytes leave them).
+  // `take_part` (optional) picks the part of each dense tensor to keep, given its name and a view of the
+  // whole memory-mapped tensor (tensor parallelism: the rank's slice), so only that part is read and copied.
   static Qwen3Weights load(const std::string& model_dir, const Qwen3Config& config, at::ScalarType dtype,
-                           at::Device device,
+                           at::Device device, const std::optional<Nf4Options>& load_in_4bit = std::nullopt,
                            const std::function<at::Tensor(const std::string& name, const at::Tensor& whole)>&
                                take_part = {});
   // Random init as transformers does for a fresh model (normal(0, initializer_range), norms = 1).
@@ -56,5 +60,15 @@ struct Qwen3Weights {
   // buffer gets both uses summed into one tensor), all zeros, optionally in another dtype.
   Qwen3Weights zeros_like(std::optional<at::ScalarType> dtype = std::nullopt) const;
 };
+
+// Every dense projection quantized to NF4 on its device (keeping its tensor-parallel shard), all sharing
+// one dequantization scratch: load_in_4bit after tensor-parallel sharding, where each shard quantizes
+// independently. NF4 projections are left as they are.
+void quantize_projections(Qwen3Weights& weights, const Nf4Options& options, at::ScalarType compute_dtype);
+// Every NF4 projection replaced by its dequantized weight in `dtype` (merge: bitsandbytes' values, rounded
+// through the stored dtype).
+void dequantize_projections(Qwen3Weights& weights, at::ScalarType dtype);
+// True when some projection is stored as NF4.
+bool has_nf4_projections(const Qwen3Weights& weights);
 
 }  // namespace qft::model

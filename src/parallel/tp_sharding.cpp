@@ -1,6 +1,7 @@
 #include "parallel/tp_sharding.h"
 
 #include "core/error.h"
+#include "model/nf4_weight.h"
 #include "parallel/tp_mappings.h"
 
 namespace qft::parallel {
@@ -64,8 +65,25 @@ model::Linear shard_linear(const model::Linear& full, int64_t index, int64_t cou
   const int dim = shard_dim(full.projection);
   model::Linear out;
   out.projection = full.projection;
-  at::Tensor slice = split_along(full.weight->dense(), dim, index, count, full.info().name);
-  out.weight = std::make_shared<model::DenseWeight>(std::move(slice), model::WeightShard{dim, index, count});
+  const model::WeightShard shard{dim, index, count};
+  if (const auto* nf4 = dynamic_cast<const model::Nf4Weight*>(full.weight.get())) {
+    // A 4-bit weight (a bitsandbytes checkpoint) is sliced dequantized and the slice quantized on its own,
+    // as a dense shard would be. Its fp32 values are NF4[q] * absmax, so where the cut falls on block
+    // boundaries (every Qwen3 shape: in/T and out/T are multiples of 64) the 4-bit codes and plain absmax
+    // come back unchanged; only a double-quantized absmax is quantized again.
+    // (Quantized from fp32, where those products are exact, and labelled with the stored dtype again.)
+    model::Nf4Tensors exact = nf4->tensors();
+    exact.dtype = at::kFloat;  // the fp32 products, not rounded to the stored dtype
+    model::Nf4Scratch own;
+    const at::Tensor slice =
+        split_along(model::nf4_dequantize(exact, at::kFloat, own), dim, index, count, full.info().name);
+    model::Nf4Tensors tensors = model::nf4_quantize(slice, nf4->options());
+    tensors.dtype = nf4->tensors().dtype;
+    out.weight = std::make_shared<model::Nf4Weight>(std::move(tensors), nf4->compute_dtype(), nf4->scratch(), shard);
+  } else {
+    at::Tensor slice = split_along(full.weight->dense(), dim, index, count, full.info().name);
+    out.weight = std::make_shared<model::DenseWeight>(std::move(slice), shard);
+  }
   if (full.lora) {
     model::LoraBranch branch = *full.lora;
     const LoraPair pair = shard_lora_pair({full.lora->A, full.lora->B}, full.projection, index, count);
@@ -92,7 +110,8 @@ model::Qwen3Weights shard_weights(const model::Qwen3Weights& full, int64_t index
 }
 
 model::Qwen3Weights load_weight_shard(const std::string& model_dir, const model::Qwen3Config& config,
-                                      at::ScalarType dtype, at::Device device, int64_t index, int64_t count) {
+                                      at::ScalarType dtype, at::Device device, int64_t index, int64_t count,
+                                      const std::optional<model::Nf4Options>& load_in_4bit) {
   check_tensor_parallel_size(config, count);
   auto ends_with = [](const std::string& s, const std::string& tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -110,11 +129,17 @@ model::Qwen3Weights load_weight_shard(const std::string& model_dir, const model:
     }
     return whole;  // norms: replicated
   };
-  model::Qwen3Weights w = model::Qwen3Weights::load(model_dir, config, dtype, device, part);
+  model::Qwen3Weights w = model::Qwen3Weights::load(model_dir, config, dtype, device, std::nullopt, part);
   for (model::LayerWeights& layer : w.layers)
-    for (model::Linear& linear : layer.projections)
-      linear.weight = std::make_shared<model::DenseWeight>(
-          linear.weight->dense(), model::WeightShard{shard_dim(linear.projection), index, count});
+    for (model::Linear& linear : layer.projections) {
+      if (linear.weight->trainable() == nullptr) {
+        linear = shard_linear(linear, index, count);  // packed 4-bit, read whole: resharded
+      } else {
+        linear.weight = std::make_shared<model::DenseWeight>(
+            linear.weight->dense(), model::WeightShard{shard_dim(linear.projection), index, count});
+      }
+    }
+  if (load_in_4bit) model::quantize_projections(w, *load_in_4bit, dtype);
   return w;
 }
 

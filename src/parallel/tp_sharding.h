@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,11 @@ model::Qwen3Weights shard_weights(const model::Qwen3Weights& full, int64_t index
 // shard_weights(Qwen3Weights::load(...), index, count) without ever holding the whole model: each tensor's
 // slice is cut from the memory-mapped checkpoint before it is copied, so a rank's memory holds only its
 // share (32B under T = 8 on one node: 8 GB per rank instead of 64).
+// A pre-quantized (bitsandbytes 4-bit) checkpoint's projections are read whole and resharded (shard_linear);
+// with `load_in_4bit` each rank quantizes its own dense slices.
 model::Qwen3Weights load_weight_shard(const std::string& model_dir, const model::Qwen3Config& config,
-                                      at::ScalarType dtype, at::Device device, int64_t index, int64_t count);
+                                      at::ScalarType dtype, at::Device device, int64_t index, int64_t count,
+                                      const std::optional<model::Nf4Options>& load_in_4bit = std::nullopt);
 // Adapters for one rank (fresh contiguous tensors: they become views of the flat buffers later).
 model::LoraWeights shard_lora(const model::LoraWeights& full, int64_t index, int64_t count);
 

@@ -49,7 +49,8 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
   const auto model_config =
       model::Qwen3Config::from_file((std::filesystem::path(model_dir) / "config.json").string());
   const std::unique_ptr<TrainingRows> rows = load_training_rows(config, model_config, world);
-  model::Qwen3Model model(model_config, model::Qwen3Weights::load(model_dir, model_config, dtype, device));
+  model::Qwen3Model model(model_config, model::Qwen3Weights::load(model_dir, model_config, dtype, device,
+                                                                   config.load_in_4bit()));
 
   const std::string adapter = adapter_dir.empty() ? config.lora.adapter_name_or_path : adapter_dir;
   std::optional<model::LoraWeights> lora;

@@ -34,6 +34,29 @@ void require(bool check, const ConfigReader& section, const std::string& key, co
   if (!check) fail("{} must be {}, got {}", section.where(key), requirement, value);
 }
 
+// load_in_4bit and its bnb_4bit_* keys (docs/CONFIG.md § model).
+void read_4bit_keys(ConfigReader& section, ModelOptions& model) {
+  model.load_in_4bit = section.get_bool("load_in_4bit", false);
+  if (!model.load_in_4bit) {
+    for (const char* key : {"bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype"}) {
+      section.raw(key);  // known, for suggestions
+      QFT_CHECK(!section.has(key), "{} only applies with model.load_in_4bit: true (QLoRA)", section.where(key));
+    }
+    return;
+  }
+  model.bnb_4bit_quant_type = section.get_choice("bnb_4bit_quant_type", {"nf4", "fp4"}, model.bnb_4bit_quant_type);
+  QFT_CHECK(model.bnb_4bit_quant_type == "nf4",
+            "{}: fp4 is not supported; qft quantizes to NF4 (QLoRA's 4-bit NormalFloat): set bnb_4bit_quant_type: nf4",
+            section.where("bnb_4bit_quant_type"));
+  model.bnb_4bit_use_double_quant = section.get_bool("bnb_4bit_use_double_quant", model.bnb_4bit_use_double_quant);
+  model.bnb_4bit_compute_dtype = read_dtype(section, "bnb_4bit_compute_dtype", model.bnb_4bit_compute_dtype);
+  QFT_CHECK(model.bnb_4bit_compute_dtype == "auto" || model.bnb_4bit_compute_dtype == model.torch_dtype,
+            "{} must equal model.torch_dtype ({}), got {}: qft computes the whole model in one dtype, so set "
+            "torch_dtype: {} instead (or leave bnb_4bit_compute_dtype out)",
+            section.where("bnb_4bit_compute_dtype"), model.torch_dtype, model.bnb_4bit_compute_dtype,
+            model.bnb_4bit_compute_dtype);
+}
+
 ModelOptions read_model_section(ConfigReader section) {
   ModelOptions model;
   model.model_name_or_path = section.get_string("model_name_or_path");
@@ -48,6 +71,7 @@ ModelOptions read_model_section(ConfigReader section) {
             section.where("model_name_or_path"), model.model_name_or_path);
   model.torch_dtype = read_dtype(section, "torch_dtype", model.torch_dtype);
   model.device = section.get_choice("device", {"auto", "cpu", "cuda"}, model.device);
+  read_4bit_keys(section, model);
   section.finish();
   return model;
 }
@@ -213,6 +237,26 @@ void set_yaml_path(YAML::Node& root, const std::vector<std::string>& keys, const
   current[keys.back()] = value;
 }
 
+// A 4-bit base (load_in_4bit, or a bitsandbytes checkpoint) is frozen: only LoRA trains on it.
+void check_4bit_finetuning(const TrainConfig& config, const std::string& source) {
+  if (config.finetuning_type != FinetuningType::full) return;
+  QFT_CHECK(!config.model.load_in_4bit,
+            "{}: model.load_in_4bit with lora.finetuning_type full: a 4-bit base is frozen and gets no gradients "
+            "(QLoRA trains LoRA adapters on it); use finetuning_type: lora, or drop load_in_4bit for full fine-tuning",
+            source);
+  const std::string config_json = (fs::path(config.model.model_name_or_path) / "config.json").string();
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(read_file(config_json));
+  } catch (const std::exception&) {
+    return;  // the model loader reports a broken config.json with its own message
+  }
+  QFT_CHECK(!json.is_object() || !json.contains("quantization_config"),
+            "{}: lora.finetuning_type full, but {} has a quantization_config (a 4-bit bitsandbytes checkpoint): 4-bit "
+            "weights are frozen; train LoRA on it (QLoRA: finetuning_type lora) or fully fine-tune the bf16 checkpoint",
+            source, config_json);
+}
+
 }  // namespace
 
 DataOptions read_data_section(ConfigReader data) {
@@ -244,6 +288,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
   // Fixed order, so the first error a user sees is the first section in the file layout of the docs.
   config.model = read_model_section(top.section("model"));
   config.lora = read_lora_section(top.section("lora"), config.finetuning_type);
+  check_4bit_finetuning(config, source);
   config.data = read_data_section(top.section("data"));
   if (config.data.pipeline) {
     config.data.tokenizer =
@@ -322,6 +367,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   }
   j.erase("output");
   j.erase("distributed");
+  // Absent unless set, so that runs without QLoRA keep the fingerprint their checkpoints stored.
+  if (!model.load_in_4bit) j["model"].erase("load_in_4bit");
   return j;
 }
 
@@ -367,13 +414,26 @@ std::string TrainConfig::resolved_yaml() const {
                      source, out.c_str());
 }
 
+std::optional<model::Nf4Options> TrainConfig::load_in_4bit() const {
+  if (!model.load_in_4bit) return std::nullopt;
+  model::Nf4Options options;
+  options.double_quant = model.bnb_4bit_use_double_quant;
+  return options;
+}
+
 uint64_t TrainConfig::hash() const { return fnv1a64(math_fingerprint().dump()); }
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
   j["model"] = {{"model_name_or_path", model.model_name_or_path},
                 {"torch_dtype", model.torch_dtype},
-                {"device", model.device}};
+                {"device", model.device},
+                {"load_in_4bit", model.load_in_4bit}};
+  if (model.load_in_4bit) {
+    j["model"]["bnb_4bit_quant_type"] = model.bnb_4bit_quant_type;
+    j["model"]["bnb_4bit_use_double_quant"] = model.bnb_4bit_use_double_quant;
+    j["model"]["bnb_4bit_compute_dtype"] = model.bnb_4bit_compute_dtype;
+  }
   j["lora"] = {{"finetuning_type", finetuning_type == FinetuningType::full ? "full" : "lora"},
                {"r", lora.r},
                {"lora_alpha", lora.lora_alpha},

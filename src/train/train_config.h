@@ -15,6 +15,7 @@
 #include "core/config_reader.h"
 #include "data/data_config.h"
 #include "model/lora.h"
+#include "model/nf4_weight.h"
 #include "model/ops/cross_entropy.h"
 
 namespace qft::train {
@@ -23,6 +24,12 @@ struct ModelOptions {
   std::string model_name_or_path;  // a Hugging Face model directory (config.json + safetensors)
   std::string torch_dtype = "auto";  // bf16 | fp16 | fp32 | auto (fp32 on CPU, bf16 on GPU)
   std::string device = "auto";       // auto | cpu | cuda
+  // QLoRA (HF BitsAndBytesConfig names): quantize the projections to NF4 at load. Double quantization is
+  // on by default here (BitsAndBytesConfig's default is off; QLoRA's recipe and the issue use it).
+  bool load_in_4bit = false;
+  std::string bnb_4bit_quant_type = "nf4";     // nf4 (fp4 is refused)
+  bool bnb_4bit_use_double_quant = true;
+  std::string bnb_4bit_compute_dtype = "auto";  // auto = torch_dtype; anything else must equal it
 };
 
 enum class FinetuningType { lora, full };
@@ -121,6 +128,8 @@ struct TrainConfig {
   // The values that change the numbers a run computes, as canonical JSON. A checkpoint stores it; a
   // resume must see the same (everything except the run length, logging, saving and output keys).
   nlohmann::json math_fingerprint() const;
+  // The NF4 options when model.load_in_4bit is set (blocksize 64, as bitsandbytes' Linear4bit).
+  std::optional<model::Nf4Options> load_in_4bit() const;
   // FNV-1a 64 of math_fingerprint().dump(): compared across ranks and against a checkpoint.
   uint64_t hash() const;
   // Every option, for the run's own record (output_dir/train_config.json).

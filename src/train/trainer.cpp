@@ -125,14 +125,16 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
 
   const std::string resume_dir = resolve_resume_dir(config_);
-  // Tensor parallelism reads only the rank's slices; ZeRO-3 reads the model into host memory and each rank
-  // then keeps only its shard of the layers on the GPU.
+  // Tensor parallelism reads only the rank's slices (QLoRA: each rank then quantizes its own slice); ZeRO-3
+  // reads the model into host memory and each rank then keeps only its shard of the layers on the GPU.
+  // model.load_in_4bit quantizes the projections to NF4 as they are read.
+  const std::optional<model::Nf4Options> load_in_4bit = config_.load_in_4bit();
   model::Qwen3Weights weights =
       tensor_parallel()
           ? parallel::load_weight_shard(model_dir, model_config_, compute_dtype_, device_, groups_.tensor->rank(),
-                                        groups_.tensor->size())
+                                        groups_.tensor->size(), load_in_4bit)
           : model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_,
-                                      zero_stage() == 3 ? at::kCPU : device_);
+                                      zero_stage() == 3 ? at::kCPU : device_, load_in_4bit);
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
   if (!resume_dir.empty()) restore_checkpoint(resume_dir);
@@ -192,6 +194,10 @@ void Trainer::check_launch() const {
             "{}: distributed.tensor_parallel_size {} with finetuning_type full is not available in this build yet "
             "(tensor parallelism trains LoRA adapters; full fine-tuning runs data parallel: set tensor_parallel_size: 1)",
             config_.source, d.tensor_parallel_size);
+  QFT_CHECK(!(config_.load_in_4bit() && d.zero_stage == 3),
+            "{}: distributed.zero_stage 3 with model.load_in_4bit is not available: NF4 already holds the base in a "
+            "quarter of bf16's memory; use zero_stage 0, 1 or 2",
+            config_.source);
   QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage <= 2,
             "{}: distributed.zero_stage {} with tensor_parallel_size {} is not available in this build yet (use "
             "zero_stage 0, 1 or 2: the tensor-parallel shards already divide the base weights)",
@@ -382,6 +388,10 @@ parallel::LayerLayout Trainer::trainable_layout() const {
 }
 
 void Trainer::shard_base_weights() {
+  QFT_CHECK(!model::has_nf4_projections(model_->weights()),
+            "{}: distributed.zero_stage 3 with a 4-bit base (model.load_in_4bit or a bitsandbytes checkpoint) is "
+            "not available: NF4 already holds the base in a quarter of bf16's memory; use zero_stage 0, 1 or 2",
+            config_.source);
   const int dp = groups_.data->size();
   const auto base = model_->weights().named_tensors(model_config_);
   std::vector<std::pair<std::string, parallel::Range>> entries;

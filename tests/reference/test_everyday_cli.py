@@ -96,6 +96,7 @@ def test_example_configs_validate(tmp_path, qft_bin):
     tiny_model(qft_bin, model_dir)
     expected = {f"qwen3-{size}-lora" for size in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")}
     expected |= {f"qwen3-{size}-full" for size in ("0.6b", "1.7b", "4b")}
+    expected |= {"qwen3-8b-qlora"}
     found = {p.stem for p in (SOURCE_DIR / "configs").glob("qwen3-*.yaml")}
     assert found == expected
     output_dirs = set()
@@ -106,6 +107,9 @@ def test_example_configs_validate(tmp_path, qft_bin):
         assert re.search(rf"#\s+(mpirun -np \d+ )?qft-dist configs/{re.escape(name)}\.yaml", header), name
         config = yaml.safe_load(text)
         size, method = name.split("-")[1:]
+        if method == "qlora":  # LoRA on a 4-bit base
+            assert config["model"]["load_in_4bit"] is True
+            method = "lora"
         assert config["lora"]["finetuning_type"] == method
         assert config["model"]["model_name_or_path"].lower().endswith(f"qwen3-{size}")
         output_dirs.add(config["output"]["output_dir"])

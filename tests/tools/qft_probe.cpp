@@ -13,6 +13,12 @@
 //             [--top-p P] [--min-p P] [--repetition-penalty R]
 // IN holds logits [B, V] (F32) and input_ids [B, L] (I64); OUT holds scores [B, V] (F32), the logits after
 // generate::process_logits (the sampling test compares them with transformers' logits processors).
+//
+//   qft-probe --nf4 IN.safetensors --output OUT.safetensors [--device cpu|cuda] [--no-double-quant]
+// Quantizes every 2-D tensor T of IN to NF4 on the device (model::nf4_quantize, blocksize 64) and writes
+// bitsandbytes' layout of it under T (T, T.absmax, T.quant_map, ...) plus T.dequantized, its
+// dequantization in T's dtype on the same device (model::nf4_dequantize): tests/device/qlora_check.sh
+// compares both with bitsandbytes.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -22,6 +28,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/nf4_weight.h"
 #include "model/qwen3_model.h"
 #include "hf/peft_adapter.h"
 #include "generate/sampler.h"
@@ -141,9 +148,44 @@ int run_sampler(int argc, char** argv) {
 
 }  // namespace
 
+int run_nf4(int argc, char** argv) {
+  std::string input, output, device = "cpu";
+  bool double_quant = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--no-double-quant") {
+      double_quant = false;
+      continue;
+    }
+    QFT_CHECK(i + 1 < argc, "qft-probe: {} needs a value", a);
+    const std::string v = argv[++i];
+    if (a == "--nf4") input = v;
+    else if (a == "--output") output = v;
+    else if (a == "--device") device = v;
+    else qft::fail("qft-probe --nf4: unknown option '{}'", a);
+  }
+  QFT_CHECK(!input.empty() && !output.empty(), "qft-probe --nf4 IN --output OUT");
+  const at::Device dev(device);
+  const qft::io::SafetensorsFile in(input);
+  qft::io::NamedTensors out;
+  qft::model::Nf4Options options;
+  options.double_quant = double_quant;
+  for (const std::string& name : in.names()) {
+    const at::Tensor w = in.tensor(name).to(dev);
+    if (w.dim() != 2) continue;
+    const qft::model::Nf4Tensors t = qft::model::nf4_quantize(w, options);
+    for (auto& x : qft::model::bnb_4bit_tensors(name, t)) out.push_back(x);
+    qft::model::Nf4Scratch scratch;
+    out.emplace_back(name + ".dequantized", qft::model::nf4_dequantize(t, w.scalar_type(), scratch).cpu().clone());
+  }
+  qft::io::save_safetensors(output, out);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   try {
     if (argc > 1 && std::string(argv[1]) == "--sampler") return run_sampler(argc, argv);
+    if (argc > 1 && std::string(argv[1]) == "--nf4") return run_nf4(argc, argv);
     return run(parse(argc, argv));
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
