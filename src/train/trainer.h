@@ -77,12 +77,9 @@ class Trainer {
   // Mean token loss on the held-out rows, each data-parallel rank taking every dp-th row (collective).
   double evaluate_held_out();
   void evaluate_and_log(int64_t step);
-  // The optimizer state of the whole flat buffer, gathered from the ZeRO shards (collective).
-  OptimizerState gather_optimizer_state();
   void save_checkpoint(int64_t global_step);
   // The adapter in the single-GPU layout (gathered from the tensor-parallel shards: collective).
   model::LoraWeights whole_adapter();
-  std::string optimizer_file_name() const;
   void save_trainable(const std::string& dir, const model::LoraWeights* adapter) const;
   void save_final();
   // Every entry's gradient (views of the flat gradient buffer), for the clipping norm.
