@@ -320,6 +320,30 @@ TEST(DataPlan, FileOrderAccumulationAndRanks) {
   EXPECT_EQ(drop.micro_batches_per_epoch(), 2);
 }
 
+TEST(DataPlan, AStepHasTheSameRowsHoweverItsBatchIsSplitOverRanks) {
+  // A resume may trade gradient accumulation for data-parallel ranks (same global batch): every step
+  // must then see the same rows, including the short last step of an epoch and the epochs after.
+  const int64_t rows = 29, micro = 2, global = 4;  // 15 micro-batches, 4 steps per epoch
+  auto step_rows = [&](const DataPlan& plan, int64_t world, int64_t step) {
+    std::vector<int64_t> out;
+    for (int rank = 0; rank < world; ++rank) {
+      for (const auto& batch : plan.micro_batches(step, rank)) out.insert(out.end(), batch.begin(), batch.end());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const DataPlan one(rows, micro, global, 1, /*shuffle=*/true, false, 11);
+  for (int64_t world : {2, 4}) {
+    const DataPlan split(rows, micro, global / world, world, true, false, 11);
+    ASSERT_EQ(split.steps_per_epoch(), one.steps_per_epoch());
+    for (int64_t step = 0; step < 3 * one.steps_per_epoch(); ++step) {
+      EXPECT_EQ(step_rows(split, world, step), step_rows(one, 1, step)) << "world " << world << " step " << step;
+      EXPECT_DOUBLE_EQ(split.epoch_after(step), one.epoch_after(step));
+    }
+  }
+  EXPECT_EQ(step_rows(one, 1, 3).size(), 5u);  // the short last step: 29 - 3 * 8 rows, in 3 micro-batches
+}
+
 TEST(DataPlan, ShuffleIsASeededPermutationPerEpoch) {
   DataPlan a(50, 5, 1, 1, true, false, 7), b(50, 5, 1, 1, true, false, 7), c(50, 5, 1, 1, true, false, 8);
   EXPECT_EQ(a.row_order(0), b.row_order(0));
