@@ -77,7 +77,8 @@ TrainerState read_trainer_state(const std::string& dir) {
 nlohmann::json ShardLayout::to_json() const {
   nlohmann::json table = nlohmann::json::array();
   for (const FlatParameters::Entry& e : entries) {
-    table.push_back({{"name", e.name}, {"shape", e.shape}, {"range", {e.range.begin, e.range.end}}, {"decay", e.decay}});
+    table.push_back(
+        {{"name", e.name}, {"shape", e.shape}, {"range", {e.range.begin, e.range.end}}, {"decay", e.decay}});
   }
   return {{"qft_checkpoint_version", kCheckpointVersion},
           {"world_size", world_size},
@@ -228,7 +229,8 @@ int64_t read_optimizer_shards(const std::string& checkpoint_dir, int64_t tensor_
   for (const std::string& path : paths) {
     OpenShard shard;
     shard.path = path;
-    shard.file = hdf5::checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "open the file as HDF5");
+    shard.file =
+        hdf5::checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "open the file as HDF5");
     const std::string text = hdf5::read_string_attribute(shard.file.get(), kLayoutAttribute, path);
     nlohmann::json layout_json;
     try {

@@ -50,8 +50,8 @@ void remove_training_output(const std::string& dir) {
     const std::string name = entry.path().filename().string();
     if (name == "runs" && entry.is_directory()) remove_tree(entry.path().string());  // TensorBoard events
     const bool ours = name == "adapter_config.json" || name == "adapter_model.safetensors" || name == "config.json" ||
-                      name == kLogFile || name == kLatestFile || name == "model.safetensors.index.json" || name == "qft_config.yaml" ||
-                      name == "run_summary.json" || name == "report.html" ||
+                      name == kLogFile || name == kLatestFile || name == "model.safetensors.index.json" ||
+                      name == "qft_config.yaml" || name == "run_summary.json" || name == "report.html" ||
                       (name.rfind("model", 0) == 0 && entry.path().extension() == ".safetensors");
     if (ours) fs::remove(entry.path());
   }
