@@ -6,9 +6,9 @@ checkpoint-<step>.tmp, rank 0 renames the directory into place and then moves ou
   the same adapter bytes (ZeRO 1, 2 ranks).
 - A rank killed in the middle of writing its shard (QFT_FAULT_INJECT, docs/RELIABILITY.md) leaves the previous
   checkpoint and `latest` intact; resuming from `latest` continues exactly and the next save removes the .tmp.
-- A resume with another data-parallel size (2 ranks x accumulation 2 -> 4 x 1 and -> 1 x 4) or ZeRO stage reshards
-  the optimizer state (and, for full fine-tuning, the fp32 masters): the curve and weights match the run that never
-  stopped within 1e-5 (the summation order changes, as in test_data_parallel.py).
+- A resume with another data-parallel size (2 ranks x accumulation 2 -> 4 x 1 and -> 1 x 4) or ZeRO stage (0, 3)
+  reshards the optimizer state (and, for full fine-tuning, the fp32 masters): the curve and weights match the run
+  that never stopped within 1e-5 (the summation order changes, as in test_data_parallel.py).
 - Another tensor_parallel_size or another global batch is refused, naming the key, with a non-zero exit and nothing
   written.
 """
@@ -126,7 +126,8 @@ def test_resume_with_another_data_parallel_size_or_zero_stage_reshards(setup, qf
     reference, reference_dir = train(setup, qft_bin, f"{finetuning}_whole", 2, 2, 1, finetuning, steps=8)
     _, first = train(setup, qft_bin, f"{finetuning}_first", 2, 2, 1, finetuning, steps=4, save_steps=4)
     assert sorted(p.name for p in (first / "checkpoint-4" / "optimizer").iterdir()) == ["dp0-tp0.h5", "dp1-tp0.h5"]
-    for ranks, accumulation, zero_stage in [(4, 1, 1), (1, 4, 0), (2, 2, 0)]:
+    # ZeRO-3: each rank stores only its range of the masters (full) or of the frozen base (LoRA).
+    for ranks, accumulation, zero_stage in [(4, 1, 1), (1, 4, 0), (2, 2, 0), (4, 1, 3)]:
         name = f"{finetuning}_to_{ranks}_{zero_stage}"
         fresh_copy(first, setup / name)
         curve, out = train(setup, qft_bin, name, ranks, accumulation, zero_stage, finetuning, steps=8, save_steps=4,
