@@ -6,6 +6,7 @@
 #include <hdf5.h>
 
 #include "core/error.h"
+#include "core/hdf5_file.h"
 #include "core/json_reader.h"
 
 namespace qft::data {
@@ -17,45 +18,10 @@ constexpr hsize_t kOffsetChunk = 1 << 14;
 constexpr size_t kFlushTokens = 1 << 20;
 constexpr const char* kMetadataAttribute = "qft_metadata";
 
-// Owns one HDF5 identifier; closes it with the matching function.
-class Hid {
- public:
-  Hid() = default;
-  Hid(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Hid(const Hid&) = delete;
-  Hid& operator=(const Hid&) = delete;
-  Hid(Hid&& other) noexcept { *this = std::move(other); }
-  Hid& operator=(Hid&& other) noexcept {
-    reset();
-    std::swap(id_, other.id_);
-    std::swap(close_, other.close_);
-    return *this;
-  }
-  ~Hid() { reset(); }
-  void reset() {
-    if (id_ >= 0 && close_) close_(id_);
-    id_ = -1;
-  }
-  hid_t get() const { return id_; }
-
- private:
-  hid_t id_ = -1;
-  herr_t (*close_)(hid_t) = nullptr;
-};
-
-Hid checked(hid_t id, herr_t (*close)(hid_t), const std::string& path, const char* what) {
-  if (id < 0) fail("{}: HDF5 could not {}", path, what);
-  return Hid(id, close);
-}
-
-void check(herr_t status, const std::string& path, const char* what) {
-  if (status < 0) fail("{}: HDF5 could not {}", path, what);
-}
-
-void silence_hdf5_errors() {
-  // Failures become qft::Error with the path; HDF5's own stack dump would only confuse the log.
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-}
+using hdf5::check;
+using hdf5::checked;
+using hdf5::dataset_length;
+using hdf5::Hid;
 
 Hid create_extensible(hid_t file, const char* name, hid_t type, hsize_t chunk, const std::string& path) {
   const hsize_t initial = 0;
@@ -73,26 +39,7 @@ void append_to(hid_t dataset, hid_t type, const void* data, hsize_t count, hsize
   if (count == 0) return;
   const hsize_t new_size = old_size + count;
   check(H5Dset_extent(dataset, &new_size), path, "extend a dataset");
-  Hid file_space = checked(H5Dget_space(dataset), H5Sclose, path, "get a dataspace");
-  check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, &old_size, nullptr, &count, nullptr), path, "select");
-  Hid memory_space = checked(H5Screate_simple(1, &count, nullptr), H5Sclose, path, "create a dataspace");
-  check(H5Dwrite(dataset, type, memory_space.get(), file_space.get(), H5P_DEFAULT, data), path, "write");
-}
-
-void read_from(hid_t dataset, hid_t type, void* data, hsize_t begin, hsize_t count, const std::string& path) {
-  if (count == 0) return;
-  Hid file_space = checked(H5Dget_space(dataset), H5Sclose, path, "get a dataspace");
-  check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, &begin, nullptr, &count, nullptr), path, "select");
-  Hid memory_space = checked(H5Screate_simple(1, &count, nullptr), H5Sclose, path, "create a dataspace");
-  check(H5Dread(dataset, type, memory_space.get(), file_space.get(), H5P_DEFAULT, data), path, "read");
-}
-
-hsize_t dataset_length(hid_t dataset, const std::string& path) {
-  Hid space = checked(H5Dget_space(dataset), H5Sclose, path, "get a dataspace");
-  QFT_CHECK(H5Sget_simple_extent_ndims(space.get()) == 1, "{}: token cache datasets must be 1-D", path);
-  hsize_t length = 0;
-  H5Sget_simple_extent_dims(space.get(), &length, nullptr);
-  return length;
+  hdf5::write_range(dataset, type, data, old_size, count, path);
 }
 
 }  // namespace
@@ -106,7 +53,7 @@ struct TokenCacheReader::Handles {
 };
 
 TokenCacheWriter::TokenCacheWriter(std::string path) : path_(std::move(path)), handles_(std::make_unique<Handles>()) {
-  silence_hdf5_errors();
+  hdf5::silence_errors();
   const std::string temporary = path_ + ".tmp";
   const auto parent = std::filesystem::path(path_).parent_path();
   if (!parent.empty()) {
@@ -155,14 +102,7 @@ void TokenCacheWriter::finish(const std::string& metadata_json) {
   append_to(offsets.get(), H5T_NATIVE_INT64, offsets_.data(), static_cast<hsize_t>(offsets_.size()), 0, temporary);
   offsets.reset();
 
-  Hid string_type = checked(H5Tcopy(H5T_C_S1), H5Tclose, temporary, "create a string type");
-  check(H5Tset_size(string_type.get(), metadata_json.size() + 1), temporary, "size a string type");
-  check(H5Tset_cset(string_type.get(), H5T_CSET_UTF8), temporary, "set UTF-8");
-  Hid scalar = checked(H5Screate(H5S_SCALAR), H5Sclose, temporary, "create a dataspace");
-  Hid attribute = checked(H5Acreate2(handles_->file.get(), kMetadataAttribute, string_type.get(), scalar.get(), H5P_DEFAULT, H5P_DEFAULT),
-                          H5Aclose, temporary, "create the metadata attribute");
-  check(H5Awrite(attribute.get(), string_type.get(), metadata_json.c_str()), temporary, "write the metadata attribute");
-  attribute.reset();
+  hdf5::write_string_attribute(handles_->file.get(), kMetadataAttribute, metadata_json, temporary);
   handles_.reset();  // closes the file before the rename
   std::error_code ec;
   std::filesystem::rename(temporary, path_, ec);
@@ -171,7 +111,7 @@ void TokenCacheWriter::finish(const std::string& metadata_json) {
 }
 
 TokenCacheReader::TokenCacheReader(const std::string& path) : path_(path), handles_(std::make_unique<Handles>()) {
-  silence_hdf5_errors();
+  hdf5::silence_errors();
   std::error_code ec;
   QFT_CHECK(std::filesystem::exists(path, ec), "token cache '{}' does not exist (run `qft-dist prepare CONFIG.yaml`)", path);
   handles_->file = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "open the file as HDF5");
@@ -193,13 +133,7 @@ TokenCacheReader::~TokenCacheReader() = default;
 int64_t TokenCacheReader::num_tokens() const { return static_cast<int64_t>(dataset_length(handles_->ids.get(), path_)); }
 
 std::string TokenCacheReader::metadata_json() const {
-  Hid attribute = checked(H5Aopen(handles_->file.get(), kMetadataAttribute, H5P_DEFAULT), H5Aclose, path_,
-                          "open the metadata attribute");
-  Hid type = checked(H5Aget_type(attribute.get()), H5Tclose, path_, "read the metadata type");
-  std::string text(H5Tget_size(type.get()), '\0');
-  check(H5Aread(attribute.get(), type.get(), text.data()), path_, "read the metadata attribute");
-  text.resize(text.find('\0') == std::string::npos ? text.size() : text.find('\0'));
-  return text;
+  return hdf5::read_string_attribute(handles_->file.get(), kMetadataAttribute, path_);
 }
 
 nlohmann::ordered_json TokenCacheReader::metadata() const {
@@ -212,7 +146,7 @@ nlohmann::ordered_json TokenCacheReader::metadata() const {
 
 std::vector<int64_t> TokenCacheReader::read_offsets(int64_t begin, int64_t count) const {
   std::vector<int64_t> offsets(static_cast<size_t>(count));
-  read_from(handles_->offsets.get(), H5T_NATIVE_INT64, offsets.data(), static_cast<hsize_t>(begin), static_cast<hsize_t>(count), path_);
+  hdf5::read_range(handles_->offsets.get(), H5T_NATIVE_INT64, offsets.data(), static_cast<hsize_t>(begin), static_cast<hsize_t>(count), path_);
   return offsets;
 }
 
@@ -236,8 +170,8 @@ std::vector<TokenizedSample> TokenCacheReader::read(int64_t begin, int64_t end) 
   const auto count = static_cast<hsize_t>(offsets.back() - offsets.front());
   std::vector<int32_t> ids(count);
   std::vector<uint8_t> targets(count);
-  read_from(handles_->ids.get(), H5T_NATIVE_INT32, ids.data(), first, count, path_);
-  read_from(handles_->targets.get(), H5T_NATIVE_UINT8, targets.data(), first, count, path_);
+  hdf5::read_range(handles_->ids.get(), H5T_NATIVE_INT32, ids.data(), first, count, path_);
+  hdf5::read_range(handles_->targets.get(), H5T_NATIVE_UINT8, targets.data(), first, count, path_);
   std::vector<TokenizedSample> samples(static_cast<size_t>(end - begin));
   for (size_t i = 0; i < samples.size(); ++i) {
     const auto from = static_cast<std::ptrdiff_t>(offsets[i] - offsets.front());

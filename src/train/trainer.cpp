@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
@@ -37,7 +38,7 @@ bool decays(const std::string& name) { return name.find("norm") == std::string::
 // Files a finished run leaves in output_dir; their presence means "this directory holds a run".
 bool holds_training_output(const std::string& dir) {
   if (!fs::is_directory(dir)) return false;
-  for (const char* name : {"adapter_config.json", "adapter_model.safetensors", "config.json", kLogFile}) {
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors", "config.json", kLogFile, kLatestFile}) {
     if (fs::exists(fs::path(dir) / name)) return true;
   }
   return !list_checkpoints(dir).empty();
@@ -45,12 +46,13 @@ bool holds_training_output(const std::string& dir) {
 
 void remove_training_output(const std::string& dir) {
   for (const auto& checkpoint : list_checkpoints(dir)) remove_tree(checkpoint);
+  remove_interrupted_saves(dir);
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     if (name == "runs" && entry.is_directory()) remove_tree(entry.path().string());  // TensorBoard events
     const bool ours = name == "adapter_config.json" || name == "adapter_model.safetensors" || name == "config.json" ||
-                      name == kLogFile || name == "model.safetensors.index.json" || name == "qft_config.yaml" ||
-                      name == "run_summary.json" || name == "report.html" ||
+                      name == kLogFile || name == kLatestFile || name == "model.safetensors.index.json" ||
+                      name == "qft_config.yaml" || name == "run_summary.json" || name == "report.html" ||
                       (name.rfind("model", 0) == 0 && entry.path().extension() == ".safetensors");
     if (ours) fs::remove(entry.path());
   }
@@ -58,12 +60,18 @@ void remove_training_output(const std::string& dir) {
 
 std::string resolve_resume_dir(const TrainConfig& config) {
   const std::string& value = config.training.resume_from_checkpoint;
-  if (value.empty()) return "";
   if (value != "latest") return value;
-  const auto checkpoints = list_checkpoints(config.output.output_dir);
-  QFT_CHECK(!checkpoints.empty(), "{}: training.resume_from_checkpoint is 'latest' but {} has no checkpoint-<step> "
-            "directory", config.source, config.output.output_dir);
-  return checkpoints.back();
+  return resolve_latest(config.output.output_dir, config.source);
+}
+
+// The fingerprint less the batch shape: a resume may trade gradient accumulation for data-parallel ranks
+// (Trainer::restore_checkpoint checks that the global batch stays the same).
+nlohmann::json without_batch_shape(nlohmann::json fingerprint) {
+  if (fingerprint.contains("training")) {
+    fingerprint["training"].erase("per_device_train_batch_size");
+    fingerprint["training"].erase("gradient_accumulation_steps");
+  }
+  return fingerprint;
 }
 
 // Sum of squares in double, a slice at a time: a double copy of a ZeRO shard of 8B full fine-tuning would
@@ -443,35 +451,65 @@ model::LayerHooks Trainer::layer_hooks(bool training) {
 
 void Trainer::restore_checkpoint(const std::string& resume_dir) {
   const TrainerState state = read_trainer_state(resume_dir);
-  const nlohmann::json fingerprint = config_.math_fingerprint();
-  if (state.config_fingerprint != fingerprint) {
+  const nlohmann::json saved_fingerprint = without_batch_shape(state.config_fingerprint);
+  const nlohmann::json fingerprint = without_batch_shape(config_.math_fingerprint());
+  if (saved_fingerprint != fingerprint) {
     std::string list;
-    for (const auto& d : fingerprint_differences(state.config_fingerprint, fingerprint)) list += "\n  " + d;
+    for (const auto& d : fingerprint_differences(saved_fingerprint, fingerprint)) list += "\n  " + d;
     fail("{}: the checkpoint {} was trained with a different config (checkpoint vs now):{}", config_.source,
          resume_dir, list);
   }
-  QFT_CHECK(state.world_size == world_size_,
-            "{}: the checkpoint {} was written by {} ranks, this run has {}; the data order depends on the world size",
-            config_.source, resume_dir, state.world_size, world_size_);
+  const TrainingOptions& t = config_.training;
+  const int64_t tensor_size = grid_->tensor_parallel_size(), data_size = grid_->data_parallel_size();
+  QFT_CHECK(state.tensor_parallel_size == tensor_size,
+            "{}: distributed.tensor_parallel_size is {}, but the checkpoint {} was written with {}: its adapter and "
+            "optimizer shards cannot be resharded to another tensor-parallel size (resume with "
+            "tensor_parallel_size: {})",
+            config_.source, tensor_size, resume_dir, state.tensor_parallel_size, state.tensor_parallel_size);
+  // Each step must see the same rows (the data plan cuts every epoch into micro-batches of the per-device
+  // batch and gives a step per_device x accumulation x data-parallel consecutive rows, however they are
+  // split over ranks), so only accumulation and the data-parallel size may trade places.
+  QFT_CHECK(state.per_device_train_batch_size == t.per_device_train_batch_size,
+            "{}: training.per_device_train_batch_size is {}, but the checkpoint {} was trained with {}; a resume "
+            "keeps the micro-batch (with another data-parallel size, change gradient_accumulation_steps)",
+            config_.source, t.per_device_train_batch_size, resume_dir, state.per_device_train_batch_size);
+  const int64_t saved_batch = state.gradient_accumulation_steps * state.data_parallel_size;
+  const int64_t batch = t.gradient_accumulation_steps * data_size;
+  if (saved_batch != batch) {
+    const std::string hint = saved_batch % data_size == 0
+                                 ? fmt::format("; with {} data-parallel ranks set gradient_accumulation_steps: {}",
+                                               data_size, saved_batch / data_size)
+                                 : "";
+    fail("{}: training.gradient_accumulation_steps x data-parallel ranks is {} x {} = {}, but the checkpoint {} was "
+         "trained with {} x {} = {}: a resume keeps the global batch (per_device_train_batch_size x "
+         "gradient_accumulation_steps x data-parallel ranks), so that every step sees the same rows{}",
+         config_.source, t.gradient_accumulation_steps, data_size, batch, resume_dir, state.gradient_accumulation_steps,
+         state.data_parallel_size, saved_batch, hint);
+  }
   // A checkpoint at the last step is a run killed before its final save: resuming writes that save.
   QFT_CHECK(state.global_step <= total_steps_, "{}: the checkpoint {} is at step {}, the run has only {} steps",
             config_.source, resume_dir, state.global_step, total_steps_);
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
-  // masters stored with the optimizer state. Every rank reads the whole state and keeps its own shard.
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
-  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), 0};
-  const std::string optimizer_file = (fs::path(resume_dir) / optimizer_file_name()).string();
-  QFT_CHECK(fs::exists(optimizer_file), "{}: the checkpoint {} has no {}: it was written with another "
-            "distributed.tensor_parallel_size than this run's {}",
-            config_.source, resume_dir, fs::path(optimizer_file).filename().string(), grid_->tensor_parallel_size());
-  load_optimizer_state(optimizer_file, full, *flat_, full_finetuning_);
-  QFT_CHECK(full.step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, full.step,
-            state.global_step);
+  // masters stored with the optimizer state. Each rank reads only its own range, from whichever shards
+  // of the old grid hold it.
   const parallel::Range owned = optimizer_->owned();
-  optimizer_->exp_avg().copy_(full.exp_avg.narrow(0, owned.begin, owned.size()));
-  optimizer_->exp_avg_sq().copy_(full.exp_avg_sq.narrow(0, owned.begin, owned.size()));
-  optimizer_->set_step_count(full.step);
-  if (full_finetuning_) refresh_compute_weights();
+  at::Tensor exp_avg = at::zeros({owned.size()}, at::kFloat), exp_avg_sq = at::zeros({owned.size()}, at::kFloat);
+  at::Tensor masters;
+  if (full_finetuning_) masters = owned_params().to(at::kCPU).clone();
+  const int64_t step = read_optimizer_shards(resume_dir, groups_.tensor->rank(), tensor_size, flat_->entries(), owned,
+                                             exp_avg, exp_avg_sq, masters);
+  QFT_CHECK(step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, step,
+            state.global_step);
+  optimizer_->exp_avg().copy_(exp_avg);
+  optimizer_->exp_avg_sq().copy_(exp_avg_sq);
+  optimizer_->set_step_count(step);
+  if (full_finetuning_) {
+    owned_params().copy_(masters);
+    // Where this rank stores more masters than it owns (ZeRO 1/2), the other ranges come from the ranks
+    // that own them; ZeRO-3 stores only the owned range.
+    if (flat_->stored().size() != owned.size()) data_->all_gather(flat_->params(), shards_);
+    refresh_compute_weights();
+  }
   start_step_ = state.global_step;
   for (const auto& row : state.log_history) {
     if (row.at("step").get<int64_t>() <= start_step_) log_history_.push_back(row);
@@ -653,14 +691,16 @@ void Trainer::append_log_row(const nlohmann::json& row) {
   recorder_->on_log(row);
 }
 
-model::LoraWeights Trainer::whole_adapter() {
-  return tensor_parallel() ? parallel::gather_lora(*lora_, *tensor_) : *lora_;
+at::Tensor Trainer::owned_params() const {
+  const parallel::Range owned = optimizer_->owned(), stored = flat_->stored();
+  QFT_CHECK(stored.begin <= owned.begin && owned.end <= stored.end,
+            "this rank stores the masters of [{}, {}), not its owned range [{}, {})", stored.begin, stored.end,
+            owned.begin, owned.end);
+  return flat_->params().narrow(0, owned.begin - stored.begin, owned.size());
 }
 
-std::string Trainer::optimizer_file_name() const {
-  // One file per tensor-parallel rank: each holds the state of its shards.
-  if (!tensor_parallel()) return "optimizer.safetensors";
-  return fmt::format("optimizer-tp{}-of-{}.safetensors", groups_.tensor->rank(), groups_.tensor->size());
+model::LoraWeights Trainer::whole_adapter() {
+  return tensor_parallel() ? parallel::gather_lora(*lora_, *tensor_) : *lora_;
 }
 
 at::ScalarType Trainer::stored_dtype() const {
@@ -702,41 +742,47 @@ void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* a
   }
 }
 
-OptimizerState Trainer::gather_optimizer_state() {
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
-  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), optimizer_->step_count()};
-  const parallel::Range owned = optimizer_->owned();
-  full.exp_avg.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg());
-  full.exp_avg_sq.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg_sq());
-  if (config_.distributed.zero_stage > 0) {
-    data_->all_gather(full.exp_avg, shards_);
-    data_->all_gather(full.exp_avg_sq, shards_);
-  }
-  return full;
-}
-
 void Trainer::save_checkpoint(int64_t global_step) {
-  // Rank 0 writes files while the others wait: not a hang, so not timed.
+  // Ranks write files of different sizes while the others wait: not a hang, so not timed.
   set_collective_timeout(0);
   // Collectives first: every rank takes part.
-  const OptimizerState optimizer_state = gather_optimizer_state();
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
   const io::NamedTensors masters = full_finetuning_ ? gathered_masters(stored_dtype()) : io::NamedTensors{};
-  const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
+  const std::string& output_dir = config_.output.output_dir;
+  const std::string name = checkpoint_dir_name(global_step);
+  const fs::path final_dir = fs::path(output_dir) / name;
   const std::string tmp_dir = final_dir.string() + ".tmp";
   if (rank_ == 0) {
-    remove_tree(tmp_dir);
+    remove_interrupted_saves(output_dir);  // a save killed midway leaves its .tmp directory
     fs::create_directories(tmp_dir);
   }
   world_.barrier();
-  // LoRA masters are the fp32 adapter files; full fine-tuning stores its masters beside m and v because
-  // the model files are in the (usually lower) stored dtype. The first data-parallel rank of each
-  // tensor-parallel coordinate writes the state of its shards.
-  if (groups_.data->rank() == 0) {
-    save_optimizer_state((fs::path(tmp_dir) / optimizer_file_name()).string(), optimizer_state, *flat_,
-                         full_finetuning_);
+  // Every rank writes the optimizer state it owns (and, for full fine-tuning, the fp32 masters of that
+  // range: the model files are in the stored dtype); LoRA's masters are the adapter files. Under ZeRO 0
+  // every data-parallel rank owns everything and the first one writes it.
+  const bool kill_midway = fault_injected("kill-during-save", rank_, global_step);
+  if (config_.distributed.zero_stage > 0 || groups_.data->rank() == 0) {
+    ShardLayout layout;
+    layout.world_size = world_size_;
+    layout.tensor_parallel_size = grid_->tensor_parallel_size();
+    layout.tensor_parallel_rank = groups_.tensor->rank();
+    layout.data_parallel_size = grid_->data_parallel_size();
+    layout.data_parallel_rank = groups_.data->rank();
+    layout.zero_stage = config_.distributed.zero_stage;
+    layout.step = optimizer_->step_count();
+    layout.flat_numel = flat_->numel();
+    layout.owned = optimizer_->owned();
+    layout.with_masters = full_finetuning_;
+    layout.entries = flat_->entries();
+    const at::Tensor owned_masters = full_finetuning_ ? owned_params() : at::Tensor();
+    write_optimizer_shard((fs::path(tmp_dir) / optimizer_shard_path(layout.data_parallel_rank,
+                                                                     layout.tensor_parallel_rank)).string(),
+                          layout, optimizer_->exp_avg(), optimizer_->exp_avg_sq(), owned_masters, kill_midway);
+  } else if (kill_midway) {
+    std::raise(SIGKILL);  // this rank writes no shard: it dies where it would have written one
   }
+  // Every shard is on disk: rank 0 completes the directory, renames it into place, then moves `latest`.
   world_.barrier();
   if (rank_ == 0) {
     save_trainable(tmp_dir, adapter ? &*adapter : nullptr, masters);
@@ -744,12 +790,18 @@ void Trainer::save_checkpoint(int64_t global_step) {
     state.global_step = global_step;
     state.epoch = plan_->epoch_after(global_step - 1);
     state.world_size = world_size_;
+    state.tensor_parallel_size = grid_->tensor_parallel_size();
+    state.data_parallel_size = grid_->data_parallel_size();
+    state.zero_stage = config_.distributed.zero_stage;
+    state.per_device_train_batch_size = config_.training.per_device_train_batch_size;
+    state.gradient_accumulation_steps = config_.training.gradient_accumulation_steps;
     state.config_hash = config_.hash();
     state.config_fingerprint = config_.math_fingerprint();
     state.log_history = log_history_;
     write_trainer_state(tmp_dir, state);
     hf::move_into_place(tmp_dir, final_dir.string());
-    prune_checkpoints(config_.output.output_dir, config_.output.save_total_limit);
+    write_latest(output_dir, name);
+    prune_checkpoints(output_dir, config_.output.save_total_limit);
     spdlog::info("saved {}", final_dir.string());
   }
   world_.barrier();

@@ -81,12 +81,11 @@ class Trainer {
   // Mean token loss on the held-out rows, each data-parallel rank taking every dp-th row (collective).
   double evaluate_held_out();
   void evaluate_and_log(int64_t step);
-  // The optimizer state of the whole flat buffer, gathered from the ZeRO shards (collective).
-  OptimizerState gather_optimizer_state();
   void save_checkpoint(int64_t global_step);
+  // The fp32 masters of the optimizer's owned range (a view; params() may hold only the stored range).
+  at::Tensor owned_params() const;
   // The adapter in the single-GPU layout (gathered from the tensor-parallel shards: collective).
   model::LoraWeights whole_adapter();
-  std::string optimizer_file_name() const;
   // Rank 0: the adapter, or for full fine-tuning the model from `masters` (gathered_masters).
   void save_trainable(const std::string& dir, const model::LoraWeights* adapter, const io::NamedTensors& masters) const;
   void save_final();

@@ -178,7 +178,8 @@ TEST_F(TrainE2E, ResumeIsExact) {
   };
   const TrainSummary full = run_training(config(dir_ / "full", settings));
   ASSERT_TRUE(fs::exists(dir_ / "full/checkpoint-4/trainer_state.json"));
-  ASSERT_TRUE(fs::exists(dir_ / "full/checkpoint-8/optimizer.safetensors"));
+  ASSERT_TRUE(fs::exists(dir_ / "full/checkpoint-8/optimizer/dp0-tp0.h5"));
+  EXPECT_EQ(qft::read_file(dir_ / "full/latest"), "checkpoint-8\n");
 
   const std::string resume = "training.resume_from_checkpoint=" + (dir_ / "full/checkpoint-4");
   const TrainSummary resumed = run_training(config(dir_ / "resumed", with({resume})));
@@ -201,8 +202,8 @@ TEST_F(TrainE2E, ResumeIsExact) {
   while (std::getline(log, line)) EXPECT_EQ(nlohmann::json::parse(line).at("step"), ++rows);
   EXPECT_EQ(rows, 8);
 
-  // "latest" picks the newest checkpoint of output_dir. A run killed after its last checkpoint but before
-  // its final save resumes at the last step: no step runs, and the final adapter is written.
+  // "latest" picks the checkpoint output_dir/latest names. A run killed after its last checkpoint but
+  // before its final save resumes at the last step: no step runs, and the final adapter is written.
   fs::remove(dir_ / "full/adapter_model.safetensors");
   fs::remove(dir_ / "full/adapter_config.json");
   const TrainSummary finished = run_training(config(dir_ / "full", with({"training.resume_from_checkpoint=latest"})));
@@ -216,6 +217,23 @@ TEST_F(TrainE2E, ResumeIsExact) {
                                                              "training.max_steps=6"})));
                   }),
                   "checkpoint-8 is at step 8, the run has only 6 steps");
+
+  // `latest` naming a directory that is gone is an error naming both; without the file, the newest
+  // complete checkpoint is taken, and a half-written checkpoint-<step>.tmp is never one.
+  fs::create_directories(dir_ / "pointer");
+  fs::copy(dir_ / "full/checkpoint-4", dir_ / "pointer/checkpoint-4", fs::copy_options::recursive);
+  qft::write_file_atomic(dir_ / "pointer/latest", "checkpoint-6\n");
+  EXPECT_CONTAINS(error_of([&] {
+                    run_training(config(dir_ / "pointer", with({"training.resume_from_checkpoint=latest"})));
+                  }),
+                  "pointer/latest names " + (dir_ / "pointer/checkpoint-6") + ", which does not exist");
+  fs::remove(dir_ / "pointer/latest");
+  fs::create_directories(dir_ / "pointer/checkpoint-8.tmp/optimizer");
+  const TrainSummary fallback = run_training(config(dir_ / "pointer", with({"training.resume_from_checkpoint=latest"})));
+  ASSERT_EQ(fallback.log.size(), 8u);
+  EXPECT_EQ(fallback.log[7].at("loss").get<double>(), full.log[7].at("loss").get<double>());
+  EXPECT_FALSE(fs::exists(dir_ / "pointer/checkpoint-8.tmp"));  // the save of step 8 removed it
+  EXPECT_EQ(qft::read_file(dir_ / "pointer/latest"), "checkpoint-8\n");
 
   // A checkpoint only resumes the config it was trained with.
   try {

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "model/qwen3_model.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/flat_parameters.h"
 #include "train/data_plan.h"
 #include "hf/model_dir.h"
@@ -298,6 +299,65 @@ TEST(TargetModules, NamesAllLinearAndRegex) {
   EXPECT_CONTAINS(error_of([] { resolve_target_modules_json("q_proj", 2, "x.json"); }), "matches none");
 }
 
+// ---- checkpoint shards ----
+
+TEST(OptimizerShards, ResumeReshardsEntryByEntryAndRefusesIncompleteOrForeignState) {
+  TempDir dir;
+  auto entry = [](const std::string& name, std::vector<int64_t> shape, int64_t begin) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return FlatParameters::Entry{name, shape, parallel::Range{begin, begin + n}, true};
+  };
+  // Written by 3 ZeRO-1 ranks: a [2, 3] then b [5] (11 elements, padded to 12, shards [0, 4), [4, 8), [8, 12)).
+  const std::vector<FlatParameters::Entry> old_entries = {entry("a", {2, 3}, 0), entry("b", {5}, 6)};
+  const at::Tensor m = at::arange(12, at::kFloat), v = m * 10, masters = m * 100;
+  for (int d = 0; d < 3; ++d) {
+    ShardLayout layout;
+    layout.world_size = layout.data_parallel_size = 3;
+    layout.data_parallel_rank = d;
+    layout.zero_stage = 1;
+    layout.step = 7;
+    layout.flat_numel = 12;
+    layout.owned = parallel::Range{4 * d, 4 * d + 4};
+    layout.with_masters = true;
+    layout.entries = old_entries;
+    write_optimizer_shard(dir / ("c/" + optimizer_shard_path(d, 0)), layout, m.narrow(0, 4 * d, 4),
+                          v.narrow(0, 4 * d, 4), masters.narrow(0, 4 * d, 4));
+  }
+  // Read back in another layout: b first, then a, padded to 15 and cut in 3 (another order and padding,
+  // the new ranges of b and a straddling old shards). Element k of entry b is old flat index 6 + k.
+  const std::vector<FlatParameters::Entry> new_entries = {entry("b", {5}, 0), entry("a", {2, 3}, 5)};
+  std::vector<float> expected_m(15, 0.0f);
+  for (int k = 0; k < 5; ++k) expected_m[k] = 6.0f + k;
+  for (int k = 0; k < 6; ++k) expected_m[5 + k] = static_cast<float>(k);
+  for (int r = 0; r < 3; ++r) {
+    const parallel::Range owned{5 * r, 5 * r + 5};
+    at::Tensor got_m = at::zeros({5}), got_v = at::zeros({5}), got_masters = at::full({5}, -1.0f);
+    EXPECT_EQ(read_optimizer_shards(dir / "c", 0, 1, new_entries, owned, got_m, got_v, got_masters), 7);
+    for (int i = 0; i < 5; ++i) {
+      const int64_t flat = owned.begin + i;
+      const bool padding = flat >= 11;
+      EXPECT_EQ(got_m[i].item<float>(), expected_m[flat]) << "flat " << flat;
+      EXPECT_EQ(got_v[i].item<float>(), 10 * expected_m[flat]) << "flat " << flat;
+      EXPECT_EQ(got_masters[i].item<float>(), padding ? -1.0f : 100 * expected_m[flat]) << "flat " << flat;
+    }
+  }
+  at::Tensor x = at::zeros({5}), y = at::zeros({5}), none;
+  const parallel::Range first{0, 5};
+  EXPECT_CONTAINS(error_of([&] { read_optimizer_shards(dir / "c", 0, 2, new_entries, first, x, y, none); }),
+                  "written with distributed.tensor_parallel_size 1, this run has 2");
+  EXPECT_CONTAINS(error_of([&] {
+                    read_optimizer_shards(dir / "c", 0, 1, {entry("b", {5}, 0), entry("a", {3, 2}, 5)}, {5, 10}, x, y,
+                                          none);
+                  }),
+                  "\"a\" is [2, 3] in the checkpoint, [3, 2] in this run");
+  EXPECT_CONTAINS(error_of([&] { read_optimizer_shards(dir / "c", 0, 1, {entry("b", {5}, 0)}, first, x, y, none); }),
+                  "state for \"a\", which this run does not train");
+  fs::remove(dir / ("c/" + optimizer_shard_path(1, 0)));
+  EXPECT_CONTAINS(error_of([&] { read_optimizer_shards(dir / "c", 0, 1, new_entries, first, x, y, none); }),
+                  "2 optimizer shards of tensor-parallel rank 0, expected 3");
+}
+
 // ---- data plan and rows ----
 
 TEST(DataPlan, FileOrderAccumulationAndRanks) {
@@ -319,6 +379,30 @@ TEST(DataPlan, FileOrderAccumulationAndRanks) {
 
   DataPlan drop(5, 2, 1, 1, false, /*drop_last=*/true, 0);
   EXPECT_EQ(drop.micro_batches_per_epoch(), 2);
+}
+
+TEST(DataPlan, AStepHasTheSameRowsHoweverItsBatchIsSplitOverRanks) {
+  // A resume may trade gradient accumulation for data-parallel ranks (same global batch): every step
+  // must then see the same rows, including the short last step of an epoch and the epochs after.
+  const int64_t rows = 29, micro = 2, global = 4;  // 15 micro-batches, 4 steps per epoch
+  auto step_rows = [&](const DataPlan& plan, int64_t world, int64_t step) {
+    std::vector<int64_t> out;
+    for (int rank = 0; rank < world; ++rank) {
+      for (const auto& batch : plan.micro_batches(step, rank)) out.insert(out.end(), batch.begin(), batch.end());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const DataPlan one(rows, micro, global, 1, /*shuffle=*/true, false, 11);
+  for (int64_t world : {2, 4}) {
+    const DataPlan split(rows, micro, global / world, world, true, false, 11);
+    ASSERT_EQ(split.steps_per_epoch(), one.steps_per_epoch());
+    for (int64_t step = 0; step < 3 * one.steps_per_epoch(); ++step) {
+      EXPECT_EQ(step_rows(split, world, step), step_rows(one, 1, step)) << "world " << world << " step " << step;
+      EXPECT_DOUBLE_EQ(split.epoch_after(step), one.epoch_after(step));
+    }
+  }
+  EXPECT_EQ(step_rows(one, 1, 3).size(), 5u);  // the short last step: 29 - 3 * 8 rows, in 3 micro-batches
 }
 
 TEST(DataPlan, ShuffleIsASeededPermutationPerEpoch) {
