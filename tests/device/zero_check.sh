@@ -4,7 +4,8 @@
 #  2. a tiny bf16 model, LoRA: 1 GPU x accumulation 2 vs 2 GPUs with ZeRO 0/1/2/3 — loss curves;
 #  3. Qwen3-8B-shaped random model, full fine-tuning, ZeRO-3 on 2 GPUs (and ZeRO-2 when ZERO2=1), seq 2048,
 #     recompute: tokens/s and peak memory per GPU;
-#  4. Qwen3-8B LoRA with ZeRO-3 on 2 GPUs: tokens/s and peak memory (the frozen base sharded).
+#  4. Qwen3-8B LoRA with ZeRO-3 on 2 GPUs: tokens/s and peak memory (the frozen base sharded);
+#  5. (part "resume") 8 steps straight vs 4 + resume from latest over NCCL, LoRA ZeRO-1 and full ZeRO-3.
 # PARTS="unit tiny full8b lora8b" (the default) picks parts. Prints one table last. Needs .carry/ (Debian's libpcre2-dev .deb).
 #   device run (kind nvidia-h200-x2): bash tests/device/zero_check.sh   (carry: [".carry"])
 set -uo pipefail
@@ -16,7 +17,7 @@ W=/tmp/qft-zero
 mkdir -p $W
 MPI="mpirun --allow-run-as-root -np 2 -x NCCL_NVLS_ENABLE"
 
-PARTS=${PARTS:-unit tiny full8b lora8b}  # which parts to run
+PARTS=${PARTS:-unit tiny resume full8b lora8b}  # which parts to run
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if has unit; then
 QFT_TEST_COMMUNICATOR=nccl $MPI -x QFT_TEST_COMMUNICATOR build-gpu/qft_parallel_tests \
@@ -56,6 +57,43 @@ YAML
 tiny tiny_1gpu_acc2 1 2 0
 for stage in 0 1 2 3; do tiny tiny_2gpu_zero$stage 2 1 $stage; done
 echo "tiny done at $SECONDS s"
+fi
+
+# Resume over NCCL: 8 steps straight vs 4 steps + resume from `latest` to 8, 2 GPUs, LoRA ZeRO-1 and full
+# fine-tuning ZeRO-3 (each rank writes and reads back its own optimizer shard). Identical losses unless the
+# GPU kernels are nondeterministic (then within bf16 noise).
+if has resume; then
+  [ -d $W/tiny ] || { $QFT init-model --preset tiny --dtype bf16 --seed 0 --output $W/tiny > "$OUT/init_tiny.log" 2>&1;
+                      random_rows $W/tiny_rows.jsonl 64 256; }
+  resume_case() {  # name finetuning stage
+    for run in straight first resumed; do
+      steps=8; extra=""
+      [ $run = first ] && steps=4
+      [ $run = resumed ] && extra=", resume_from_checkpoint: latest"
+      out=$W/$1_$([ $run = straight ] && echo straight || echo split)
+      cat > $W/$1_$run.yaml <<YAML
+model: {model_name_or_path: $W/tiny, torch_dtype: bf16, device: cuda}
+lora: {finetuning_type: $2, r: 8, lora_alpha: 16, lora_dropout: 0.0, target_modules: all-linear}
+data: {pretokenized: $W/tiny_rows.jsonl}
+training: {learning_rate: 1.0e-3, per_device_train_batch_size: 2, max_steps: $steps, logging_steps: 1,
+           save_steps: 4, shuffle: true $extra}
+distributed: {zero_stage: $3}
+output: {output_dir: $out, overwrite_output_dir: true}
+YAML
+      $MPI $QFT $W/$1_$run.yaml > "$OUT/$1_$run.log" 2>&1 || { echo "$1 $run failed"; grep -m3 -i error "$OUT/$1_$run.log"; }
+    done
+    python3 - $W/$1_straight/trainer_log.jsonl $W/$1_split/trainer_log.jsonl $1 <<'PY' | tee -a "$OUT/results.txt"
+import json, sys
+curve = lambda p: [json.loads(l)["loss"] for l in open(p) if '"loss"' in l]
+a, b = curve(sys.argv[1]), curve(sys.argv[2])
+diff = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if len(a) == len(b) == 8 else float("nan")
+print(f"RESULT resume {sys.argv[3]}: max relative loss difference {diff:.1e} "
+      f"({'identical' if a == b else 'not identical'}) | | | " + " ".join(f"{x:.4f}" for x in b))
+PY
+  }
+  resume_case lora_zero1 lora 1
+  resume_case full_zero3 full 3
+  ls $W/full_zero3_split/checkpoint-4/optimizer | tr '\n' ' '; echo
 fi
 
 # 3./4. 8B.
