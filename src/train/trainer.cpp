@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -63,6 +64,27 @@ std::string resolve_resume_dir(const TrainConfig& config) {
   QFT_CHECK(!checkpoints.empty(), "{}: training.resume_from_checkpoint is 'latest' but {} has no checkpoint-<step> "
             "directory", config.source, config.output.output_dir);
   return checkpoints.back();
+}
+
+// The sequences of `row` (its segments when packed, else the row) holding a position >= `limit`.
+// Positions are the row's own, else 0.. restarting at each segment, as the model numbers them.
+int64_t sequences_beyond(const TokenRow& row, int64_t limit) {
+  int64_t count = 0, position = 0;
+  bool counted = false;  // the current sequence is counted already
+  for (size_t t = 0; t < row.input_ids.size(); ++t) {
+    const int64_t segment = row.segment_ids.empty() ? 0 : row.segment_ids[t];
+    const bool starts = t == 0 || (!row.segment_ids.empty() && segment != row.segment_ids[t - 1]);
+    if (starts) {
+      position = 0;
+      counted = false;
+    }
+    const int64_t p = row.position_ids.empty() ? position++ : row.position_ids[t];
+    if (segment >= 0 && p >= limit && !counted) {
+      ++count;
+      counted = true;
+    }
+  }
+  return count;
 }
 
 void check_grad_norm(double grad_norm, double loss, int64_t step) {
@@ -145,6 +167,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   if (rank_ == 0) {
     // The report's data statistics: rank 0 reads every row once (the other ranks read only their own).
     std::vector<int64_t> lengths, targets;
+    int64_t too_long = 0;
     constexpr int64_t kChunk = 4096;
     for (int64_t begin = 0; begin < rows_->size(); begin += kChunk) {
       std::vector<int64_t> indices;
@@ -152,9 +175,20 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
       for (const TokenRow& row : rows_->read(indices)) {
         lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
         targets.push_back(row.target_tokens);
+        too_long += sequences_beyond(row, model_config_.max_position_embeddings);
       }
     }
     run.data = report::data_statistics(lengths, targets);
+    // transformers trains on such positions without a word; RoPE computes any position, but the model
+    // never saw them in pre-training (rope_scaling, e.g. YaRN, is how a longer context is meant to be set).
+    if (too_long > 0) {
+      spdlog::warn("{} training sequence{} longer than max_position_embeddings {} ({}/config.json){}", too_long,
+                   too_long == 1 ? " is" : "s are", model_config_.max_position_embeddings, model_dir,
+                   model_config_.rope_scaling.type == model::ops::RopeScaling::Type::none
+                       ? "; positions beyond it were not seen in pre-training (rope_scaling, e.g. yarn, extends "
+                         "the context)"
+                       : "");
+    }
   }
   run.previous_rows = log_history_;
   recorder_ = std::make_unique<report::RunRecorder>(std::move(run));
@@ -208,9 +242,10 @@ void Trainer::resolve_device_and_dtype() {
   // Before any allocation: each rank's CUDA work (streams, NCCL, kernels without a device guard) goes to its GPU.
   set_current_cuda_device(device_);
   compute_dtype_ = compute_dtype(config_, device_);
-  if (compute_dtype_ == at::kHalf && rank_ == 0) {
-    spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");
-  }
+  // fp16 (5 exponent bits) underflows small activation gradients: as HF Trainer with `fp16: true`
+  // (accelerate's GradScaler), fp16 compute always trains with dynamic loss scaling. bf16 and fp32 have
+  // fp32's exponent range and need none.
+  if (compute_dtype_ == at::kHalf) loss_scaler_.emplace();
 }
 
 void Trainer::prepare_output_dir() {
@@ -305,8 +340,13 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
             "distributed.tensor_parallel_size than this run's {}",
             config_.source, resume_dir, fs::path(optimizer_file).filename().string(), grid_->tensor_parallel_size());
   load_optimizer_state(optimizer_file, full, *flat_, full_finetuning_);
-  QFT_CHECK(full.step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, full.step,
-            state.global_step);
+  if (loss_scaler_ && !state.loss_scaler.is_null()) {
+    loss_scaler_->restore(state.loss_scaler, (fs::path(resume_dir) / "trainer_state.json").string());
+  }
+  // fp16 steps skipped on overflow advanced the trainer's step but not AdamW's.
+  const int64_t skipped = loss_scaler_ ? loss_scaler_->skipped_steps() : 0;
+  QFT_CHECK(full.step + skipped == state.global_step, "{}: optimizer step {} ({} skipped on fp16 overflow) but "
+            "trainer step {}", resume_dir, full.step, skipped, state.global_step);
   const parallel::Range owned = optimizer_->owned();
   optimizer_->exp_avg().copy_(full.exp_avg.narrow(0, owned.begin, owned.size()));
   optimizer_->exp_avg_sq().copy_(full.exp_avg_sq.narrow(0, owned.begin, owned.size()));
@@ -357,7 +397,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     const model::Batch batch = collate_rows(rows, device_);
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
-    options.loss_denominator = static_cast<double>(global_targets);
+    // fp16: dividing the denominator by the loss scale multiplies every gradient by it.
+    options.loss_denominator = static_cast<double>(global_targets) / (loss_scaler_ ? loss_scaler_->scale() : 1.0);
     options.train_lora_dropout = true;
     // Tensor-parallel peers share the micro-step, so their dropout masks agree.
     const uint64_t micro_step =
@@ -385,9 +426,17 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
             "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
             step + 1, out.loss);
 
+  if (loss_scaler_ && unscale_gradients_found_inf()) {
+    // The skipped step: no gradient reduction, clipping or update (every rank agreed on found_inf).
+    out.learning_rate = schedule_->learning_rate(scheduler_step(step));
+    out.grad_norm = std::numeric_limits<double>::quiet_NaN();  // none: trainer_log.jsonl shows null
+    loss_scaler_->update(true);
+    return out;
+  }
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
-  out.learning_rate = schedule_->learning_rate(step);
+  out.learning_rate = schedule_->learning_rate(scheduler_step(step));
+  if (loss_scaler_) loss_scaler_->update(false);  // the scale is not read again this step
   if (tensor_parallel()) {
     // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them first.
     parallel::sum_partial_gradients(parallel::partial_gradients(grads_), *tensor_);
@@ -416,6 +465,26 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   return out;
 }
 
+bool Trainer::unscale_gradients_found_inf() {
+  // torch's GradScaler.unscale_ multiplies by the fp32 reciprocal of the scale and flags a non-finite
+  // gradient. Here it runs on each rank's own gradients before the reduction rather than after it: the
+  // scale is a power of two (2**16 times powers of 2 and 1/2), so the product is exact and unscaling
+  // commutes with the sum. The flag is summed over all ranks (data- and tensor-parallel peers hold
+  // different partial gradients), so every rank skips the same steps.
+  at::Tensor grads = flat_->grads();
+  grads.mul_(loss_scaler_->inverse_scale());
+  const int64_t local_inf = grads.isfinite().all().item<bool>() ? 0 : 1;
+  return world_.all_reduce_sum(local_inf) > 0;
+}
+
+int64_t Trainer::scheduler_step(int64_t step) const {
+  // HF Trainer (transformers 5, _inner_training_loop) calls lr_scheduler.step() only when
+  // `not accelerator.optimizer_step_was_skipped` (accelerate: the GradScaler's scale went down), while
+  // global_step advances on every step: a skipped step counts for logging, saving, evaluation and the
+  // run length, but the schedule (and AdamW's bias-correction step count) lags by the skipped steps.
+  return loss_scaler_ ? step - loss_scaler_->skipped_steps() : step;
+}
+
 void Trainer::refresh_compute_weights() {
   // A no-op where the compute weights are the masters' own views (fp32).
   if (compute_dtype_ == at::kFloat) return;
@@ -434,6 +503,8 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   row["epoch"] = plan_->epoch_after(step);
   row["tokens_per_second"] = interval_seconds > 0 ? static_cast<double>(interval_tokens_) / interval_seconds : 0.0;
   row["peak_memory_bytes"] = peak_memory_bytes(device_);
+  // fp16: the loss scale after this step's update (HF logs none; it shows overflow backoffs and growth).
+  if (loss_scaler_) row["loss_scale"] = loss_scaler_->scale();
   append_log_row(row);
 }
 
@@ -515,6 +586,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
     state.config_hash = config_.hash();
     state.config_fingerprint = config_.math_fingerprint();
     state.log_history = log_history_;
+    if (loss_scaler_) state.loss_scaler = loss_scaler_->to_json();
     write_trainer_state(tmp_dir, state);
     hf::move_into_place(tmp_dir, final_dir.string());
     prune_checkpoints(config_.output.output_dir, config_.output.save_total_limit);
