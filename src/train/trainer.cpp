@@ -468,8 +468,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
 bool Trainer::unscale_gradients_found_inf() {
   // torch's GradScaler.unscale_ multiplies by the fp32 reciprocal of the scale and flags a non-finite
   // gradient. Here it runs on each rank's own gradients before the reduction rather than after it: the
-  // scale is a power of two (2**16 times powers of 2 and 1/2), so the product is exact and unscaling
-  // commutes with the sum. The flag is summed over all ranks (data- and tensor-parallel peers hold
+  // scale is a power of two (2**16 times powers of 2 and 1/2), so the product is exact (short of fp32
+  // subnormals) and unscaling commutes with the sum. The flag is summed over all ranks (data- and tensor-parallel peers hold
   // different partial gradients), so every rank skips the same steps.
   at::Tensor grads = flat_->grads();
   grads.mul_(loss_scaler_->inverse_scale());
@@ -498,7 +498,8 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   row["step"] = global_step;
   // As HF: the mean of the step losses since the previous log line.
   row["loss"] = interval_loss_sum_ / static_cast<double>(interval_steps_);
-  row["grad_norm"] = result.grad_norm;
+  // null on an fp16 step skipped on overflow (NaN in memory would differ from what the file reads back).
+  row["grad_norm"] = std::isnan(result.grad_norm) ? nlohmann::json(nullptr) : nlohmann::json(result.grad_norm);
   row["learning_rate"] = result.learning_rate;
   row["epoch"] = plan_->epoch_after(step);
   row["tokens_per_second"] = interval_seconds > 0 ? static_cast<double>(interval_tokens_) / interval_seconds : 0.0;

@@ -122,3 +122,24 @@ def test_bad_rope_scaling_is_refused_naming_file_and_key(tmp_path, probe_bin, ro
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert str(model_dir / "config.json") in result.stderr, result.stderr
+
+
+def test_sequences_beyond_max_position_embeddings_warn_once_with_the_count(tmp_path, qft_bin):
+    import h5py
+    from test_everyday_cli import chat_config, tiny_model
+
+    model_dir = tmp_path / "model"
+    tiny_model(qft_bin, model_dir)
+    config_json = model_dir / "config.json"
+    config = json.loads(config_json.read_text())
+    config["max_position_embeddings"] = 32
+    config_json.write_text(json.dumps(config))
+    result = run([qft_bin, "train", chat_config(tmp_path, model_dir, extra="")])
+    with h5py.File(next((tmp_path / "cache").glob("tokens-*.h5")), "r") as f:
+        offsets = f["sample_offsets"][:]
+    too_long = int(((offsets[1:] - offsets[:-1]) > 32).sum())
+    assert too_long > 0
+    log = result.stdout + result.stderr
+    noun = "sequence is" if too_long == 1 else "sequences are"
+    assert log.count("longer than max_position_embeddings") == 1, log
+    assert f"{too_long} training {noun} longer than max_position_embeddings 32" in log, log
