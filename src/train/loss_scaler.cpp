@@ -1,7 +1,6 @@
 #include "train/loss_scaler.h"
 
 #include <cmath>
-#include <string>
 
 #include "core/error.h"
 #include "core/json_reader.h"
@@ -9,33 +8,37 @@
 namespace qft::train {
 
 LossScaler::LossScaler(LossScalerOptions options)
-    : options_(options), scale_(static_cast<float>(options.init_scale)) {}
+    : options_(options),
+      scale_(at::full({1}, options.init_scale, at::TensorOptions().dtype(at::kFloat))),
+      growth_tracker_(at::zeros({1}, at::TensorOptions().dtype(at::kInt))) {}
+
+float LossScaler::scale() const { return scale_.item<float>(); }
+
+int64_t LossScaler::growth_tracker() const { return growth_tracker_.item<int64_t>(); }
 
 float LossScaler::inverse_scale() const {
   // torch: `self._scale.double().reciprocal().float()`.
-  return static_cast<float>(1.0 / static_cast<double>(scale_));
+  return static_cast<float>(1.0 / static_cast<double>(scale()));
+}
+
+bool LossScaler::unscale_and_check(const std::vector<at::Tensor>& gradients) const {
+  if (gradients.empty()) return false;
+  const auto options = gradients.front().options().dtype(at::kFloat);
+  at::Tensor found_inf = at::zeros({1}, options);
+  const at::Tensor inv_scale = at::full({1}, inverse_scale(), options);
+  at::_amp_foreach_non_finite_check_and_unscale_(gradients, found_inf, inv_scale);
+  return found_inf.item<float>() != 0.0f;
 }
 
 void LossScaler::update(bool found_inf) {
-  // ATen's kernel multiplies the fp32 scale by the double factor and stores the fp32 result.
-  if (found_inf) {
-    scale_ = static_cast<float>(static_cast<double>(scale_) * options_.backoff_factor);
-    growth_tracker_ = 0;
-    ++skipped_steps_;
-    return;
-  }
-  const int64_t successful = growth_tracker_ + 1;
-  if (successful == options_.growth_interval) {
-    const float grown = static_cast<float>(static_cast<double>(scale_) * options_.growth_factor);
-    if (std::isfinite(grown)) scale_ = grown;
-    growth_tracker_ = 0;
-  } else {
-    growth_tracker_ = successful;
-  }
+  const at::Tensor flag = at::full({1}, found_inf ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat));
+  at::_amp_update_scale_(scale_, growth_tracker_, flag, options_.growth_factor, options_.backoff_factor,
+                         options_.growth_interval);
+  if (found_inf) ++skipped_steps_;
 }
 
 nlohmann::json LossScaler::to_json() const {
-  return {{"scale", scale_}, {"growth_tracker", growth_tracker_}, {"skipped_steps", skipped_steps_}};
+  return {{"scale", scale()}, {"growth_tracker", growth_tracker()}, {"skipped_steps", skipped_steps_}};
 }
 
 void LossScaler::restore(const nlohmann::json& state, const std::string& source) {
@@ -52,8 +55,11 @@ void LossScaler::restore(const nlohmann::json& state, const std::string& source)
     QFT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0,
               "{}: \"loss_scaler.{}\" must be a non-negative integer, got {}", source, key, json::excerpt(v));
   }
-  scale_ = scale.get<float>();
-  growth_tracker_ = state["growth_tracker"].get<int64_t>();
+  const int64_t tracker = state["growth_tracker"].get<int64_t>();
+  QFT_CHECK(tracker < options_.growth_interval, "{}: \"loss_scaler.growth_tracker\" {} is not below growth_interval {}",
+            source, tracker, options_.growth_interval);
+  scale_.fill_(scale.get<float>());
+  growth_tracker_.fill_(tracker);
   skipped_steps_ = state["skipped_steps"].get<int64_t>();
 }
 

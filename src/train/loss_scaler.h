@@ -5,12 +5,16 @@
 // or NaN is skipped (no optimizer update) and the scale is multiplied by `backoff_factor`; after
 // `growth_interval` consecutive clean steps the scale is multiplied by `growth_factor`.
 //
-// The update rule is ATen's _amp_update_scale_ (aten/src/ATen/native/cpu/AmpGradScalerKernels.cpp):
-// the scale is an fp32 number; a grown scale that is not finite is not taken (the tracker still resets).
+// Nothing of the rule is written here: the update is ATen's own _amp_update_scale_ (the kernel
+// GradScaler.update calls; the scale is an fp32 number, a grown scale that is not finite is not taken)
+// and the unscale is _amp_foreach_non_finite_check_and_unscale_ (GradScaler.unscale_'s kernel).
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 namespace qft::train {
@@ -28,14 +32,17 @@ class LossScaler {
   explicit LossScaler(LossScalerOptions options = {});
 
   // The factor the loss (its gradient) is multiplied by this step.
-  float scale() const { return scale_; }
+  float scale() const;
   // What torch's unscale_ multiplies the gradients by: 1/scale in double, rounded to fp32.
   float inverse_scale() const;
+  // Multiplies `gradients` (fp32, one device) by inverse_scale() and says whether any held an inf or
+  // NaN before (one pass, one host sync).
+  bool unscale_and_check(const std::vector<at::Tensor>& gradients) const;
   // Ends a step: backs off on `found_inf` (the step is skipped), else counts towards growth.
   void update(bool found_inf);
 
   // Clean steps since the last growth or backoff (torch's `_growth_tracker`).
-  int64_t growth_tracker() const { return growth_tracker_; }
+  int64_t growth_tracker() const;
   // Optimizer steps skipped so far: the LR scheduler and AdamW's step count lag the global step by this.
   int64_t skipped_steps() const { return skipped_steps_; }
 
@@ -46,8 +53,8 @@ class LossScaler {
 
  private:
   LossScalerOptions options_;
-  float scale_;
-  int64_t growth_tracker_ = 0;
+  at::Tensor scale_;           // [1] fp32 on the CPU, as GradScaler's _scale
+  at::Tensor growth_tracker_;  // [1] int32 on the CPU, as GradScaler's _growth_tracker
   int64_t skipped_steps_ = 0;
 };
 

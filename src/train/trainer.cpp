@@ -469,11 +469,9 @@ bool Trainer::unscale_gradients_found_inf() {
   // torch's GradScaler.unscale_ multiplies by the fp32 reciprocal of the scale and flags a non-finite
   // gradient. Here it runs on each rank's own gradients before the reduction rather than after it: the
   // scale is a power of two (2**16 times powers of 2 and 1/2), so the product is exact (short of fp32
-  // subnormals) and unscaling commutes with the sum. The flag is summed over all ranks (data- and tensor-parallel peers hold
-  // different partial gradients), so every rank skips the same steps.
-  at::Tensor grads = flat_->grads();
-  grads.mul_(loss_scaler_->inverse_scale());
-  const int64_t local_inf = grads.isfinite().all().item<bool>() ? 0 : 1;
+  // subnormals) and unscaling commutes with the sum. The flag is summed over all ranks (data- and
+  // tensor-parallel peers hold different partial gradients), so every rank skips the same steps.
+  const int64_t local_inf = loss_scaler_->unscale_and_check({flat_->grads()}) ? 1 : 0;
   return world_.all_reduce_sum(local_inf) > 0;
 }
 
