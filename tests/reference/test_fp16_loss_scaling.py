@@ -4,6 +4,8 @@ torch's GradScaler is driven on the CPU with synthetic gradients: a step whose g
 NaN (flag 1) or only finite values (flag 0). After each step the scale, and whether the optimizer step was
 skipped (accelerate's rule: the scale went down; checked against the parameter not moving), are compared
 with what `qft-probe --loss-scaler` reports for the same flags: equal bit for bit as fp32 numbers.
+qft's LossScaler calls the same ATen kernels as GradScaler, so what this checks is everything around them:
+the defaults, which factor goes where, the skip count, the fp32 reciprocal used to unscale.
 """
 import json
 import random

@@ -120,8 +120,9 @@ def test_bad_rope_scaling_is_refused_naming_file_and_key(tmp_path, probe_bin, ro
     result = run([probe_bin, "--rope-tables", "--model", model_dir, "--batch", batch, "--output",
                   tmp_path / "out.safetensors"], check=False)
     assert result.returncode != 0
-    assert message in result.stderr, result.stderr
-    assert str(model_dir / "config.json") in result.stderr, result.stderr
+    log = result.stdout + result.stderr
+    assert message in log, log
+    assert str(model_dir / "config.json") in log, log
 
 
 def test_sequences_beyond_max_position_embeddings_warn_once_with_the_count(tmp_path, qft_bin):
