@@ -54,7 +54,7 @@ double yarn_mscale(double scale, double mscale = 1.0) {
 // and _compute_{linear_scaling,yarn}_parameters): the keys live in "rope_parameters" (transformers >= 5,
 // which folds an old "rope_scaling" into it) or "rope_scaling" (older files); the type is "rope_type" or
 // the older "type".
-ops::RopeScaling read_rope_scaling(const nlohmann::json& json, int64_t max_position_embeddings,
+RopeScaling read_rope_scaling(const nlohmann::json& json, int64_t max_position_embeddings,
                                    const std::string& source) {
   std::string section_name;
   for (const char* name : {"rope_parameters", "rope_scaling"}) {
@@ -67,7 +67,7 @@ ops::RopeScaling read_rope_scaling(const nlohmann::json& json, int64_t max_posit
       break;
     }
   }
-  ops::RopeScaling s;
+  RopeScaling s;
   if (section_name.empty()) return s;  // no type anywhere: default RoPE
   const auto& section = json[section_name];
   const char* type_key = present(section, "rope_type") ? "rope_type" : "type";
@@ -86,11 +86,11 @@ ops::RopeScaling read_rope_scaling(const nlohmann::json& json, int64_t max_posit
   const std::optional<double> factor = positive("factor");
   if (type == "linear") {
     QFT_CHECK(factor.has_value(), "{}: \"{}\" of type \"linear\" needs a \"factor\"", source, where);
-    s.type = ops::RopeScaling::Type::linear;
+    s.type = RopeScaling::Type::linear;
     s.factor = *factor;
     return s;
   }
-  s.type = ops::RopeScaling::Type::yarn;
+  s.type = RopeScaling::Type::yarn;
   // standardize_rope_params: a top-level original_max_position_embeddings wins (Phi3 writes it there),
   // else the section's, else max_position_embeddings.
   s.original_max_position_embeddings = max_position_embeddings;

@@ -184,7 +184,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
     if (too_long > 0) {
       spdlog::warn("{} training sequence{} longer than max_position_embeddings {} ({}/config.json){}", too_long,
                    too_long == 1 ? " is" : "s are", model_config_.max_position_embeddings, model_dir,
-                   model_config_.rope_scaling.type == model::ops::RopeScaling::Type::none
+                   model_config_.rope_scaling.type == model::RopeScaling::Type::none
                        ? "; positions beyond it were not seen in pre-training (rope_scaling, e.g. yarn, extends "
                          "the context)"
                        : "");

@@ -7,22 +7,9 @@
 
 #include <ATen/ATen.h>
 
-namespace qft::model::ops {
+#include "model/rope_scaling.h"
 
-// config.json's rope_scaling (transformers >= 5: rope_parameters), resolved by Qwen3Config.
-struct RopeScaling {
-  enum class Type { none, linear, yarn };
-  Type type = Type::none;
-  double factor = 1.0;  // linear: inv_freq / factor; yarn: the context extension ratio
-  // yarn: the pre-training context length; beta_fast/beta_slow bound the ramp between extrapolated
-  // (high-frequency) and interpolated (low-frequency) dimensions; truncate rounds the bounds outwards.
-  int64_t original_max_position_embeddings = 0;
-  double beta_fast = 32.0;
-  double beta_slow = 1.0;
-  bool truncate = true;
-  // cos and sin are multiplied by it (yarn's "mscale"; 1 for the other types).
-  double attention_factor = 1.0;
-};
+namespace qft::model::ops {
 
 // inv_freq [D/2] fp32 as transformers' ROPE_INIT_FUNCTIONS[rope_type] computes it (default: 1/theta^(2i/D)
 // with the arange in int64 cast to float; linear: that / factor; yarn: _compute_yarn_parameters).
