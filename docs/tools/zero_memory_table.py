@@ -14,24 +14,40 @@ GiB = 1 << 30
 
 
 def counts(h, i, layers, heads, kv, d, vocab, tied, r=16):
+    """Parameters of one decoder layer, of what lies outside the layers (embed_tokens, lm_head, final norm),
+    and LoRA's per layer."""
     q, kvs = heads * d, kv * d
     shapes = [(q, h), (kvs, h), (kvs, h), (h, q), (i, h), (i, h), (h, i)]
-    linear = sum(o * n for o, n in shapes) * layers
-    norms = (2 * h + 2 * d) * layers + h
-    embed = vocab * h * (1 if tied else 2)
-    lora = sum(r * (o + n) for o, n in shapes) * layers
-    return linear + norms + embed, lora
+    layer = sum(o * n for o, n in shapes) + 2 * h + 2 * d
+    resident = vocab * h * (1 if tied else 2) + h
+    lora = sum(r * (o + n) for o, n in shapes)
+    return layer, layers, resident, lora
 
 
-def row(name, base, trainable, n, stage):
-    # bf16 base weights (2 B); trainable fp32 master (4) + grad (4) + Adam m, v (8).
-    weights = 2 * base / (n if stage == 3 else 1)
-    masters = 4 * trainable
-    grads = 4 * trainable / (n if stage >= 2 else 1)
+def row(name, preset, full, n, stage):
+    """What src/parallel/zero.h keeps per GPU: bf16 compute weights (ZeRO-3: the layers' shard plus two gather
+    slots, embed_tokens/lm_head/norm whole); fp32 masters (sharded by ZeRO-3 in full fine-tuning, whole for
+    LoRA: they are small); fp32 gradients (ZeRO-2/3: the own shard plus two layer slots plus the resident
+    tensors' gradients whole); Adam m and v (sharded from stage 1)."""
+    layer, layers, resident, lora = counts(*preset)
+    base = layer * layers + resident
+    trainable = base if full else lora * layers
+    trainable_layer = layer if full else lora
+    trainable_resident = resident if full else 0
+    if stage == 3:
+        weights = 2 * (layer * layers / n + 2 * layer + resident)
+    else:
+        weights = 2 * base
+    masters = 4 * trainable / (n if stage == 3 and full else 1)
+    if stage >= 2:
+        grads = 4 * (trainable / n + 2 * trainable_layer + trainable_resident)
+    else:
+        grads = 4 * trainable
     adam = 8 * trainable / (n if stage >= 1 else 1)
     # Traffic a rank sends per step (ring algorithms): all-reduce 2(n-1)/n of the gradients; reduce-scatter
-    # + all-gather the same; ZeRO-3 also all-gathers the bf16 weights in forward and again in backward.
-    traffic = 2 * (n - 1) / n * 4 * trainable + (2 * 2 * base * (n - 1) / n if stage == 3 else 0)
+    # + all-gather the same (one accumulation step; stages 2/3 reduce-scatter every micro-batch); ZeRO-3 also
+    # gathers the bf16 layers in forward and again in backward.
+    traffic = 2 * (n - 1) / n * 4 * trainable + (2 * 2 * layer * layers * (n - 1) / n if stage == 3 else 0)
     return (f"| {name} | {stage} | {weights / GiB:.1f} | {(masters + grads + adam) / GiB:.2f} | "
             f"{(weights + masters + grads + adam) / GiB:.1f} | {traffic / GiB:.2f} |")
 
@@ -43,10 +59,8 @@ def main():
         print("| model | ZeRO | bf16 weights | trainable state | total | traffic |")
         print("|---|---|---|---|---|---|")
         for name, p in PRESETS.items():
-            base, lora = counts(*p)
-            trainable = lora if method.startswith("LoRA") else base
             for stage in (0, 1, 2, 3):
-                print(row(name, base, trainable, n, stage))
+                print(row(name, p, method.startswith("full"), n, stage))
 
 
 if __name__ == "__main__":

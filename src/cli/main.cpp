@@ -1,11 +1,13 @@
 // qft-dist: one binary, launched by MPI (a plain run is a world of one). The first argument is either
 // a subcommand or a YAML config, which means `train`.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
 
+#include <c10/util/Exception.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -57,6 +59,14 @@ int report_failure() {
     throw;
   } catch (const qft::Error& e) {
     spdlog::error("{}", e.what());
+  } catch (const c10::OutOfMemoryError& e) {
+    // torch's first sentences say what was asked for and what was free; the rest is allocator advice.
+    std::string what = e.what();
+    what = what.substr(0, std::min(what.find('\n'), what.find(" Including non-PyTorch")));
+    spdlog::error("out of GPU memory: {} Lower training.per_device_train_batch_size or the sequence length, set "
+                  "training.gradient_checkpointing: true, or shard more (distributed.zero_stage, "
+                  "distributed.tensor_parallel_size, more GPUs; docs/DISTRIBUTED.md has the memory per stage)",
+                  what);
   } catch (const std::exception& e) {
     spdlog::error("internal error: {}", e.what());
   }

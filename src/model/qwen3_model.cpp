@@ -79,10 +79,12 @@ void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeig
 
 // Final hidden states (before the final norm) of a forward pass that saves nothing.
 at::Tensor forward_hidden(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
-                          const LoraWeights* lora) {
+                          const LoraWeights* lora, const LayerHooks& hooks = {}) {
   at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
     x = decoder_layer_forward(layer_context(p, c, w, lora, i, /*dropout=*/false, 0), x, nullptr);
+  }
   return x;
 }
 
@@ -126,7 +128,9 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   // Forward: every layer's activations, or only its input under gradient checkpointing.
   std::vector<LayerActivations> acts(L);
   at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
+  const LayerHooks& hooks = options.hooks;
   for (int64_t i = 0; i < L; ++i) {
+    if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
     if (options.gradient_checkpointing) {
       acts[i].x = x;
       x = decoder_layer_forward(ctx_of(i), x, nullptr);
@@ -147,6 +151,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   // Backward through the final norm and the layers, last to first.
   at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
   for (int64_t i = L - 1; i >= 0; --i) {
+    if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
       const at::Tensor input = acts[i].x;
@@ -158,6 +163,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
     const bool need_dx = i > 0 || gw != nullptr;
     dx = decoder_layer_backward(ctx, dx, acts[i], lg, need_dx);
     acts[i].clear();
+    if (hooks.after_backward) hooks.after_backward(i);
   }
   if (gw != nullptr) ops::embedding_backward(dx, p.ids, gw->embed_tokens);
 
@@ -167,12 +173,13 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   return r;
 }
 
-LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens) {
+LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, int64_t loss_chunk_tokens,
+                                 const LayerHooks& hooks) {
   c10::NoGradGuard no_grad;
   check_structure(config_, weights_, lora);
   QFT_CHECK(batch.labels.defined(), "forward_loss: batch has no labels");
   const PreparedBatch p = prepare_batch(batch, config_, weights_);
-  const at::Tensor x = forward_hidden(p, config_, weights_, lora);
+  const at::Tensor x = forward_hidden(p, config_, weights_, lora, hooks);
   const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
   const ops::CrossEntropyResult ce =
       ops::lm_head_cross_entropy(hn, weights_.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),

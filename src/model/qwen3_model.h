@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -26,6 +27,18 @@ struct Batch {
   static Batch causal(at::Tensor input_ids, at::Tensor labels);
 };
 
+// Points in a step where a sharded data-parallel run (ZeRO, src/parallel/zero.h) meets each decoder layer:
+// it gathers a layer's weights just before they are used (and prefetches the next layer's) and takes a
+// layer's gradients away as soon as its backward finished, overlapping both with compute. The model
+// only calls them; unset (one GPU, ZeRO 0 and 1 without overlap), nothing happens.
+enum class LayerPass { forward, backward };
+struct LayerHooks {
+  // Before layer `layer`'s forward, or before its backward (and the recompute that precedes it).
+  std::function<void(int64_t layer, LayerPass pass)> before_layer;
+  // Layer `layer`'s gradients (LoRA or weights) of this micro-batch are complete.
+  std::function<void(int64_t layer)> after_backward;
+};
+
 struct StepOptions {
   bool gradient_checkpointing = false;  // save only each layer's input, recompute in backward
   // Loss and gradients are sums over target tokens divided by this: the number of target tokens in
@@ -35,6 +48,7 @@ struct StepOptions {
   uint64_t dropout_seed = 0;       // dropout masks are a pure function of (seed, layer, projection)
   int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens;  // tokens per lm_head/cross-entropy chunk
   bool flash_attention = true;  // use flash attention where it applies (CUDA, bf16/fp16); else the math path
+  LayerHooks hooks;
 };
 
 // Loss of one micro-batch, as sums (the trainer divides by the token count of the whole step).
@@ -81,9 +95,9 @@ class Qwen3Model {
   LossSum forward_backward(const Batch& batch, const LoraWeights* lora, Gradients& grads,
                               const StepOptions& options);
 
-  // Loss only (no gradients, no dropout).
+  // Loss only (no gradients, no dropout). `hooks.before_layer` is called as in forward_backward.
   LossSum forward_loss(const Batch& batch, const LoraWeights* lora,
-                      int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens);
+                      int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens, const LayerHooks& hooks = {});
 
   // Full logits [B, T, V] in fp32 (small inputs: tests, chat, eval).
   at::Tensor logits(const Batch& batch, const LoraWeights* lora);

@@ -88,7 +88,8 @@ bool is_norm(const std::string& name) { return name.find("norm.weight") != std::
 bool Qwen3Weights::tied() const { return lm_head.defined() && lm_head.is_same(embed_tokens); }
 
 Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config& config, at::ScalarType dtype,
-                                at::Device device) {
+                                at::Device device,
+                                const std::function<at::Tensor(const std::string&, const at::Tensor&)>& take_part) {
   io::SafetensorsCheckpoint ckpt(model_dir);
   const bool has_lm_head = ckpt.contains("lm_head.weight");
   QFT_CHECK(has_lm_head || config.tie_word_embeddings,
@@ -107,6 +108,7 @@ Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config&
     at::Tensor src = ckpt.tensor(name);
     QFT_CHECK(at::isFloatingType(src.scalar_type()), "{}: tensor \"{}\" has dtype {}, expected a floating type",
               ckpt.file_of(name).path(), name, info.dtype);
+    if (take_part) src = take_part(name, src);
     // copy=true: the result owns its memory instead of viewing the mapping.
     t = src.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     used.insert(name);

@@ -34,8 +34,12 @@ struct Qwen3Weights {
 
   // Reads config.json's model from `model_dir` (model.safetensors or model.safetensors.index.json),
   // checks every name and shape against `config`, converts to `dtype` on `device`.
+  // `take_part` (optional) picks the part of each tensor to keep, given its name and a view of the whole
+  // memory-mapped tensor (tensor parallelism: the rank's slice), so only that part is read and copied.
   static Qwen3Weights load(const std::string& model_dir, const Qwen3Config& config, at::ScalarType dtype,
-                           at::Device device);
+                           at::Device device,
+                           const std::function<at::Tensor(const std::string& name, const at::Tensor& whole)>&
+                               take_part = {});
   // Random init as transformers does for a fresh model (normal(0, initializer_range), norms = 1).
   static Qwen3Weights random(const Qwen3Config& config, uint64_t seed, double initializer_range = 0.02,
                              at::ScalarType dtype = at::kFloat);

@@ -78,7 +78,8 @@ class Communicator {
 
   // Watchdog: a collective that has not completed after `seconds` (0 = wait forever, the default) means
   // another rank died or hangs; this rank then names itself and the collective and ends the whole job
-  // (MPI_Abort) instead of waiting forever. Implementations that cannot watch (NCCL, today) ignore it.
+  // (MPI_Abort) instead of waiting forever. MPI watches inside its wait; NCCL with a host thread that
+  // follows each collective's completion event (and NCCL's asynchronous errors).
   void set_timeout_seconds(double seconds) { timeout_seconds_ = seconds; }
   double timeout_seconds() const { return timeout_seconds_; }
 

@@ -9,8 +9,16 @@
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
 
+#include <mpi.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <thread>
 #endif
 
@@ -78,6 +86,82 @@ class NcclWork final : public Work {
   bool waited_ = false;
 };
 
+// NCCL collectives run on a stream: a rank whose peer died or is stopped does not wait in a call the way an
+// MPI rank does, it blocks later in whatever synchronises with the stream (a loss .item()), forever. The
+// watchdog is a host thread that follows every collective's completion event: one still pending after
+// the communicator's timeout (distributed.collective_timeout), or an asynchronous NCCL error, is logged
+// naming this rank, the collective and the group, and the whole job is ended (MPI_Abort) — the MPI
+// communicator's watchdog does the same from inside its wait.
+class NcclWatchdog {
+ public:
+  NcclWatchdog(ncclComm_t comm, std::string group, c10::DeviceIndex device)
+      : comm_(comm), group_(std::move(group)), device_(device), thread_([this] { loop(); }) {}
+  ~NcclWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  // `done` is recorded after the collective `what` on the communication stream; 0 s: never times out.
+  void watch(std::shared_ptr<at::cuda::CUDAEvent> done, double timeout_seconds, const char* what) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_.push_back({std::move(done), std::chrono::steady_clock::now(), timeout_seconds, what});
+  }
+
+ private:
+  struct Watched {
+    std::shared_ptr<at::cuda::CUDAEvent> done;
+    std::chrono::steady_clock::time_point start;
+    double timeout_seconds;
+    const char* what;
+  };
+
+  [[noreturn]] void end_job(const std::string& why) {
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    spdlog::error("rank {} of {}: {}; ending the job", rank, size, why);
+    spdlog::default_logger()->flush();
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    std::abort();  // MPI_Abort does not return; this keeps [[noreturn]] honest
+  }
+
+  void loop() {
+    c10::cuda::CUDAGuard guard(device_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      // Completion is in stream order: only the oldest pending collective can be the one that hangs.
+      while (!pending_.empty() && pending_.front().done->query()) pending_.pop_front();
+      if (!pending_.empty()) {
+        const Watched& w = pending_.front();
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - w.start).count();
+        if (w.timeout_seconds > 0 && waited > w.timeout_seconds) {
+          end_job(fmt::format("NCCL {} on the {} group has not completed after {:.0f} s "
+                              "(distributed.collective_timeout): another rank died or hangs",
+                              w.what, group_, waited));
+        }
+      }
+      ncclResult_t async_error = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &async_error) == ncclSuccess && async_error != ncclSuccess &&
+          async_error != ncclInProgress) {
+        end_job(fmt::format("NCCL reported an error on the {} group: {}", group_, ncclGetErrorString(async_error)));
+      }
+      wake_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+  }
+
+  ncclComm_t comm_;
+  std::string group_;
+  c10::DeviceIndex device_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Watched> pending_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(ncclComm_t comm, std::string name, c10::DeviceIndex device)
@@ -85,8 +169,10 @@ class NcclCommunicator final : public Communicator {
         stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device)) {
     QFT_NCCL_CHECK(ncclCommUserRank(comm_, &rank_), "rank query");
     QFT_NCCL_CHECK(ncclCommCount(comm_, &size_), "size query");
+    watchdog_ = std::make_unique<NcclWatchdog>(comm_, name_, device_);
   }
   ~NcclCommunicator() override {
+    watchdog_.reset();  // before the communicator it polls goes away
     if (comm_ != nullptr) ncclCommDestroy(comm_);
   }
 
@@ -188,6 +274,7 @@ class NcclCommunicator final : public Communicator {
     launch(static_cast<char*>(device_tensor.data_ptr()), type);
     auto done = std::make_shared<at::cuda::CUDAEvent>();
     done->record(stream_);
+    watchdog_->watch(done, timeout_seconds(), op);
     return std::make_unique<NcclWork>(done, cpu_target, device_tensor);
   }
 
@@ -197,6 +284,7 @@ class NcclCommunicator final : public Communicator {
   c10::cuda::CUDAStream stream_;
   int rank_ = 0;
   int size_ = 1;
+  std::unique_ptr<NcclWatchdog> watchdog_;
 };
 
 }  // namespace

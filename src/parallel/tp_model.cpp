@@ -52,7 +52,9 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   std::vector<LayerActivations> acts(L);
   // Under sequence parallelism the residual stream (x, the final norm) holds this rank's rows only.
   at::Tensor x = vocab_parallel_embedding_forward(w.embed_tokens, vocab, p.ids, tp, sp);
+  const LayerHooks& hooks = options.hooks;
   for (int64_t i = 0; i < L; ++i) {
+    if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
     if (grads != nullptr && !save) acts[i].x = x;
     x = decoder_layer_forward(ctx_of(i), x, save ? &acts[i] : nullptr);
   }
@@ -76,6 +78,7 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
 
   at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
   for (int64_t i = L - 1; i >= 0; --i) {
+    if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
       const at::Tensor input = acts[i].x;
@@ -86,6 +89,7 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     lg.lora = gl ? &gl->layers[i] : nullptr;
     dx = decoder_layer_backward(ctx, dx, acts[i], lg, i > 0 || gw != nullptr);
     acts[i].clear();
+    if (hooks.after_backward) hooks.after_backward(i);
   }
   if (gw != nullptr) vocab_parallel_embedding_backward(dx, vocab, p.ids, gw->embed_tokens, tp, sp);
   return r;

@@ -91,6 +91,33 @@ model::Qwen3Weights shard_weights(const model::Qwen3Weights& full, int64_t index
   return out;
 }
 
+model::Qwen3Weights load_weight_shard(const std::string& model_dir, const model::Qwen3Config& config,
+                                      at::ScalarType dtype, at::Device device, int64_t index, int64_t count) {
+  check_tensor_parallel_size(config, count);
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  auto part = [&](const std::string& name, const at::Tensor& whole) -> at::Tensor {
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
+      const VocabShard s = vocab_shard(whole.size(0), index, count);
+      return whole.narrow(0, s.begin, s.size());
+    }
+    for (const model::ProjectionInfo& info : model::projection_table()) {
+      if (!ends_with(name, std::string(".") + info.module + ".weight")) continue;
+      const int dim = shard_dim(info.projection);
+      const int64_t size = whole.size(dim) / count;
+      return whole.narrow(dim, index * size, size);
+    }
+    return whole;  // norms: replicated
+  };
+  model::Qwen3Weights w = model::Qwen3Weights::load(model_dir, config, dtype, device, part);
+  for (model::LayerWeights& layer : w.layers)
+    for (model::Linear& linear : layer.projections)
+      linear.weight = std::make_shared<model::DenseWeight>(
+          linear.weight->dense(), model::WeightShard{shard_dim(linear.projection), index, count});
+  return w;
+}
+
 model::LoraWeights shard_lora(const model::LoraWeights& full, int64_t index, int64_t count) {
   model::LoraWeights out;
   out.config = full.config;

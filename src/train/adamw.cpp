@@ -29,7 +29,15 @@ void AdamW::step(at::Tensor& params, const at::Tensor& grads, double lr) {
   QFT_CHECK(params.dim() == 1 && grads.dim() == 1 && params.numel() == grads.numel() && params.numel() >= owned_.end,
             "AdamW: flat buffers of {} parameters and {} gradients for the range [{}, {})", params.numel(),
             grads.numel(), owned_.begin, owned_.end);
-  QFT_CHECK(params.scalar_type() == at::kFloat, "AdamW: the parameters must be fp32 masters");
+  step_owned(params.narrow(0, owned_.begin, owned_.size()), grads.narrow(0, owned_.begin, owned_.size()), lr);
+}
+
+void AdamW::step_owned(at::Tensor p, const at::Tensor& grads_owned, double lr) {
+  QFT_CHECK(p.dim() == 1 && grads_owned.dim() == 1 && p.numel() == owned_.size() &&
+                grads_owned.numel() == owned_.size(),
+            "AdamW: {} parameters and {} gradients for the range [{}, {})", p.numel(), grads_owned.numel(),
+            owned_.begin, owned_.end);
+  QFT_CHECK(p.scalar_type() == at::kFloat, "AdamW: the parameters must be fp32 masters");
   ++step_count_;
   const double step = static_cast<double>(step_count_);
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, step);
@@ -37,15 +45,22 @@ void AdamW::step(at::Tensor& params, const at::Tensor& grads, double lr) {
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   if (options_.weight_decay != 0.0) {
-    for (const parallel::Range& r : decay_ranges_) params.narrow(0, r.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);
+    for (const parallel::Range& r : decay_ranges_)
+      p.narrow(0, r.begin - owned_.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);
   }
-  at::Tensor p = params.narrow(0, owned_.begin, owned_.size());
-  at::Tensor g = grads.narrow(0, owned_.begin, owned_.size());
-  if (g.scalar_type() != at::kFloat) g = g.to(at::kFloat);
-  exp_avg_.lerp_(g, 1.0 - options_.beta1);
-  exp_avg_sq_.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-  const at::Tensor denom = (exp_avg_sq_.sqrt() / bias_correction2_sqrt).add_(options_.eps);
-  p.addcdiv_(exp_avg_, denom, -step_size);
+  // A slice at a time, so the temporaries (the denominator) stay small next to a ZeRO shard of a large
+  // full fine-tune; every operation is element-wise, so slicing changes no result.
+  constexpr int64_t kSlice = int64_t{1} << 26;
+  for (int64_t begin = 0; begin < p.numel(); begin += kSlice) {
+    const int64_t n = std::min(kSlice, p.numel() - begin);
+    at::Tensor g = grads_owned.narrow(0, begin, n);
+    if (g.scalar_type() != at::kFloat) g = g.to(at::kFloat);
+    at::Tensor m = exp_avg_.narrow(0, begin, n), v = exp_avg_sq_.narrow(0, begin, n);
+    m.lerp_(g, 1.0 - options_.beta1);
+    v.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    const at::Tensor denom = (v.sqrt() / bias_correction2_sqrt).add_(options_.eps);
+    p.narrow(0, begin, n).addcdiv_(m, denom, -step_size);
+  }
 }
 
 double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm) {

@@ -32,6 +32,9 @@ class AdamW {
 
   // One update of params[owned] from grads[owned] (1-D fp32 flat buffers) at learning rate `lr`.
   void step(at::Tensor& params, const at::Tensor& grads, double lr);
+  // The same update given only the owned range of each buffer ([owned().size()] each): ZeRO-2/3 keep no
+  // whole gradient buffer, ZeRO-3 full fine-tuning no whole parameter buffer.
+  void step_owned(at::Tensor params_owned, const at::Tensor& grads_owned, double lr);
 
   const parallel::Range& owned() const { return owned_; }
   // m and v of the owned range, element i belonging to flat index owned().begin + i.

@@ -70,6 +70,15 @@ std::vector<std::vector<int64_t>> DataPlan::micro_batches(int64_t step, int rank
   return out;
 }
 
+int64_t DataPlan::max_micro_batches(int64_t step) const {
+  const int64_t group = accumulation_ * world_size_;
+  const int64_t first = (step % steps_per_epoch_) * group;  // rank 0's first micro-batch of the step
+  int64_t count = 0;
+  for (int64_t m = 0; m < accumulation_; ++m)
+    if (first + m * world_size_ < micro_batches_per_epoch_) ++count;
+  return count;
+}
+
 double DataPlan::epoch_after(int64_t step) const {
   const int64_t epoch = epoch_of(step);
   const int64_t step_in_epoch = step % steps_per_epoch_;

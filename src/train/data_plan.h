@@ -23,6 +23,9 @@ class DataPlan {
 
   // Row indices of each micro-batch rank `rank` runs in 0-based optimizer step `step`.
   std::vector<std::vector<int64_t>> micro_batches(int64_t step, int rank) const;
+  // The number of micro-batches the busiest rank has in `step` (micro_batches(step, 0).size(), without
+  // drawing the order): an epoch's last step may leave other ranks fewer.
+  int64_t max_micro_batches(int64_t step) const;
 
   int64_t epoch_of(int64_t step) const { return step / steps_per_epoch_; }
   // Epochs completed after `step` (0-based), counting micro-batches as HF does (e.g. 1.25).

@@ -15,11 +15,12 @@
 namespace qft::train {
 
 LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size, at::Device device,
-                      const std::function<model::LossSum(const model::Batch&)>& loss_of) {
+                      const std::function<model::LossSum(const model::Batch&)>& loss_of, int64_t min_batches) {
   std::vector<int64_t> mine;
   for (int64_t r = first; r < rows.size(); r += stride) mine.push_back(r);
   LossTotals totals;
-  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size)) {
+  int64_t batches = 0;
+  for (size_t b = 0; b < mine.size(); b += static_cast<size_t>(batch_size), ++batches) {
     const std::vector<TokenRow> micro_rows = rows.read(
         std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + static_cast<size_t>(batch_size))));
     std::vector<const TokenRow*> micro;
@@ -35,6 +36,7 @@ LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, i
               : std::count_if(row->segment_ids.begin(), row->segment_ids.end(), [](int64_t s) { return s >= 0; });
     }
   }
+  for (; batches < min_batches; ++batches) loss_of(filler_batch(device));
   return totals;
 }
 

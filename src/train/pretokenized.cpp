@@ -96,7 +96,7 @@ std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t v
   return rows;
 }
 
-model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device) {
+model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device, int64_t length_multiple) {
   QFT_CHECK(!rows.empty(), "collate_rows: empty micro-batch");
   size_t max_length = 0;
   bool uniform = true;
@@ -107,7 +107,9 @@ model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device d
     packed = packed || !r->segment_ids.empty() || !r->position_ids.empty();
   }
   const int64_t batch = static_cast<int64_t>(rows.size());
-  const int64_t length = static_cast<int64_t>(max_length);
+  QFT_CHECK(length_multiple >= 1, "collate_rows: length multiple {}", length_multiple);
+  const int64_t length = (static_cast<int64_t>(max_length) + length_multiple - 1) / length_multiple * length_multiple;
+  uniform = uniform && length == static_cast<int64_t>(max_length);
   at::Tensor input_ids = at::zeros({batch, length}, at::kLong);
   at::Tensor labels = at::full({batch, length}, -100, at::kLong);
   at::Tensor position_ids = at::zeros({batch, length}, at::kLong);
@@ -132,6 +134,11 @@ model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device d
   out.position_ids = position_ids.to(device);
   out.segment_ids = segment_ids.to(device);
   return out;
+}
+
+model::Batch filler_batch(at::Device device) {
+  const auto ids = at::TensorOptions().dtype(at::kLong).device(device);
+  return model::Batch::causal(at::zeros({1, 1}, ids), at::full({1, 1}, -100, ids));
 }
 
 }  // namespace qft::train

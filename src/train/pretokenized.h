@@ -28,6 +28,12 @@ std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t v
 
 // Stacks rows into one micro-batch on `device`, padding shorter rows at the end (segment -1, label
 // -100). Rows of one length without packing information become a plain causal batch.
-model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device);
+// `length_multiple`: the padded length is rounded up to a multiple of it (sequence parallelism splits the
+// tokens evenly over the tensor-parallel ranks); the extra positions are padding (segment -1, label -100).
+model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device, int64_t length_multiple = 1);
+// One token and no target: a micro-batch that contributes nothing to losses or gradients. Under ZeRO-2/3
+// every data-parallel rank must run as many micro-batches as the others (each runs the per-layer
+// collectives), so a rank with fewer rows runs these.
+model::Batch filler_batch(at::Device device);
 
 }  // namespace qft::train

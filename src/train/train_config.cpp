@@ -169,6 +169,10 @@ DistributedOptions read_distributed_section(ConfigReader section) {
   require(d.tensor_parallel_size >= 1, section, "tensor_parallel_size", "a positive integer", d.tensor_parallel_size);
   d.zero_stage = section.get_int("zero_stage", d.zero_stage);
   require(d.zero_stage >= 0 && d.zero_stage <= 3, section, "zero_stage", "0, 1, 2 or 3", d.zero_stage);
+  d.sequence_parallel = section.get_bool("sequence_parallel", d.sequence_parallel);
+  require(!d.sequence_parallel || d.tensor_parallel_size > 1, section, "sequence_parallel",
+          "false unless tensor_parallel_size > 1 (it splits the tokens over the tensor-parallel ranks)",
+          d.sequence_parallel);
   d.collective_timeout = section.get_double("collective_timeout", d.collective_timeout);
   require(d.collective_timeout >= 0, section, "collective_timeout", "seconds >= 0 (0 = wait forever)",
           d.collective_timeout);
@@ -416,6 +420,7 @@ nlohmann::json TrainConfig::to_json() const {
                    {"metric_for_best_model", t.metric_for_best_model}};
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
+                      {"sequence_parallel", distributed.sequence_parallel},
                       {"collective_timeout", distributed.collective_timeout}};
   j["output"] = {{"output_dir", output.output_dir},
                  {"overwrite_output_dir", output.overwrite_output_dir},

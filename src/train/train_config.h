@@ -90,7 +90,10 @@ struct TrainingOptions {
 // depend on these (up to floating-point rounding), so a resume may change them.
 struct DistributedOptions {
   int64_t tensor_parallel_size = 1;  // ranks that split each layer (Megatron); the rest is data parallel
-  int64_t zero_stage = 0;            // 0: replicated optimizer state; 1: sharded over data-parallel ranks
+  int64_t zero_stage = 0;            // 0-3, as DeepSpeed (docs/DISTRIBUTED.md)
+  // Megatron's sequence parallelism: between the tensor-parallel layers each rank keeps only its share of
+  // the tokens (the norms run on it), so activation memory outside attention/MLP shrinks by T.
+  bool sequence_parallel = false;
   // Seconds a collective of a training step may wait for the other ranks before this rank ends the job
   // (a rank died or hangs); 0 = wait forever. Saving, which one rank does alone, is not timed.
   double collective_timeout = 60.0;

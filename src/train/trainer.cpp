@@ -87,6 +87,16 @@ int64_t sequences_beyond(const TokenRow& row, int64_t limit) {
   return count;
 }
 
+// Sum of squares in double, a slice at a time: a double copy of a ZeRO shard of 8B full fine-tuning would
+// be 30 GiB.
+double squared_norm(const at::Tensor& flat) {
+  constexpr int64_t kSlice = int64_t{1} << 26;
+  at::Tensor sum = at::zeros({}, flat.options().dtype(at::kDouble));
+  for (int64_t begin = 0; begin < flat.numel(); begin += kSlice)
+    sum += flat.narrow(0, begin, std::min(kSlice, flat.numel() - begin)).to(at::kDouble).square().sum();
+  return sum.item<double>();
+}
+
 void check_grad_norm(double grad_norm, double loss, int64_t step) {
   QFT_CHECK(std::isfinite(grad_norm),
             "step {}: the gradient norm is {} (loss {}); training stopped and no final adapter or model was written",
@@ -136,11 +146,14 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   schedule_ = std::make_unique<LrSchedule>(t.lr_scheduler_type, t.learning_rate, warmup, total_steps_);
 
   const std::string resume_dir = resolve_resume_dir(config_);
-  model::Qwen3Weights weights = model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_, device_);
-  if (tensor_parallel()) {
-    // Each rank keeps only its shard (the whole model is read once per rank, then dropped).
-    weights = parallel::shard_weights(weights, groups_.tensor->rank(), groups_.tensor->size());
-  }
+  // Tensor parallelism reads only the rank's slices; ZeRO-3 reads the model into host memory and each rank
+  // then keeps only its shard of the layers on the GPU.
+  model::Qwen3Weights weights =
+      tensor_parallel()
+          ? parallel::load_weight_shard(model_dir, model_config_, compute_dtype_, device_, groups_.tensor->rank(),
+                                        groups_.tensor->size())
+          : model::Qwen3Weights::load(model_dir, model_config_, compute_dtype_,
+                                      zero_stage() == 3 ? at::kCPU : device_);
   model_ = std::make_unique<model::Qwen3Model>(model_config_, std::move(weights));
   create_trainable_state(resume_dir);
   if (!resume_dir.empty()) restore_checkpoint(resume_dir);
@@ -206,18 +219,16 @@ void Trainer::check_launch() const {
             "{}: distributed.tensor_parallel_size {} with finetuning_type full is not available in this build yet "
             "(tensor parallelism trains LoRA adapters; full fine-tuning runs data parallel: set tensor_parallel_size: 1)",
             config_.source, d.tensor_parallel_size);
-  QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage == 0,
+  QFT_CHECK(d.tensor_parallel_size == 1 || d.zero_stage <= 2,
             "{}: distributed.zero_stage {} with tensor_parallel_size {} is not available in this build yet (use "
-            "zero_stage: 0; LoRA's optimizer state is small)",
+            "zero_stage 0, 1 or 2: the tensor-parallel shards already divide the base weights)",
             config_.source, d.zero_stage, d.tensor_parallel_size);
-  QFT_CHECK(d.zero_stage <= 1,
-            "{}: distributed.zero_stage {} is not available in this build yet (0: replicated optimizer state, 1: "
-            "optimizer state sharded over the data-parallel ranks)",
-            config_.source, d.zero_stage);
+
 }
 
 void Trainer::set_collective_timeout(double seconds) {
-  for (parallel::Communicator* c : {&world_, groups_.data.get(), groups_.tensor.get()}) c->set_timeout_seconds(seconds);
+  for (parallel::Communicator* c : {&world_, groups_.data.get(), groups_.tensor.get(), gpu_data_.get(), gpu_tensor_.get()})
+    if (c != nullptr) c->set_timeout_seconds(seconds);
 }
 
 void Trainer::create_groups() {
@@ -266,14 +277,14 @@ void Trainer::prepare_output_dir() {
 }
 
 void Trainer::create_trainable_state(const std::string& resume_dir) {
+  const int stage = zero_stage();
+  const int dp = groups_.data->size();
+  FlatStorage storage;
+  storage.gradients = stage < 2;  // stages 2/3: gradient slots and a shard (below)
   if (full_finetuning_) {
-    const auto compute = model_->weights().named_tensors(model_config_);
-    flat_ = std::make_unique<FlatParameters>(compute, device_, decays, groups_.data->size());
-    // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
-    if (compute_dtype_ == at::kFloat) {
-      model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
-    }
-    grads_.weights = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->grad(i); });
+    if (stage == 3) storage.only_shard = groups_.data->rank();
+    flat_ = std::make_unique<FlatParameters>(model_->weights().named_tensors(model_config_), device_, decays, dp,
+                                             storage);
   } else {
     const std::string adapter_dir = !resume_dir.empty() ? resume_dir : config_.lora.adapter_name_or_path;
     model::LoraWeights initial;
@@ -301,9 +312,58 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
     if (tensor_parallel()) initial = parallel::shard_lora(initial, groups_.tensor->rank(), groups_.tensor->size());
     // LoRA weights decay like any other weight (HF: no norm or bias among them).
     flat_ = std::make_unique<FlatParameters>(initial.named_tensors(), device_,
-                                             [](const std::string&) { return true; }, groups_.data->size());
+                                             [](const std::string&) { return true; }, dp, storage);
     lora_ = initial.with_tensors([&](size_t i) { return flat_->param(i); });
-    grads_.lora = initial.with_tensors([&](size_t i) { return flat_->grad(i); });
+  }
+  shards_ = parallel::split_evenly(flat_->numel(), dp);
+
+  // Where the model writes gradients: the flat gradient buffer (stages 0/1) or the per-layer slots.
+  const parallel::LayerLayout layout = trainable_layout();
+  if (stage >= 2) {
+    gradient_slots_ = std::make_unique<parallel::LayerSlots>(
+        layout, at::TensorOptions().dtype(at::kFloat).device(device_), /*with_resident=*/true);
+  }
+  auto gradient_of = [&](size_t i) {
+    const FlatParameters::Entry& e = flat_->entries()[i];
+    return stage >= 2 ? gradient_slots_->view(e.range).view(e.shape) : flat_->grad(i);
+  };
+  if (full_finetuning_) {
+    grads_.weights = model_->weights().with_tensors(model_config_, gradient_of);
+  } else {
+    grads_.lora = lora_->with_tensors(gradient_of);
+  }
+  // Tensor parallelism's partial sums (the replicated LoRA factors) are summed over its group after the
+  // data-parallel sums: both are sums, so the order does not matter and the data-parallel ones overlap
+  // backward here too.
+  reducer_ = std::make_unique<parallel::GradientReducer>(*data_, stage, shards_, layout,
+                                                         stage >= 2 ? at::Tensor() : flat_->grads(),
+                                                         gradient_slots_.get(), /*overlap=*/true);
+  if (tensor_parallel()) {
+    // Where the replicated LoRA factors lie in the flat buffer (the same on every tensor-parallel rank:
+    // their shards have equal shapes).
+    const int64_t base = flat_->params().storage_offset();
+    for (const at::Tensor& t : parallel::partial_lora_gradients(*lora_))
+      tensor_replicated_.push_back({t.storage_offset() - base, t.storage_offset() - base + t.numel()});
+  }
+
+  // The compute weights.
+  if (full_finetuning_ && stage == 3) {
+    // Each rank keeps its shard of the masters and of their compute-dtype copy; a layer's weights are
+    // gathered into a slot before it runs; embed_tokens, norm and lm_head are gathered whole.
+    weight_slots_ = std::make_unique<parallel::LayerSlots>(
+        layout, at::TensorOptions().dtype(compute_dtype_).device(device_), /*with_resident=*/true);
+    weight_shard_ = compute_dtype_ == at::kFloat ? flat_->params() : flat_->params().to(compute_dtype_);
+    gatherer_ = std::make_unique<parallel::LayerWeightGatherer>(*data_, shards_, weight_shard_, *weight_slots_);
+    model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) {
+      const FlatParameters::Entry& e = flat_->entries()[i];
+      return weight_slots_->view(e.range).view(e.shape);
+    });
+    gatherer_->gather_resident();
+  } else if (full_finetuning_ && compute_dtype_ == at::kFloat) {
+    // fp32 compute weights on the masters' device are the masters themselves: one copy, updated in place.
+    model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) { return flat_->param(i); });
+  } else if (stage == 3) {
+    shard_base_weights();
   }
 
   AdamWOptions options;
@@ -311,10 +371,64 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   options.beta2 = config_.training.adam_beta2;
   options.eps = config_.training.adam_epsilon;
   options.weight_decay = config_.training.weight_decay;
-  shards_ = parallel::split_evenly(flat_->numel(), groups_.data->size());
-  const parallel::Range owned =
-      config_.distributed.zero_stage == 0 ? parallel::Range{0, flat_->numel()} : shards_[groups_.data->rank()];
+  const parallel::Range owned = stage == 0 ? parallel::Range{0, flat_->numel()} : shards_[groups_.data->rank()];
   optimizer_ = std::make_unique<AdamW>(options, owned, flat_->no_decay_ranges(owned), device_);
+}
+
+parallel::LayerLayout Trainer::trainable_layout() const {
+  std::vector<std::pair<std::string, parallel::Range>> entries;
+  for (const FlatParameters::Entry& e : flat_->entries()) entries.emplace_back(e.name, e.range);
+  return parallel::LayerLayout::from_entries(entries, flat_->numel(), model_config_.num_hidden_layers);
+}
+
+void Trainer::shard_base_weights() {
+  const int dp = groups_.data->size();
+  const auto base = model_->weights().named_tensors(model_config_);
+  std::vector<std::pair<std::string, parallel::Range>> entries;
+  int64_t offset = 0;
+  for (const auto& [name, t] : base) {
+    entries.emplace_back(name, parallel::Range{offset, offset + t.numel()});
+    offset += t.numel();
+  }
+  const int64_t padded = (offset + dp - 1) / dp * dp;
+  const std::vector<parallel::Range> base_shards = parallel::split_evenly(padded, dp);
+  const parallel::Range own = base_shards[groups_.data->rank()];
+  weight_shard_ = at::zeros({own.size()}, at::TensorOptions().dtype(compute_dtype_).device(device_));
+  for (size_t i = 0; i < base.size(); ++i) {
+    const parallel::Range r = entries[i].second;
+    const int64_t begin = std::max(r.begin, own.begin), end = std::min(r.end, own.end);
+    if (begin < end)
+      weight_shard_.narrow(0, begin - own.begin, end - begin)
+          .copy_(base[i].second.reshape({-1}).narrow(0, begin - r.begin, end - begin));
+  }
+  const parallel::LayerLayout layout =
+      parallel::LayerLayout::from_entries(entries, padded, model_config_.num_hidden_layers);
+  weight_slots_ = std::make_unique<parallel::LayerSlots>(
+      layout, at::TensorOptions().dtype(compute_dtype_).device(device_), /*with_resident=*/false);
+  auto in_a_layer = [&](parallel::Range r) {
+    for (const parallel::Range& l : layout.layers)
+      if (r.begin >= l.begin && r.end <= l.end) return true;
+    return false;
+  };
+  // The whole layers are dropped here; embed_tokens, norm and lm_head stay as loaded.
+  model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) {
+    const parallel::Range r = entries[i].second;
+    return in_a_layer(r) ? weight_slots_->view(r).view(base[i].second.sizes()) : base[i].second.to(device_);
+  });
+  gatherer_ = std::make_unique<parallel::LayerWeightGatherer>(*data_, base_shards, weight_shard_, *weight_slots_);
+}
+
+model::LayerHooks Trainer::layer_hooks(bool training) {
+  model::LayerHooks hooks;
+  parallel::LayerWeightGatherer* gatherer = gatherer_.get();
+  parallel::GradientReducer* reducer = training ? reducer_.get() : nullptr;
+  if (gatherer == nullptr && reducer == nullptr) return hooks;
+  hooks.before_layer = [gatherer, reducer](int64_t layer, model::LayerPass pass) {
+    if (gatherer != nullptr) gatherer->before_layer(layer, pass);
+    if (reducer != nullptr && pass == model::LayerPass::backward) reducer->before_backward(layer);
+  };
+  if (reducer != nullptr) hooks.after_backward = [reducer](int64_t layer) { reducer->layer_done(layer); };
+  return hooks;
 }
 
 void Trainer::restore_checkpoint(const std::string& resume_dir) {
@@ -334,7 +448,8 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
             config_.source, resume_dir, state.global_step, total_steps_);
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
   // masters stored with the optimizer state. Every rank reads the whole state and keeps its own shard.
-  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), 0};
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), 0};
   const std::string optimizer_file = (fs::path(resume_dir) / optimizer_file_name()).string();
   QFT_CHECK(fs::exists(optimizer_file), "{}: the checkpoint {} has no {}: it was written with another "
             "distributed.tensor_parallel_size than this run's {}",
@@ -386,15 +501,26 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   const int64_t global_targets = data_scalars.all_reduce_sum(local_targets);
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
 
-  flat_->grads().zero_();
+  if (flat_->has_gradients()) flat_->grads().zero_();
+  reducer_->start_step();
+  // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
+  // epoch's last step) runs filler ones that add nothing.
+  const size_t micro_batch_count =
+      zero_stage() >= 2 ? static_cast<size_t>(plan_->max_micro_batches(step)) : micro_batches.size();
 
   double local_loss_sum = 0.0;
   int64_t model_targets = 0;
   size_t next_row = 0;
-  for (size_t m = 0; m < micro_batches.size(); ++m) {
-    std::vector<const TokenRow*> rows;
-    for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
-    const model::Batch batch = collate_rows(rows, device_);
+  for (size_t m = 0; m < micro_batch_count; ++m) {
+    model::Batch batch;
+    if (m < micro_batches.size()) {
+      std::vector<const TokenRow*> rows;
+      for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
+      // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
+      batch = collate_rows(rows, device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
+    } else {
+      batch = filler_batch(device_);
+    }
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
     // fp16: dividing the denominator by the loss scale multiplies every gradient by it.
@@ -406,10 +532,13 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
         groups_.data->rank();
     options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
     options.loss_chunk_tokens = t.loss_chunk_tokens;
+    reducer_->start_micro_batch(m + 1 == micro_batch_count);
+    options.hooks = layer_hooks(/*training=*/true);
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
         tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,
-                                                                       adapters, grads_, options, *tensor_)
+                                                                       adapters, grads_, options, *tensor_,
+                                                                       config_.distributed.sequence_parallel)
                           : model_->forward_backward(batch, adapters, grads_, options);
     local_loss_sum += result.loss_sum;
     model_targets += result.target_tokens;
@@ -417,6 +546,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   QFT_CHECK(model_targets == local_targets,
             "step {}: the model counted {} target tokens, the data {} (labels at packed-segment starts must be -100)",
             step + 1, model_targets, local_targets);
+  // The data-parallel sums (most of them already started during backward).
+  reducer_->finish();
 
   StepMetrics out;
   out.loss = data_scalars.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
@@ -427,7 +558,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
             step + 1, out.loss);
 
   if (loss_scaler_ && unscale_gradients_found_inf()) {
-    // The skipped step: no gradient reduction, clipping or update (every rank agreed on found_inf).
+    // The skipped step: no clipping or update (every rank agreed on found_inf).
     out.learning_rate = schedule_->learning_rate(scheduler_step(step));
     out.grad_norm = std::numeric_limits<double>::quiet_NaN();  // none: trainer_log.jsonl shows null
     loss_scaler_->update(true);
@@ -437,29 +568,51 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   // gradient of the global mean loss.
   out.learning_rate = schedule_->learning_rate(scheduler_step(step));
   if (loss_scaler_) loss_scaler_->update(false);  // the scale is not read again this step
-  if (tensor_parallel()) {
-    // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them first.
-    parallel::sum_partial_gradients(parallel::partial_gradients(grads_), *tensor_);
-    data_->all_reduce_sum(flat_->grads());
+  const int stage = zero_stage();
+  if (tensor_parallel() && stage >= 1) {
+    // The rank's data-parallel slice: the replicated adapter factors in it hold partial sums on each
+    // tensor-parallel rank (sum them), and count once in the norm.
+    const parallel::Range owned = optimizer_->owned();
+    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
+    std::vector<at::Tensor> replicated;
+    for (const parallel::Range& r : tensor_replicated_) {
+      const int64_t begin = std::max(r.begin, owned.begin), end = std::min(r.end, owned.end);
+      if (begin < end) replicated.push_back(own.narrow(0, begin - owned.begin, end - begin));
+    }
+    parallel::sum_partial_gradients(replicated, *tensor_);
+    double replicated_squares = 0.0;
+    for (const at::Tensor& t : replicated) replicated_squares += squared_norm(t);
+    const double mine = squared_norm(own) - (groups_.tensor->rank() == 0 ? 0.0 : replicated_squares);
+    out.grad_norm = std::sqrt(groups_.tensor->all_reduce_sum(groups_.data->all_reduce_sum(mine)));
+    check_grad_norm(out.grad_norm, out.loss, step);
+    if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
+    optimizer_->step_owned(flat_->params().narrow(0, owned.begin, owned.size()), own, out.learning_rate);
+    data_->all_gather(flat_->params(), shards_);
+  } else if (tensor_parallel()) {
+    // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
+    parallel::sum_partial_gradients(parallel::partial_gradients(grads_, config_.distributed.sequence_parallel),
+                                    *tensor_);
     out.grad_norm = std::sqrt(parallel::tensor_parallel_grad_norm_squared(grads_, *tensor_));
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) flat_->grads().mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
-  } else if (config_.distributed.zero_stage == 0) {
-    data_->all_reduce_sum(flat_->grads());
+  } else if (stage == 0) {
     out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
     check_grad_norm(out.grad_norm, out.loss, step);
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   } else {
-    // ZeRO-1: each data-parallel rank receives the summed gradients of its own shard, updates that shard
-    // of the parameters with the optimizer state it alone holds, and the shards are gathered back.
-    data_->reduce_scatter_sum(flat_->grads(), shards_);
-    at::Tensor own = flat_->grads().narrow(0, optimizer_->owned().begin, optimizer_->owned().size());
-    out.grad_norm = std::sqrt(data_->all_reduce_sum(own.to(at::kDouble).square().sum().item<double>()));
+    // Each data-parallel rank holds the summed gradients of its own shard and updates that shard of the
+    // parameters with the optimizer state it alone holds.
+    const parallel::Range owned = optimizer_->owned();
+    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
+    out.grad_norm = std::sqrt(data_->all_reduce_sum(squared_norm(own)));
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
-    optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
-    data_->all_gather(flat_->params(), shards_);
+    const bool sharded_masters = flat_->stored().size() != flat_->numel();
+    optimizer_->step_owned(sharded_masters ? flat_->params() : flat_->params().narrow(0, owned.begin, owned.size()),
+                           own, out.learning_rate);
+    // The updated shards gathered back, unless each rank keeps only its own (ZeRO-3 full fine-tuning).
+    if (!sharded_masters) data_->all_gather(flat_->params(), shards_);
   }
   if (full_finetuning_) refresh_compute_weights();
   return out;
@@ -467,11 +620,16 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
 
 bool Trainer::unscale_gradients_found_inf() {
   // torch's GradScaler.unscale_ multiplies by the fp32 reciprocal of the scale and flags a non-finite
-  // gradient. Here it runs on each rank's own gradients before the reduction rather than after it: the
-  // scale is a power of two (2**16 times powers of 2 and 1/2), so the product is exact (short of fp32
-  // subnormals) and unscaling commutes with the sum. The flag is summed over all ranks (data- and
-  // tensor-parallel peers hold different partial gradients), so every rank skips the same steps.
-  const int64_t local_inf = loss_scaler_->unscale_and_check({flat_->grads()}) ? 1 : 0;
+  // gradient, on the data-parallel sums (the reducer has summed them by now) that this rank's optimizer
+  // reads: the whole buffer (ZeRO-0), its slice of it (ZeRO-1) or its shard (ZeRO-2/3). The flag is
+  // summed over all ranks (the slices and shards differ, and tensor-parallel peers hold different
+  // shards), so every rank skips the same steps.
+  const int stage = zero_stage();
+  const parallel::Range owned = optimizer_->owned();
+  const at::Tensor own = stage >= 2   ? reducer_->shard()
+                         : stage == 1 ? flat_->grads().narrow(0, owned.begin, owned.size())
+                                      : flat_->grads();
+  const int64_t local_inf = loss_scaler_->unscale_and_check({own}) ? 1 : 0;
   return world_.all_reduce_sum(local_inf) > 0;
 }
 
@@ -484,6 +642,13 @@ int64_t Trainer::scheduler_step(int64_t step) const {
 }
 
 void Trainer::refresh_compute_weights() {
+  if (gatherer_) {
+    // ZeRO-3: the compute shard follows the masters' shard; the layers are gathered again when next used.
+    if (compute_dtype_ != at::kFloat) weight_shard_.copy_(flat_->params());
+    gatherer_->invalidate();
+    gatherer_->gather_resident();
+    return;
+  }
   // A no-op where the compute weights are the masters' own views (fp32).
   if (compute_dtype_ == at::kFloat) return;
   const auto compute = model_->weights().named_tensors(model_config_);
@@ -528,14 +693,39 @@ std::string Trainer::optimizer_file_name() const {
   return fmt::format("optimizer-tp{}-of-{}.safetensors", groups_.tensor->rank(), groups_.tensor->size());
 }
 
-void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* adapter) const {
+at::ScalarType Trainer::stored_dtype() const {
+  return hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
+}
+
+io::NamedTensors Trainer::gathered_masters(at::ScalarType dtype) {
+  io::NamedTensors out;
+  const parallel::Range stored = flat_->stored();
+  for (size_t i = 0; i < flat_->entries().size(); ++i) {
+    const FlatParameters::Entry& e = flat_->entries()[i];
+    at::Tensor whole;
+    if (stored.size() == flat_->numel()) {
+      whole = flat_->param(i);
+    } else {
+      // ZeRO-3: the entry's pieces are on the ranks whose shards it crosses; every rank takes part in every
+      // entry's gather, also where its shard holds none of it.
+      whole = at::zeros({e.range.size()}, flat_->params().options());
+      const std::vector<parallel::Range> parts = parallel::shard_parts(shards_, e.range);
+      const parallel::Range mine = parts[groups_.data->rank()];
+      if (mine.size() > 0)
+        whole.narrow(0, mine.begin, mine.size())
+            .copy_(flat_->params().narrow(0, e.range.begin + mine.begin - stored.begin, mine.size()));
+      data_->all_gather(whole, parts);
+      whole = whole.view(e.shape);
+    }
+    if (rank_ == 0) out.emplace_back(e.name, whole.to(at::kCPU, dtype));
+  }
+  return out;
+}
+
+void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* adapter,
+                             const io::NamedTensors& masters) const {
   if (full_finetuning_) {
-    // The model's stored dtype (config.json torch_dtype), converted from the fp32 masters.
-    const at::ScalarType stored = hf::parse_dtype(model_config_.torch_dtype, "config.json torch_dtype");
-    io::NamedTensors tensors;
-    for (size_t i = 0; i < flat_->entries().size(); ++i)
-      tensors.emplace_back(flat_->entries()[i].name, flat_->param(i).to(at::kCPU, stored));
-    hf::write_hf_model_dir(dir, model_config_, tensors, 5000000000ULL);
+    hf::write_hf_model_dir(dir, model_config_, masters, 5000000000ULL);
     hf::copy_tokenizer_files(config_.model.model_name_or_path, dir);
   } else {
     hf::save_peft_adapter(dir, *adapter, config_.model.model_name_or_path, config_.lora.init_lora_weights);
@@ -543,7 +733,8 @@ void Trainer::save_trainable(const std::string& dir, const model::LoraWeights* a
 }
 
 OptimizerState Trainer::gather_optimizer_state() {
-  OptimizerState full{at::zeros_like(flat_->params()), at::zeros_like(flat_->params()), optimizer_->step_count()};
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  OptimizerState full{at::zeros({flat_->numel()}, f32), at::zeros({flat_->numel()}, f32), optimizer_->step_count()};
   const parallel::Range owned = optimizer_->owned();
   full.exp_avg.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg());
   full.exp_avg_sq.narrow(0, owned.begin, owned.size()).copy_(optimizer_->exp_avg_sq());
@@ -561,6 +752,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
   const OptimizerState optimizer_state = gather_optimizer_state();
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
+  const io::NamedTensors masters = full_finetuning_ ? gathered_masters(stored_dtype()) : io::NamedTensors{};
   const fs::path final_dir = fs::path(config_.output.output_dir) / checkpoint_dir_name(global_step);
   const std::string tmp_dir = final_dir.string() + ".tmp";
   if (rank_ == 0) {
@@ -577,7 +769,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
   }
   world_.barrier();
   if (rank_ == 0) {
-    save_trainable(tmp_dir, adapter ? &*adapter : nullptr);
+    save_trainable(tmp_dir, adapter ? &*adapter : nullptr, masters);
     TrainerState state;
     state.global_step = global_step;
     state.epoch = plan_->epoch_after(global_step - 1);
@@ -599,8 +791,9 @@ void Trainer::save_final() {
   set_collective_timeout(0);
   const std::optional<model::LoraWeights> adapter =
       full_finetuning_ ? std::nullopt : std::optional<model::LoraWeights>(whole_adapter());
+  const io::NamedTensors masters = full_finetuning_ ? gathered_masters(stored_dtype()) : io::NamedTensors{};
   if (rank_ == 0) {
-    save_trainable(config_.output.output_dir, adapter ? &*adapter : nullptr);
+    save_trainable(config_.output.output_dir, adapter ? &*adapter : nullptr, masters);
     spdlog::info("saved the final {} to {}", full_finetuning_ ? "model" : "adapter", config_.output.output_dir);
   }
   world_.barrier();

@@ -16,9 +16,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/safetensors.h"
 #include "model/qwen3_model.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_grid.h"
+#include "parallel/zero.h"
 #include "report/run_recorder.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -88,10 +90,23 @@ class Trainer {
   // The adapter in the single-GPU layout (gathered from the tensor-parallel shards: collective).
   model::LoraWeights whole_adapter();
   std::string optimizer_file_name() const;
-  void save_trainable(const std::string& dir, const model::LoraWeights* adapter) const;
+  // Rank 0: the adapter, or for full fine-tuning the model from `masters` (gathered_masters).
+  void save_trainable(const std::string& dir, const model::LoraWeights* adapter, const io::NamedTensors& masters) const;
   void save_final();
   // Every entry's gradient (views of the flat gradient buffer), for the clipping norm.
   std::vector<at::Tensor> gradient_views() const;
+  // ZeRO (src/parallel/zero.h): the flat buffer's entries by decoder layer; the hooks a step (or an
+  // evaluation: `training` false) gives the model.
+  parallel::LayerLayout trainable_layout() const;
+  model::LayerHooks layer_hooks(bool training);
+  // ZeRO-3, LoRA: the frozen layers' weights become this rank's shard of them plus two gather slots.
+  void shard_base_weights();
+  // The whole fp32 master of every trainable tensor, for saving a full fine-tune (collective under ZeRO-3,
+  // where each rank stores only its shard); on the CPU in `dtype`, on rank 0 only (others get none).
+  io::NamedTensors gathered_masters(at::ScalarType dtype);
+  // The dtype a saved full model is written in (config.json torch_dtype).
+  at::ScalarType stored_dtype() const;
+  int zero_stage() const { return static_cast<int>(config_.distributed.zero_stage); }
 
   TrainConfig config_;
   parallel::Communicator& world_;  // every rank, MPI: scalars, barriers, agreement checks
@@ -105,8 +120,19 @@ class Trainer {
   std::unique_ptr<parallel::Communicator> gpu_tensor_;  // NCCL tensor-parallel group on GPUs
   parallel::Communicator* tensor_ = nullptr;        // the tensor-parallel group activations travel in
   bool tensor_parallel() const { return grid_->tensor_parallel_size() > 1; }
-  // ZeRO-1: rank r of the data-parallel group owns shards_[r] of the flat buffers (its optimizer state).
+  // ZeRO >= 1: rank r of the data-parallel group owns shards_[r] of the flat buffers (its optimizer state;
+  // from stage 2 its gradients; from stage 3 for full fine-tuning its masters).
   std::vector<parallel::Range> shards_;
+  std::unique_ptr<parallel::LayerSlots> gradient_slots_;  // stages 2/3: where the model writes a layer's gradients
+  std::unique_ptr<parallel::GradientReducer> reducer_;    // every stage: the data-parallel gradient sums
+  // Stage 3: the layers' compute weights as this rank's shard (compute dtype) and the slots they are
+  // gathered into.
+  std::unique_ptr<parallel::LayerSlots> weight_slots_;
+  at::Tensor weight_shard_;
+  std::unique_ptr<parallel::LayerWeightGatherer> gatherer_;
+  // Tensor parallelism: the flat ranges of the LoRA factors every tensor-parallel rank holds whole (A of
+  // column-parallel, B of row-parallel projections), whose gradients are per-rank partial sums.
+  std::vector<parallel::Range> tensor_replicated_;
   at::Device device_ = at::kCPU;
   at::ScalarType compute_dtype_ = at::kFloat;
   bool full_finetuning_ = false;

@@ -23,13 +23,18 @@ bool Trainer::evaluates_after(int64_t step) const {
 double Trainer::evaluate_held_out() {
   const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
   const int64_t chunk = config_.training.loss_chunk_tokens;
+  const model::LayerHooks hooks = layer_hooks(/*training=*/false);
+  // ZeRO-3 gathers layers in every forward: every data-parallel rank makes as many as rank 0 (the most rows).
+  const int64_t dp = groups_.data->size(), batch_size = config_.training.per_device_eval_batch_size;
+  const int64_t most_batches = ((eval_rows_->size() + dp - 1) / dp + batch_size - 1) / batch_size;
   const LossTotals mine = sum_losses(
       *eval_rows_, groups_.data->rank(), groups_.data->size(), config_.training.per_device_eval_batch_size, device_,
       [&](const model::Batch& batch) {
         return tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch,
                                                                           adapters, chunk, *tensor_)
-                                 : model_->forward_loss(batch, adapters, chunk);
-      });
+                                 : model_->forward_loss(batch, adapters, chunk, hooks);
+      },
+      gatherer_ ? most_batches : 0);
   const double loss_sum = mine.loss_sum;
   const int64_t targets = mine.target_tokens;
   // Tensor-parallel peers computed the same sums: reduce over the data-parallel ranks only.

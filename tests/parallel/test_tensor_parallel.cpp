@@ -5,12 +5,15 @@
 // rank with its own inputs).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "core/remove_tree.h"
+#include "io/safetensors.h"
 #include "model/decoder_layer.h"
 #include "model/ops/attention.h"
 #include "model/ops/cross_entropy.h"
@@ -292,6 +295,40 @@ TEST(TpSharding, ShardsAreSlicesByStyleAndTheGatheredAdapterIsTheWholeOne) {
       EXPECT_TRUE(got[i].second.is_contiguous()) << got[i].first;
     }
   }
+}
+
+TEST(TpSharding, LoadingOnlyTheRanksSlicesEqualsShardingTheWholeModel) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("qft-tp-load-" + std::to_string(::getpid()) + "-" +
+                                                    std::to_string(qft::test::world().rank()));
+  fs::create_directories(dir);
+  for (bool tied : {false, true}) {
+    const Qwen3Config c = tiny_config(2, tied);
+    const Qwen3Weights w = tiny_weights(c, 41);
+    qft::io::save_safetensors((dir / "model.safetensors").string(), w.named_tensors(c));
+    const Qwen3Weights whole = Qwen3Weights::load(dir.string(), c, at::kFloat, at::kCPU);
+    for (int64_t T : {1, 2, 4}) {
+      for (int64_t r = 0; r < T; ++r) {
+        SCOPED_TRACE("tied " + std::to_string(tied) + " T " + std::to_string(T) + " rank " + std::to_string(r));
+        const Qwen3Weights expected = shard_weights(whole, r, T);
+        const Qwen3Weights got = load_weight_shard(dir.string(), c, at::kFloat, at::kCPU, r, T);
+        EXPECT_EQ(got.tied(), tied);
+        const auto e = expected.named_tensors(c), g = got.named_tensors(c);
+        ASSERT_EQ(e.size(), g.size());
+        for (size_t i = 0; i < e.size(); ++i) {
+          EXPECT_EQ(e[i].first, g[i].first);
+          EXPECT_TRUE(at::equal(e[i].second, g[i].second)) << e[i].first;
+        }
+        for (size_t l = 0; l < got.layers.size(); ++l)
+          for (int p = 0; p < kNumProjections; ++p) {
+            const WeightShard& a = got.layers[l].projections[p].weight->shard();
+            const WeightShard& b = expected.layers[l].projections[p].weight->shard();
+            EXPECT_TRUE(a.dim == b.dim && a.index == b.index && a.count == b.count) << l << " " << p;
+          }
+      }
+    }
+  }
+  qft::remove_tree(dir.string());  // not fs::remove_all: core/remove_tree.h says why
 }
 
 // ---- column and row linear with LoRA -------------------------------------------------------------

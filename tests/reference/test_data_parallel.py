@@ -32,7 +32,7 @@ def setup(tmp_path_factory, qft_bin):
 
 
 def train(setup, qft_bin, name, ranks, accumulation, zero_stage, finetuning="lora", steps=6, save_steps=0, extra="",
-          tp=1, check=True):
+          tp=1, check=True, sp=False):
     out = setup / name
     config = setup / f"{name}.yaml"
     config.write_text(f"""
@@ -43,7 +43,7 @@ training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 1, gradient_accu
            max_steps: {steps}, logging_steps: 1, shuffle: true, seed: 3, max_grad_norm: 0.5, weight_decay: 0.1,
            lr_scheduler_type: constant,
            save_steps: {save_steps} {extra}}}
-distributed: {{zero_stage: {zero_stage}, tensor_parallel_size: {tp}}}
+distributed: {{zero_stage: {zero_stage}, tensor_parallel_size: {tp}, sequence_parallel: {str(sp).lower()}}}
 output: {{output_dir: {out}, overwrite_output_dir: true}}
 """)
     launcher = MPIRUN + [str(ranks)] if ranks > 1 else []
@@ -73,7 +73,8 @@ def assert_same_tensors(file_a, file_b, rel=1e-5):
     assert err <= rel * scale, (err, scale, worst)
 
 
-@pytest.mark.parametrize("ranks,accumulation,zero_stage", [(1, 4, 1), (2, 2, 0), (2, 2, 1), (4, 1, 0), (4, 1, 1)])
+@pytest.mark.parametrize("ranks,accumulation,zero_stage", [(1, 4, 1), (1, 4, 3), (2, 2, 0), (2, 2, 1), (2, 2, 2),
+                                                            (2, 2, 3), (4, 1, 0), (4, 1, 1), (4, 1, 2), (4, 1, 3)])
 def test_lora_same_global_batch_same_result(setup, qft_bin, ranks, accumulation, zero_stage):
     reference, ref_dir = train(setup, qft_bin, "lora_ref", 1, 4, 0)
     curve, out = train(setup, qft_bin, f"lora_{ranks}_{zero_stage}", ranks, accumulation, zero_stage)
@@ -81,9 +82,9 @@ def test_lora_same_global_batch_same_result(setup, qft_bin, ranks, accumulation,
     assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("ranks,zero_stage", [(2, 0), (2, 1)])
+@pytest.mark.parametrize("ranks,zero_stage", [(2, 0), (2, 1), (2, 2), (2, 3), (4, 3)])
 def test_full_finetuning_same_global_batch_same_model(setup, qft_bin, ranks, zero_stage):
-    reference, ref_dir = train(setup, qft_bin, "full_ref", 1, 2, 0, finetuning="full", steps=4)
+    reference, ref_dir = train(setup, qft_bin, f"full_ref_{ranks}", 1, ranks, 0, finetuning="full", steps=4)
     curve, out = train(setup, qft_bin, f"full_{ranks}_{zero_stage}", ranks, 1, zero_stage, finetuning="full", steps=4)
     assert_same_curves(reference, curve)
     assert_same_tensors(ref_dir / "model.safetensors", out / "model.safetensors")
@@ -106,12 +107,51 @@ def test_zero1_resume_is_exact_and_reshards(setup, qft_bin):
             assert_same_tensors(straight_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("ranks,tp,accumulation", [(2, 2, 4), (4, 2, 2)])
-def test_tensor_parallel_same_result(setup, qft_bin, ranks, tp, accumulation):
-    """Tensor parallel 2 (and 2 x data parallel 2): the same curve as one rank, and a gathered adapter in the
-    single-GPU layout (same keys and shapes)."""
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_uneven_last_step_and_held_out_rows_under_sharded_stages(setup, qft_bin, zero_stage):
+    """32 rows in micro-batches of 3 leave the epoch's last step 3 micro-batches for 4 slots: under DP 2 one
+    rank has fewer (it runs filler micro-batches, ZeRO-2/3 reduce per layer); 5 held-out rows split 3/2
+    over the ranks (ZeRO-3 gathers layers in every evaluation forward). Same curve as one rank."""
+    extra = ", num_train_epochs: 1, eval_strategy: steps, eval_steps: 1, per_device_eval_batch_size: 2"
+    data = f"data: {{pretokenized: {setup / 'rows.jsonl'}, val_size: 5}}"
+
+    def curves(name, ranks, accumulation, stage):
+        out = setup / name
+        config = setup / f"{name}.yaml"
+        config.write_text(f"""
+model: {{model_name_or_path: {setup / 'model'}, torch_dtype: fp32, device: cpu}}
+lora: {{r: 4, lora_alpha: 8, target_modules: all-linear}}
+{data}
+training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 3, gradient_accumulation_steps: {accumulation},
+           logging_steps: 1, shuffle: true, seed: 3, max_grad_norm: 0.5, lr_scheduler_type: constant {extra}}}
+distributed: {{zero_stage: {stage}}}
+output: {{output_dir: {out}, overwrite_output_dir: true}}
+""")
+        run((MPIRUN + [str(ranks)] if ranks > 1 else []) + [qft_bin, config])
+        log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+        train_rows = [(e["loss"], e["grad_norm"]) for e in log if "loss" in e]
+        eval_rows = [e["eval_loss"] for e in log if "eval_loss" in e]
+        return train_rows, eval_rows, out
+
+    ref_train, ref_eval, ref_dir = curves(f"uneven_ref_{zero_stage}", 1, 4, 0)
+    train_rows, eval_rows, out = curves(f"uneven_{zero_stage}", 2, 2, zero_stage)
+    assert len(ref_train) == 3 and len(ref_eval) == 3
+    assert_same_curves(ref_train, train_rows)
+    assert all(close(a, b, 1e-5) for a, b in zip(ref_eval, eval_rows)) and len(eval_rows) == 3, (ref_eval, eval_rows)
+    assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("ranks,tp,accumulation,sp,zero_stage", [
+    (2, 2, 4, False, 0), (4, 2, 2, False, 0), (2, 2, 4, True, 0), (4, 2, 2, True, 0),
+    (4, 2, 2, False, 1), (4, 2, 2, True, 2)])
+def test_tensor_parallel_same_result(setup, qft_bin, ranks, tp, accumulation, sp, zero_stage):
+    """Tensor parallel 2 (and 2 x data parallel 2, also with ZeRO 1 and 2 over the data-parallel ranks),
+    with and without sequence parallelism (rows of odd lengths: the micro-batch is padded to an even token
+    count): the same curve as one rank, and a gathered adapter in the single-GPU layout (same keys and
+    shapes)."""
     reference, ref_dir = train(setup, qft_bin, "lora_ref", 1, 4, 0)
-    curve, out = train(setup, qft_bin, f"tp_{ranks}_{tp}", ranks, accumulation, 0, tp=tp)
+    curve, out = train(setup, qft_bin, f"tp_{ranks}_{tp}_{sp}_{zero_stage}", ranks, accumulation, zero_stage, tp=tp,
+                       sp=sp)
     assert_same_curves(reference, curve)
     assert_same_tensors(ref_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
 
@@ -134,8 +174,8 @@ def test_tensor_parallel_size_must_divide_the_kv_heads(setup, qft_bin):
 
 @pytest.mark.parametrize("settings,expected", [
     (dict(tp=2, finetuning="full"), "tensor_parallel_size 2 with finetuning_type full"),
-    (dict(tp=2, zero_stage=1), "zero_stage 1 with tensor_parallel_size 2"),
-    (dict(zero_stage=2), "zero_stage 2 is not available"),
+    (dict(tp=2, zero_stage=3), "zero_stage 3 with tensor_parallel_size 2"),
+    (dict(sp=True), "sequence_parallel"),
 ])
 def test_combinations_not_built_yet_are_refused_at_start(setup, qft_bin, settings, expected):
     zero_stage = settings.pop("zero_stage", 0)

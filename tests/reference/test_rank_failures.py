@@ -1,6 +1,8 @@
 """A rank that dies or hangs ends the whole job with a non-zero exit and a message naming a rank, within the
 watchdog's time (distributed.collective_timeout), instead of leaving the other ranks waiting forever.
 Tested on CPU under `mpirun -np 2`: one rank killed (SIGKILL) or stopped (SIGSTOP) in the middle of training.
+With QFT_FAILURE_DEVICE=cuda (tests/device/failure_check.sh on 2 GPUs) the same runs use NCCL, whose
+collectives the NCCL watchdog thread follows.
 """
 import json
 import os
@@ -12,6 +14,8 @@ import pytest
 import torch
 
 TIMEOUT = 5  # distributed.collective_timeout in these runs
+DEVICE = os.environ.get("QFT_FAILURE_DEVICE", "cpu")
+DTYPE = "fp32" if DEVICE == "cpu" else "bf16"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def setup(tmp_path_factory, qft_bin):
 def start_job(root, qft_bin, name):
     config = root / f"{name}.yaml"
     config.write_text(f"""
-model: {{model_name_or_path: {root / 'model'}, torch_dtype: fp32, device: cpu}}
+model: {{model_name_or_path: {root / 'model'}, torch_dtype: {DTYPE}, device: {DEVICE}}}
 lora: {{finetuning_type: lora, r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}}
 data: {{pretokenized: {root / 'rows.jsonl'}}}
 training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 1, max_steps: 1000000, logging_steps: 1,
@@ -80,6 +84,8 @@ def test_a_failed_rank_ends_the_job(setup, qft_bin, sig):
                 pass
     assert code != 0, output[-2000:]
     assert took < 60
+    print(f"\nENDED {sig.name} {DEVICE}: exit {code} after {took:.1f} s;",
+          " | ".join(line[-220:] for line in output.splitlines() if "has not completed" in line or "NCCL" in line))
     if sig == signal.SIGSTOP:
         # The rank still running reports the collective it waited in, names itself and ends the job.
         assert "has not completed after" in output and "another rank died or hangs" in output, output[-3000:]
