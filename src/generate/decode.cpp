@@ -124,7 +124,7 @@ at::Tensor Decoder::forward(KvCache& cache, const at::Tensor& ids, const std::ve
   const at::Tensor starts = at::tensor(cache.lengths, at::TensorOptions().dtype(at::kLong)).to(dev);
   const at::Tensor positions = starts.unsqueeze(1) + at::arange(T, i64).unsqueeze(0);  // [B, T]
   const at::Tensor rows = at::arange(B, i64).unsqueeze(1).expand({B, T});
-  const auto [cos, sin] = model::ops::rope_tables(positions.reshape({-1}), D, c.rope_theta, dtype());
+  const auto [cos, sin] = model::ops::rope_tables(positions.reshape({-1}), D, c.rope_theta, dtype(), c.rope_scaling);
   const double eps = c.rms_norm_eps;
   const at::Tensor visible = visible_keys(cache.lengths, T, dev);  // shared by every layer
 

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/rope_scaling.h"
+
 namespace qft::model {
 
 struct Qwen3Config {
@@ -20,6 +22,8 @@ struct Qwen3Config {
   double rms_norm_eps = 1e-6;
   double rope_theta = 1000000.0;  // from `rope_theta` or `rope_parameters.rope_theta`
   int64_t max_position_embeddings = 40960;
+  // rope_scaling / rope_parameters: "default" (none), "linear" or "yarn"; other rope_types are errors.
+  RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 151643;
   int64_t eos_token_id = 151645;

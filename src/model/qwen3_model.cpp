@@ -44,7 +44,7 @@ PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& c, const Qwen
     p.segments = batch.segment_ids.to(device, at::kLong);
   }
   std::tie(p.cos, p.sin) = ops::rope_tables(positions.reshape({-1}), c.head_dim, c.rope_theta,
-                                            w.embed_tokens.scalar_type());
+                                            w.embed_tokens.scalar_type(), c.rope_scaling);
   p.attention = ops::attention_layout(p.segments, p.B, p.T, c.head_dim, device, w.embed_tokens.scalar_type(), flash);
   return p;
 }

@@ -23,18 +23,20 @@ namespace qft::train {
 namespace fs = std::filesystem;
 
 nlohmann::json TrainerState::to_json() const {
-  return {{"qft_checkpoint_version", kCheckpointVersion},
-          {"global_step", global_step},
-          {"epoch", epoch},
-          {"world_size", world_size},
-          {"tensor_parallel_size", tensor_parallel_size},
-          {"data_parallel_size", data_parallel_size},
-          {"zero_stage", zero_stage},
-          {"per_device_train_batch_size", per_device_train_batch_size},
-          {"gradient_accumulation_steps", gradient_accumulation_steps},
-          {"config_hash", fmt::format("{:016x}", config_hash)},
-          {"config_fingerprint", config_fingerprint},
-          {"log_history", log_history}};
+  nlohmann::json j = {{"qft_checkpoint_version", kCheckpointVersion},
+                      {"global_step", global_step},
+                      {"epoch", epoch},
+                      {"world_size", world_size},
+                      {"tensor_parallel_size", tensor_parallel_size},
+                      {"data_parallel_size", data_parallel_size},
+                      {"zero_stage", zero_stage},
+                      {"per_device_train_batch_size", per_device_train_batch_size},
+                      {"gradient_accumulation_steps", gradient_accumulation_steps},
+                      {"config_hash", fmt::format("{:016x}", config_hash)},
+                      {"config_fingerprint", config_fingerprint},
+                      {"log_history", log_history}};
+  if (!loss_scaler.is_null()) j["loss_scaler"] = loss_scaler;
+  return j;
 }
 
 TrainerState TrainerState::from_json(const nlohmann::json& j, const std::string& source) {
@@ -56,6 +58,7 @@ TrainerState TrainerState::from_json(const nlohmann::json& j, const std::string&
     s.config_hash = std::stoull(j.at("config_hash").get<std::string>(), nullptr, 16);
     s.config_fingerprint = j.at("config_fingerprint");
     s.log_history = j.at("log_history");
+    if (j.contains("loss_scaler")) s.loss_scaler = j["loss_scaler"];
     for (const auto& row : s.log_history) row.at("step").get<int64_t>();  // the resume reads every row's step
     return s;
   } catch (const nlohmann::json::exception& e) {

@@ -43,6 +43,9 @@ struct TrainerState {
   uint64_t config_hash = 0;
   nlohmann::json config_fingerprint = nlohmann::json::object();
   nlohmann::json log_history = nlohmann::json::array();  // the trainer_log.jsonl rows so far
+  // fp16 runs: the dynamic loss scaler's state (LossScaler::to_json); null otherwise. Optional in the
+  // file, so checkpoints written before it existed still load.
+  nlohmann::json loss_scaler = nullptr;
 
   nlohmann::json to_json() const;
   static TrainerState from_json(const nlohmann::json& json, const std::string& source);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -72,6 +73,27 @@ nlohmann::json without_batch_shape(nlohmann::json fingerprint) {
     fingerprint["training"].erase("gradient_accumulation_steps");
   }
   return fingerprint;
+}
+
+// The sequences of `row` (its segments when packed, else the row) holding a position >= `limit`.
+// Positions are the row's own, else 0.. restarting at each segment, as the model numbers them.
+int64_t sequences_beyond(const TokenRow& row, int64_t limit) {
+  int64_t count = 0, position = 0;
+  bool counted = false;  // the current sequence is counted already
+  for (size_t t = 0; t < row.input_ids.size(); ++t) {
+    const int64_t segment = row.segment_ids.empty() ? 0 : row.segment_ids[t];
+    const bool starts = t == 0 || (!row.segment_ids.empty() && segment != row.segment_ids[t - 1]);
+    if (starts) {
+      position = 0;
+      counted = false;
+    }
+    const int64_t p = row.position_ids.empty() ? position++ : row.position_ids[t];
+    if (segment >= 0 && p >= limit && !counted) {
+      ++count;
+      counted = true;
+    }
+  }
+  return count;
 }
 
 // Sum of squares in double, a slice at a time: a double copy of a ZeRO shard of 8B full fine-tuning would
@@ -152,6 +174,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   int64_t longest_row = 0;
   if (rank_ == 0) {
     std::vector<int64_t> lengths, targets;
+    int64_t too_long = 0;
     constexpr int64_t kChunk = 4096;
     for (int64_t begin = 0; begin < rows_->size(); begin += kChunk) {
       std::vector<int64_t> indices;
@@ -160,9 +183,20 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
         lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
         targets.push_back(row.target_tokens);
         longest_row = std::max(longest_row, lengths.back());
+        too_long += sequences_beyond(row, model_config_.max_position_embeddings);
       }
     }
     data_statistics = report::data_statistics(lengths, targets);
+    // transformers trains on such positions without a word; RoPE computes any position, but the model
+    // never saw them in pre-training (rope_scaling, e.g. YaRN, is how a longer context is meant to be set).
+    if (too_long > 0) {
+      spdlog::warn("{} training sequence{} longer than max_position_embeddings {} ({}/config.json){}", too_long,
+                   too_long == 1 ? " is" : "s are", model_config_.max_position_embeddings, model_dir,
+                   model_config_.rope_scaling.type == model::RopeScaling::Type::none
+                       ? "; positions beyond it were not seen in pre-training (rope_scaling, e.g. yarn, extends "
+                         "the context)"
+                       : "");
+    }
   }
   check_memory(world_.all_reduce_sum(longest_row));
   // Only now that everything loaded and fits: overwrite_output_dir deletes the previous run's files.
@@ -240,9 +274,10 @@ void Trainer::resolve_device_and_dtype() {
   // Before any allocation: each rank's CUDA work (streams, NCCL, kernels without a device guard) goes to its GPU.
   set_current_cuda_device(device_);
   compute_dtype_ = compute_dtype(config_, device_);
-  if (compute_dtype_ == at::kHalf && rank_ == 0) {
-    spdlog::warn("model.torch_dtype fp16 trains without loss scaling; gradients can underflow (bf16 is safer)");
-  }
+  // fp16 (5 exponent bits) underflows small activation gradients: as HF Trainer with `fp16: true`
+  // (accelerate's GradScaler), fp16 compute always trains with dynamic loss scaling. bf16 and fp32 have
+  // fp32's exponent range and need none.
+  if (compute_dtype_ == at::kHalf) loss_scaler_.emplace();
 }
 
 void Trainer::prepare_output_dir() {
@@ -492,13 +527,19 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
   // LoRA adapters came from the checkpoint's adapter files already; full fine-tuning restores the fp32
   // masters stored with the optimizer state. Each rank reads only its own range, from whichever shards
   // of the old grid hold it.
+  if (loss_scaler_ && !state.loss_scaler.is_null()) {
+    loss_scaler_->restore(state.loss_scaler, (fs::path(resume_dir) / "trainer_state.json").string());
+  }
   const parallel::Range owned = optimizer_->owned();
   at::Tensor exp_avg = at::zeros({owned.size()}, at::kFloat), exp_avg_sq = at::zeros({owned.size()}, at::kFloat);
   at::Tensor masters;
   if (full_finetuning_) masters = owned_params().to(at::kCPU).clone();
   const int64_t step = read_optimizer_shards(resume_dir, groups_.tensor->rank(), tensor_size, flat_->entries(), owned,
                                              exp_avg, exp_avg_sq, masters);
-  QFT_CHECK(step == state.global_step, "{}: optimizer step {} but trainer step {}", resume_dir, step,
+  // fp16 steps skipped on overflow advanced the trainer's step but not AdamW's.
+  const int64_t skipped = loss_scaler_ ? loss_scaler_->skipped_steps() : 0;
+  QFT_CHECK(step + skipped == state.global_step,
+            "{}: optimizer step {} ({} skipped on fp16 overflow) but trainer step {}", resume_dir, step, skipped,
             state.global_step);
   optimizer_->exp_avg().copy_(exp_avg);
   optimizer_->exp_avg_sq().copy_(exp_avg_sq);
@@ -566,7 +607,8 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     }
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
-    options.loss_denominator = static_cast<double>(global_targets);
+    // fp16: dividing the denominator by the loss scale multiplies every gradient by it.
+    options.loss_denominator = static_cast<double>(global_targets) / (loss_scaler_ ? loss_scaler_->scale() : 1.0);
     options.train_lora_dropout = true;
     // Tensor-parallel peers share the micro-step, so their dropout masks agree.
     const uint64_t micro_step =
@@ -599,9 +641,17 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
             "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
             step + 1, out.loss);
 
+  if (loss_scaler_ && unscale_gradients_found_inf()) {
+    // The skipped step: no clipping or update (every rank agreed on found_inf).
+    out.learning_rate = schedule_->learning_rate(scheduler_step(step));
+    out.grad_norm = std::numeric_limits<double>::quiet_NaN();  // none: trainer_log.jsonl shows null
+    loss_scaler_->update(true);
+    return out;
+  }
   // Each rank's gradients are already divided by the global token count: summing them gives the
   // gradient of the global mean loss.
-  out.learning_rate = schedule_->learning_rate(step);
+  out.learning_rate = schedule_->learning_rate(scheduler_step(step));
+  if (loss_scaler_) loss_scaler_->update(false);  // the scale is not read again this step
   const int stage = zero_stage();
   if (tensor_parallel() && stage >= 1) {
     // The rank's data-parallel slice: the replicated adapter factors in it hold partial sums on each
@@ -652,6 +702,29 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   return out;
 }
 
+bool Trainer::unscale_gradients_found_inf() {
+  // torch's GradScaler.unscale_ multiplies by the fp32 reciprocal of the scale and flags a non-finite
+  // gradient, on the data-parallel sums (the reducer has summed them by now) that this rank's optimizer
+  // reads: the whole buffer (ZeRO-0), its slice of it (ZeRO-1) or its shard (ZeRO-2/3). The flag is
+  // summed over all ranks (the slices and shards differ, and tensor-parallel peers hold different
+  // shards), so every rank skips the same steps.
+  const int stage = zero_stage();
+  const parallel::Range owned = optimizer_->owned();
+  const at::Tensor own = stage >= 2   ? reducer_->shard()
+                         : stage == 1 ? flat_->grads().narrow(0, owned.begin, owned.size())
+                                      : flat_->grads();
+  const int64_t local_inf = loss_scaler_->unscale_and_check({own}) ? 1 : 0;
+  return world_.all_reduce_sum(local_inf) > 0;
+}
+
+int64_t Trainer::scheduler_step(int64_t step) const {
+  // HF Trainer (transformers 5, _inner_training_loop) calls lr_scheduler.step() only when
+  // `not accelerator.optimizer_step_was_skipped` (accelerate: the GradScaler's scale went down), while
+  // global_step advances on every step: a skipped step counts for logging, saving, evaluation and the
+  // run length, but the schedule (and AdamW's bias-correction step count) lags by the skipped steps.
+  return loss_scaler_ ? step - loss_scaler_->skipped_steps() : step;
+}
+
 void Trainer::refresh_compute_weights() {
   if (gatherer_) {
     // ZeRO-3: the compute shard follows the masters' shard; the layers are gathered again when next used.
@@ -672,11 +745,14 @@ void Trainer::log_step(int64_t step, const StepMetrics& result, double interval_
   row["step"] = global_step;
   // As HF: the mean of the step losses since the previous log line.
   row["loss"] = interval_loss_sum_ / static_cast<double>(interval_steps_);
-  row["grad_norm"] = result.grad_norm;
+  // null on an fp16 step skipped on overflow (NaN in memory would differ from what the file reads back).
+  row["grad_norm"] = std::isnan(result.grad_norm) ? nlohmann::json(nullptr) : nlohmann::json(result.grad_norm);
   row["learning_rate"] = result.learning_rate;
   row["epoch"] = plan_->epoch_after(step);
   row["tokens_per_second"] = interval_seconds > 0 ? static_cast<double>(interval_tokens_) / interval_seconds : 0.0;
   row["peak_memory_bytes"] = peak_memory_bytes(device_);
+  // fp16: the loss scale after this step's update (HF logs none; it shows overflow backoffs and growth).
+  if (loss_scaler_) row["loss_scale"] = loss_scaler_->scale();
   append_log_row(row);
 }
 
@@ -798,6 +874,7 @@ void Trainer::save_checkpoint(int64_t global_step) {
     state.config_hash = config_.hash();
     state.config_fingerprint = config_.math_fingerprint();
     state.log_history = log_history_;
+    if (loss_scaler_) state.loss_scaler = loss_scaler_->to_json();
     write_trainer_state(tmp_dir, state);
     hf::move_into_place(tmp_dir, final_dir.string());
     write_latest(output_dir, name);

@@ -26,6 +26,7 @@
 #include "train/checkpoint.h"
 #include "train/data_plan.h"
 #include "train/flat_parameters.h"
+#include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/pretokenized.h"
 #include "train/training_rows.h"
@@ -72,6 +73,10 @@ class Trainer {
   void check_memory(int64_t longest_row);
   void restore_checkpoint(const std::string& resume_dir);
   StepMetrics run_step(int64_t step);
+  // fp16: unscales this rank's gradients and says whether any rank's hold an inf or NaN (collective).
+  bool unscale_gradients_found_inf();
+  // The LR schedule's position at 0-based `step`: behind it by the optimizer steps skipped on overflow.
+  int64_t scheduler_step(int64_t step) const;
   void refresh_compute_weights();
   void log_step(int64_t step, const StepMetrics& result, double interval_seconds);
   // Appends a row to the history, trainer_log.jsonl (rank 0) and the run recorder.
@@ -152,6 +157,7 @@ class Trainer {
   std::optional<model::LoraWeights> lora_;
   model::Gradients grads_;  // views of flat_->grads()
   std::unique_ptr<AdamW> optimizer_;
+  std::optional<LossScaler> loss_scaler_;  // fp16 compute only (dynamic loss scaling)
 
   int64_t start_step_ = 0;  // optimizer steps already done (resume)
   nlohmann::json log_history_ = nlohmann::json::array();

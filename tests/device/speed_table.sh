@@ -6,7 +6,7 @@
 # LoRA-MFU = (4 x linear params + 6 x seq x hidden x layers) x tokens/s / 989 TFLOP/s.
 # A whole table does not fit one 10-minute call (torch.compile warms up 2-3 minutes per case): pick with
 #   CASES="0.6b_mb8_rc 8b_mb2" PEERS="eager liger compile qlora" bash tests/device/speed_table.sh
-# Needs .carry/ (the PCRE2 .deb; wheels of liger-kernel and bitsandbytes in .carry/wheels/ for those peers).
+# Needs .carry/ (the PCRE2 .deb; the liger-kernel wheel in .carry/wheels/, bitsandbytes' in .carry/qlora/wheels/).
 set -uo pipefail
 source tests/device/gpu_build.sh
 gpu_build qft-dist
@@ -14,8 +14,37 @@ echo "built in $SECONDS s"
 QFT=build-gpu/qft-dist
 W=/tmp/qft-speed
 mkdir -p $W
-if ls .carry/wheels/*.whl > /dev/null 2>&1; then
-  pip install --no-deps --no-index -q .carry/wheels/*.whl > "$OUT/pip.log" 2>&1 || tail -3 "$OUT/pip.log"
+# Peer wheels (liger-kernel, bitsandbytes) carried in .carry/wheels/ or .carry/qlora/wheels/.
+WHEEL_FILES=$(ls .carry/wheels/*.whl .carry/qlora/wheels/*.whl 2>/dev/null)
+if [ -n "$WHEEL_FILES" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $WHEEL_FILES \
+    > "$OUT/pip.log" 2>&1 || tail -3 "$OUT/pip.log"
+  export PYTHONPATH=/tmp/site
+fi
+# fp16 with dynamic loss scaling on the GPU (FP16_CHECK=1): a 0.6B model, 12 steps, fp16 vs bf16 losses and
+# the loss scale each step.
+if [ "${FP16_CHECK:-0}" = 1 ]; then
+  $QFT init-model --preset 0.6B --dtype bf16 --seed 0 --output $W/model_0.6B > "$OUT/init_fp16.log" 2>&1
+  random_rows $W/rows_512.jsonl 96 512
+  for dtype in fp16 bf16; do
+    cat > $W/dtype_$dtype.yaml <<YAML
+model: {model_name_or_path: $W/model_0.6B, torch_dtype: $dtype, device: cuda}
+lora: {r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}
+data: {pretokenized: $W/rows_512.jsonl}
+training: {learning_rate: 1.0e-4, per_device_train_batch_size: 8, max_steps: 12, logging_steps: 1, shuffle: false}
+output: {output_dir: $W/dtype_$dtype, overwrite_output_dir: true}
+YAML
+    $QFT $W/dtype_$dtype.yaml > "$OUT/dtype_$dtype.log" 2>&1 || { echo "$dtype failed"; grep -m2 -i error "$OUT/dtype_$dtype.log"; }
+  done
+  python3 - $W/dtype_fp16/trainer_log.jsonl $W/dtype_bf16/trainer_log.jsonl <<'PY'
+import json, sys
+rows = lambda p: [json.loads(l) for l in open(p) if '"loss"' in l]
+f, b = rows(sys.argv[1]), rows(sys.argv[2])
+print("FP16 losses    ", " ".join(f"{r['loss']:.4f}" for r in f))
+print("BF16 losses    ", " ".join(f"{r['loss']:.4f}" for r in b))
+print("FP16 loss_scale", " ".join(f"{r.get('loss_scale', 0):g}" for r in f), "| grad_norm null (skipped):",
+      sum(r["grad_norm"] is None for r in f))
+PY
 fi
 CASES=${CASES:-0.6b_mb8_rc 8b_mb2}
 PEERS=${PEERS:-eager liger compile}

@@ -270,8 +270,12 @@ TEST(Qwen3Config, ErrorsNameFileAndKey) {
   j["vocab_size"] = "10";
   expect(j, "\"vocab_size\"");
   j = base;
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4}};
-  expect(j, "rope_scaling");
+  // linear and yarn are implemented (tests/reference/test_rope_scaling.py); other rope types are refused.
+  j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 4}};
+  expect(j, "\"rope_scaling.rope_type\" \"dynamic\" is not supported");
+  j["rope_parameters"] = {{"rope_type", "llama3"}, {"factor", 4}};
+  expect(j, "\"rope_parameters.rope_type\" \"llama3\" is not supported");
+  j.erase("rope_parameters");
   j["rope_scaling"] = {{"type", 2}};
   expect(j, "rope_scaling");
   j["rope_scaling"] = {{"rope_type", "default"}};

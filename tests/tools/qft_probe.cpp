@@ -9,6 +9,16 @@
 // OUT holds logits [B, T, V] (F32), loss [1] (F64, mean over targets) and, with --grads,
 // each LoRA gradient under its PEFT key.
 //
+//   qft-probe --loss-scaler FOUND_INF --output OUT.json [--init-scale S] [--growth-factor G]
+//             [--backoff-factor B] [--growth-interval N]
+// FOUND_INF is one 0/1 per step ("0010..."): whether that step's gradients held an inf/NaN. OUT holds
+// the LossScaler's scale after each update and its skipped-step count (the test compares torch's
+// GradScaler).
+//
+//   qft-probe --rope-tables --model DIR --batch IN.safetensors --output OUT.safetensors
+// IN holds position_ids [N] (I64); OUT holds inv_freq [D/2], cos and sin [N, D] (F32) from the model's
+// config.json (rope_theta and rope_scaling).
+//
 //   qft-probe --sampler IN.safetensors --output OUT.safetensors [--do-sample] [--temperature T] [--top-k K]
 //             [--top-p P] [--min-p P] [--repetition-penalty R]
 // IN holds logits [B, V] (F32) and input_ids [B, L] (I64); OUT holds scores [B, V] (F32), the logits after
@@ -27,11 +37,14 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "io/safetensors.h"
 #include "model/nf4_weight.h"
 #include "model/qwen3_model.h"
 #include "hf/peft_adapter.h"
 #include "generate/sampler.h"
+#include "model/ops/rope.h"
+#include "train/loss_scaler.h"
 
 namespace {
 
@@ -146,6 +159,63 @@ int run_sampler(int argc, char** argv) {
   return 0;
 }
 
+int run_loss_scaler(int argc, char** argv) {
+  std::string flags, output;
+  qft::train::LossScalerOptions o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      QFT_CHECK(i + 1 < argc, "qft-probe: {} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--loss-scaler") flags = value();
+    else if (a == "--output") output = value();
+    else if (a == "--init-scale") o.init_scale = std::stod(value());
+    else if (a == "--growth-factor") o.growth_factor = std::stod(value());
+    else if (a == "--backoff-factor") o.backoff_factor = std::stod(value());
+    else if (a == "--growth-interval") o.growth_interval = std::stoll(value());
+    else qft::fail("qft-probe: unknown argument '{}'", a);
+  }
+  qft::train::LossScaler scaler(o);
+  nlohmann::json scales = nlohmann::json::array(), inverse = nlohmann::json::array();
+  for (char c : flags) {
+    QFT_CHECK(c == '0' || c == '1', "qft-probe: --loss-scaler takes 0/1 flags, got '{}'", c);
+    inverse.push_back(scaler.inverse_scale());
+    scaler.update(c == '1');
+    scales.push_back(scaler.scale());
+  }
+  const nlohmann::json result = {{"scales", scales}, {"inverse_scales", inverse}, {"skipped", scaler.skipped_steps()},
+                                 {"growth_tracker", scaler.growth_tracker()}};
+  qft::write_file_atomic(output, result.dump() + "\n");
+  return 0;
+}
+
+int run_rope_tables(int argc, char** argv) {
+  std::string model_dir, input, output;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      QFT_CHECK(i + 1 < argc, "qft-probe: {} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--rope-tables") continue;
+    else if (a == "--model") model_dir = value();
+    else if (a == "--batch") input = value();
+    else if (a == "--output") output = value();
+    else qft::fail("qft-probe: unknown argument '{}'", a);
+  }
+  const auto config = qft::model::Qwen3Config::from_file(model_dir + "/config.json");
+  const qft::io::SafetensorsFile in(input);
+  const at::Tensor positions = in.tensor("position_ids").to(at::kLong);
+  const auto [cos, sin] =
+      qft::model::ops::rope_tables(positions, config.head_dim, config.rope_theta, at::kFloat, config.rope_scaling);
+  const at::Tensor inv_freq =
+      qft::model::ops::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling, at::kCPU);
+  qft::io::save_safetensors(output, {{"inv_freq", inv_freq.contiguous()}, {"cos", cos.contiguous()},
+                                     {"sin", sin.contiguous()}}, {{"format", "pt"}});
+  return 0;
+}
+
 }  // namespace
 
 int run_nf4(int argc, char** argv) {
@@ -186,6 +256,8 @@ int main(int argc, char** argv) {
   try {
     if (argc > 1 && std::string(argv[1]) == "--sampler") return run_sampler(argc, argv);
     if (argc > 1 && std::string(argv[1]) == "--nf4") return run_nf4(argc, argv);
+    if (argc > 1 && std::string(argv[1]) == "--loss-scaler") return run_loss_scaler(argc, argv);
+    if (argc > 1 && std::string(argv[1]) == "--rope-tables") return run_rope_tables(argc, argv);
     return run(parse(argc, argv));
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

@@ -2,6 +2,7 @@
 // gradient accumulation equals a bigger micro-batch, resume is exact, NaN stops the run.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "core/remove_tree.h"
 #include "train_test_support.h"
 #include "train/train_config.h"
+#include "train/lr_schedule.h"
 #include "train/trainer.h"
 
 namespace {
@@ -27,12 +29,15 @@ using namespace qft::hf;
 using namespace qft::train::testing;
 
 constexpr int64_t kVocab = 256;
+constexpr double kFp16LmHeadGain = 1000.0;
 
 // A tiny Qwen3 (2 layers, GQA 4/2, hidden 64). Weights are random normal(0, 0.02) as transformers
 // initialises them, except the (tied) embedding, drawn with std 0.2: with std 0.02 the logits of a
 // 64-wide model stay within about +-1.3, so no adapter could make any token likely and "the loss
 // falls" would test nothing. Real checkpoints have logits of that larger scale.
-void write_tiny_model(const std::string& dir, bool tied) {
+// `lm_head_gain` multiplies the untied lm_head (the fp16 test's model overflows fp16 gradients at
+// torch's initial loss scale with a larger one).
+void write_tiny_model(const std::string& dir, bool tied, double lm_head_gain = 10.0) {
   const nlohmann::json j = {{"architectures", {"Qwen3ForCausalLM"}},
                             {"model_type", "qwen3"},
                             {"vocab_size", kVocab},
@@ -50,7 +55,7 @@ void write_tiny_model(const std::string& dir, bool tied) {
   const model::Qwen3Config config = model::Qwen3Config::from_json(j, "tiny");
   model::Qwen3Weights weights = model::Qwen3Weights::random(config, 1234, 0.02, at::kFloat);
   weights.embed_tokens.mul_(10.0);
-  if (!tied) weights.lm_head.mul_(10.0);
+  if (!tied) weights.lm_head.mul_(lm_head_gain);
   write_hf_model_dir(dir, config, weights.named_tensors(config), 5000000000ULL);
 }
 
@@ -268,6 +273,53 @@ TEST_F(TrainE2E, FullFineTuningLearnsAndResumes) {
   const model::Qwen3Weights again = model::Qwen3Weights::load(dir_ / "resumed", config_out, at::kFloat, at::kCPU);
   EXPECT_TRUE(at::equal(again.layers[1][model::Projection::down].trainable_weight(), trained.layers[1][model::Projection::down].trainable_weight()));
   EXPECT_TRUE(at::equal(again.embed_tokens, trained.embed_tokens));
+}
+
+// fp16 compute on the CPU with dynamic loss scaling. The model's large lm_head makes the activation
+// gradients overflow fp16 at torch's initial scale 2**16: the first steps are skipped (no update, scale
+// halved, no grad_norm), then training goes on. As in HF Trainer, a skipped step counts as a step but the
+// LR schedule does not advance on it; a resume restores the scaler.
+TEST_F(TrainE2E, Fp16SkipsOverflowStepsLikeGradScalerAndResumesExactly) {
+  write_tiny_model(dir_ / "loud", /*tied=*/false, /*lm_head_gain=*/kFp16LmHeadGain);
+  const std::vector<std::string> settings = {
+      "model.model_name_or_path=" + (dir_ / "loud"), "model.torch_dtype=fp16", "training.learning_rate=1e-2",
+      "training.max_steps=12", "training.per_device_train_batch_size=4", "training.save_steps=6"};
+  const TrainSummary run = run_training(config(dir_ / "fp16", settings));
+  ASSERT_EQ(run.log.size(), 12u);
+  const LrSchedule schedule("linear", 1e-2, 0, 12);
+  double scale = 65536.0;
+  int64_t skipped = 0;
+  for (size_t i = 0; i < run.log.size(); ++i) {
+    const nlohmann::json& row = run.log[i];
+    const bool skip = row.at("grad_norm").is_null();
+    EXPECT_TRUE(std::isfinite(row.at("loss").get<double>())) << "step " << i + 1;
+    // Backoff 0.5 on overflow; no growth within growth_interval (2000) steps.
+    EXPECT_EQ(row.at("loss_scale").get<double>(), skip ? scale * 0.5 : scale) << "step " << i + 1;
+    EXPECT_NEAR(row.at("learning_rate").get<double>(), schedule.learning_rate(static_cast<int64_t>(i) - skipped), 1e-15)
+        << "step " << i + 1;
+    scale = row.at("loss_scale").get<double>();
+    skipped += skip ? 1 : 0;
+  }
+  std::printf("fp16: %lld of 12 steps skipped on overflow, final loss scale %g, loss %.4f -> %.4f\n",
+              static_cast<long long>(skipped), scale, run.log.front().at("loss").get<double>(),
+              run.log.back().at("loss").get<double>());
+  EXPECT_GE(skipped, 1);   // the test's premise: 2**16 overflows this model
+  EXPECT_LE(skipped, 6);   // and a few halvings cure it
+  EXPECT_LT(run.log.back().at("loss").get<double>(), run.log.front().at("loss").get<double>());
+
+  const std::string resume = "training.resume_from_checkpoint=" + (dir_ / "fp16/checkpoint-6");
+  std::vector<std::string> resumed_settings = settings;
+  resumed_settings.push_back(resume);
+  const TrainSummary resumed = run_training(config(dir_ / "fp16-resumed", resumed_settings));
+  ASSERT_EQ(resumed.log.size(), 12u);
+  for (size_t i = 6; i < 12; ++i) {
+    for (const char* key : {"loss", "grad_norm", "learning_rate", "loss_scale"})
+      EXPECT_EQ(resumed.log[i].at(key), run.log[i].at(key)) << "step " << i + 1 << " " << key;
+  }
+  const model::Qwen3Config base = model::Qwen3Config::from_file(dir_ / "loud/config.json");
+  const auto a = load_peft_adapter(dir_ / "fp16", base).named_tensors();
+  const auto b = load_peft_adapter(dir_ / "fp16-resumed", base).named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
 }
 
 TEST_F(TrainE2E, NonFiniteLossStopsNamingTheStepWithoutFinalOutput) {

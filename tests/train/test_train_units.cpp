@@ -19,6 +19,8 @@
 #include "train/data_plan.h"
 #include "hf/model_dir.h"
 #include "hf/init_model.h"
+#include "train/checkpoint.h"
+#include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/memory_plan.h"
 #include "hf/merge.h"
@@ -170,6 +172,52 @@ TEST(ClipGradNorm, ScalesAllGradientsByOneCoefficient) {
   at::Tensor e = at::tensor({30.0f, 40.0f});
   EXPECT_NEAR(clip_grad_norm({e}, 0.0), 50.0, 1e-4);  // max_norm 0: measure only
   EXPECT_FLOAT_EQ(e[1].item<float>(), 40.0f);
+}
+
+// ---- fp16 loss scaling (the sequence against torch itself: tests/reference/test_fp16_loss_scaling.py) ----
+
+TEST(LossScaler, BacksOffOnOverflowGrowsAfterTheIntervalAndCountsSkips) {
+  LossScaler scaler({8.0, 2.0, 0.5, 2});
+  EXPECT_FLOAT_EQ(scaler.inverse_scale(), 0.125f);
+  scaler.update(true);  // 4, skipped
+  scaler.update(false);
+  EXPECT_FLOAT_EQ(scaler.scale(), 4.0f);
+  EXPECT_EQ(scaler.growth_tracker(), 1);
+  scaler.update(false);  // the second clean step in a row: grows
+  EXPECT_FLOAT_EQ(scaler.scale(), 8.0f);
+  EXPECT_EQ(scaler.growth_tracker(), 0);
+  scaler.update(false);
+  scaler.update(true);  // an overflow resets the tracker
+  EXPECT_FLOAT_EQ(scaler.scale(), 4.0f);
+  EXPECT_EQ(scaler.growth_tracker(), 0);
+  EXPECT_EQ(scaler.skipped_steps(), 2);
+  EXPECT_FLOAT_EQ(LossScaler().scale(), 65536.0f);  // torch's init_scale 2**16
+}
+
+TEST(LossScaler, StateRoundTripsThroughACheckpointAndBadStateIsNamed) {
+  LossScaler scaler({1024.0, 2.0, 0.5, 3});
+  scaler.update(true);
+  scaler.update(false);
+  TrainerState state;
+  state.loss_scaler = scaler.to_json();
+  const TrainerState back = TrainerState::from_json(state.to_json(), "trainer_state.json");
+  LossScaler restored;
+  restored.restore(back.loss_scaler, "trainer_state.json");
+  EXPECT_FLOAT_EQ(restored.scale(), 512.0f);
+  EXPECT_EQ(restored.growth_tracker(), 1);
+  EXPECT_EQ(restored.skipped_steps(), 1);
+
+  // Checkpoints of runs without a scaler (bf16/fp32, or written before it existed) have no such key.
+  nlohmann::json old = TrainerState().to_json();
+  EXPECT_FALSE(old.contains("loss_scaler"));
+  EXPECT_TRUE(TrainerState::from_json(old, "old.json").loss_scaler.is_null());
+
+  EXPECT_CONTAINS(error_of([&] { restored.restore({{"scale", -1.0}, {"growth_tracker", 0}, {"skipped_steps", 0}}, "c/ts.json"); }),
+                  "c/ts.json: \"loss_scaler.scale\" must be a positive finite number");
+  EXPECT_CONTAINS(error_of([&] { restored.restore({{"scale", 2.0}, {"growth_tracker", 0}}, "c/ts.json"); }),
+                  "c/ts.json: \"loss_scaler\" has no \"skipped_steps\"");
+  EXPECT_CONTAINS(error_of([&] { restored.restore({{"scale", 2.0}, {"growth_tracker", 1.5}, {"skipped_steps", 0}}, "x"); }),
+                  "\"loss_scaler.growth_tracker\" must be a non-negative integer");
 }
 
 // ---- config ----

@@ -1,15 +1,62 @@
 #include "model/ops/rope.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace qft::model::ops {
 
-std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t D, double theta,
-                                              at::ScalarType dtype) {
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(position_ids.device());
+namespace {
+
+// YaRN (https://arxiv.org/abs/2309.00071) as transformers' _compute_yarn_parameters: dimensions that
+// rotate more than beta_fast times over the original context keep their frequency (extrapolation),
+// those rotating fewer than beta_slow times are divided by `factor` (interpolation), and a linear ramp
+// blends the dimensions in between. The bounds are computed in double (Python floats there), the
+// tensors in fp32 with the same operations in the same order, so the frequencies agree bit for bit.
+at::Tensor yarn_inv_freq(const at::Tensor& pos_freqs, int64_t D, double theta, const RopeScaling& s) {
+  const double pi = 3.14159265358979323846;
+  auto correction_dim = [&](double rotations) {
+    return (static_cast<double>(D) * std::log(static_cast<double>(s.original_max_position_embeddings) /
+                                              (rotations * 2 * pi))) /
+           (2 * std::log(theta));
+  };
+  double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+  if (s.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(D - 1));
+  if (low == high) high += 0.001;  // transformers: "Prevent singularity"
+  const at::Tensor ramp =
+      ((at::arange(D / 2, pos_freqs.options()) - low) / (high - low)).clamp(0, 1);
+  const at::Tensor extrapolation_factor = 1 - ramp;
+  const at::Tensor extrapolated = 1.0 / pos_freqs;
+  const at::Tensor interpolated = 1.0 / (s.factor * pos_freqs);
+  return interpolated * (1 - extrapolation_factor) + extrapolated * extrapolation_factor;
+}
+
+}  // namespace
+
+at::Tensor rope_inv_freq(int64_t D, double theta, const RopeScaling& scaling, at::Device device) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   const at::Tensor exponent = at::arange(0, D, 2, f32.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(D);
-  const at::Tensor inv_freq = 1.0 / at::pow(theta, exponent);                         // [D/2]
+  const at::Tensor pos_freqs = at::pow(theta, exponent);  // [D/2]
+  switch (scaling.type) {
+    case RopeScaling::Type::none: return 1.0 / pos_freqs;
+    case RopeScaling::Type::linear: return (1.0 / pos_freqs) / scaling.factor;
+    case RopeScaling::Type::yarn: return yarn_inv_freq(pos_freqs, D, theta, scaling);
+  }
+  return 1.0 / pos_freqs;
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& position_ids, int64_t D, double theta,
+                                              at::ScalarType dtype, const RopeScaling& scaling) {
+  const at::Tensor inv_freq = rope_inv_freq(D, theta, scaling, position_ids.device());  // [D/2]
   const at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;       // [..., D/2]
   const at::Tensor emb = at::cat({freqs, freqs}, -1);                                  // [..., D]
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  if (scaling.attention_factor == 1.0) return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  // transformers multiplies in fp32 before the cast to the compute dtype.
+  return {(emb.cos() * scaling.attention_factor).to(dtype), (emb.sin() * scaling.attention_factor).to(dtype)};
 }
 
 // Written half by half: y1 = x1*c - x2*s, y2 = x2*c + x1*s (cos and sin repeat across the halves),
