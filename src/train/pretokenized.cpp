@@ -136,9 +136,9 @@ model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device d
   return out;
 }
 
-model::Batch filler_batch(at::Device device) {
+model::Batch filler_batch(at::Device device, int64_t tokens) {
   const auto ids = at::TensorOptions().dtype(at::kLong).device(device);
-  return model::Batch::causal(at::zeros({1, 1}, ids), at::full({1, 1}, -100, ids));
+  return model::Batch::causal(at::zeros({1, tokens}, ids), at::full({1, tokens}, -100, ids));
 }
 
 }  // namespace qft::train

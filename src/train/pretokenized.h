@@ -34,6 +34,7 @@ model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device d
 // One token and no target: a micro-batch that contributes nothing to losses or gradients. Under ZeRO-2/3
 // every data-parallel rank must run as many micro-batches as the others (each runs the per-layer
 // collectives), so a rank with fewer rows runs these.
-model::Batch filler_batch(at::Device device);
+// `tokens`: its length (sequence parallelism needs a multiple of the tensor-parallel size).
+model::Batch filler_batch(at::Device device, int64_t tokens = 1);
 
 }  // namespace qft::train

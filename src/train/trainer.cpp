@@ -603,7 +603,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
       // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
       batch = collate_rows(rows, device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     } else {
-      batch = filler_batch(device_);
+      batch = filler_batch(device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     }
     model::StepOptions options;
     options.gradient_checkpointing = t.gradient_checkpointing;
