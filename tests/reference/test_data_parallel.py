@@ -104,15 +104,16 @@ def test_full_finetuning_same_global_batch_same_model(setup, qft_bin, ranks, zer
     assert_same_tensors(ref_dir / "model.safetensors", out / "model.safetensors")
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_uneven_last_step_and_held_out_rows_under_sharded_stages(setup, qft_bin, zero_stage):
+@pytest.mark.parametrize("ranks,tp,sp,zero_stage", [(2, 1, False, 2), (2, 1, False, 3), (4, 2, True, 2)])
+def test_uneven_last_step_and_held_out_rows_under_sharded_stages(setup, qft_bin, ranks, tp, sp, zero_stage):
     """32 rows in micro-batches of 3 leave the epoch's last step 3 micro-batches for 4 slots: under DP 2 one
-    rank has fewer (it runs filler micro-batches, ZeRO-2/3 reduce per layer); 5 held-out rows split 3/2
-    over the ranks (ZeRO-3 gathers layers in every evaluation forward). Same curve as one rank."""
+    rank has fewer (it runs filler micro-batches, ZeRO-2/3 reduce per layer; under sequence parallelism
+    the filler has a token count the tensor-parallel size divides); 5 held-out rows split 3/2 over the
+    ranks (ZeRO-3 gathers layers in every evaluation forward). Same curve as one rank."""
     extra = ", num_train_epochs: 1, eval_strategy: steps, eval_steps: 1, per_device_eval_batch_size: 2"
     data = f"data: {{pretokenized: {setup / 'rows.jsonl'}, val_size: 5}}"
 
-    def curves(name, ranks, accumulation, stage):
+    def curves(name, ranks, accumulation, stage, tensor=1, sequence=False):
         out = setup / name
         config = setup / f"{name}.yaml"
         config.write_text(f"""
@@ -121,7 +122,7 @@ lora: {{r: 4, lora_alpha: 8, target_modules: all-linear}}
 {data}
 training: {{learning_rate: 1.0e-3, per_device_train_batch_size: 3, gradient_accumulation_steps: {accumulation},
            logging_steps: 1, shuffle: true, seed: 3, max_grad_norm: 0.5, lr_scheduler_type: constant {extra}}}
-distributed: {{zero_stage: {stage}}}
+distributed: {{zero_stage: {stage}, tensor_parallel_size: {tensor}, sequence_parallel: {str(sequence).lower()}}}
 output: {{output_dir: {out}, overwrite_output_dir: true}}
 """)
         run((MPIRUN + [str(ranks)] if ranks > 1 else []) + [qft_bin, config])
@@ -130,8 +131,8 @@ output: {{output_dir: {out}, overwrite_output_dir: true}}
         eval_rows = [e["eval_loss"] for e in log if "eval_loss" in e]
         return train_rows, eval_rows, out
 
-    ref_train, ref_eval, ref_dir = curves(f"uneven_ref_{zero_stage}", 1, 4, 0)
-    train_rows, eval_rows, out = curves(f"uneven_{zero_stage}", 2, 2, zero_stage)
+    ref_train, ref_eval, ref_dir = curves(f"uneven_ref_{ranks}_{zero_stage}", 1, 4, 0)
+    train_rows, eval_rows, out = curves(f"uneven_{ranks}_{zero_stage}", ranks, 2, zero_stage, tp, sp)
     assert len(ref_train) == 3 and len(ref_eval) == 3
     assert_same_curves(ref_train, train_rows)
     assert all(close(a, b, 1e-5) for a, b in zip(ref_eval, eval_rows)) and len(eval_rows) == 3, (ref_eval, eval_rows)
