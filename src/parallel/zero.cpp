@@ -86,9 +86,24 @@ at::Tensor LayerSlots::view(Range r) const {
 }
 
 GradientReducer::GradientReducer(Communicator& data, int zero_stage, std::vector<Range> shards, LayerLayout layout,
-                                 at::Tensor full_grads, LayerSlots* slots, bool overlap)
+                                 at::Tensor full_grads, LayerSlots* slots, bool overlap, int64_t bucket_elements)
     : data_(data), stage_(zero_stage), shards_(std::move(shards)), layout_(std::move(layout)),
       full_grads_(std::move(full_grads)), slots_(slots), overlap_(overlap || zero_stage >= 2) {
+  // Buckets from the last layer down: a bucket grows while it is smaller than bucket_elements and the next
+  // layer's range ends where the bucket's begins (one contiguous span for one collective).
+  bucket_of_layer_.assign(layout_.layers.size(), -1);
+  for (int64_t layer = static_cast<int64_t>(layout_.layers.size()) - 1; layer >= 0; --layer) {
+    const Range r = layout_.layers[static_cast<size_t>(layer)];
+    const bool joins = !buckets_.empty() && buckets_.back().span.size() < bucket_elements &&
+                       r.end == buckets_.back().span.begin;
+    if (joins) {
+      buckets_.back().span.begin = r.begin;
+      buckets_.back().lowest = layer;
+    } else {
+      buckets_.push_back(Bucket{layer, r});
+    }
+    bucket_of_layer_[static_cast<size_t>(layer)] = static_cast<int64_t>(buckets_.size()) - 1;
+  }
   QFT_CHECK(zero_stage >= 0 && zero_stage <= 3, "ZeRO stage {}", zero_stage);
   QFT_CHECK(static_cast<int>(shards_.size()) == data_.size(), "ZeRO: {} shards for {} ranks", shards_.size(),
             data_.size());
@@ -105,7 +120,7 @@ GradientReducer::GradientReducer(Communicator& data, int zero_stage, std::vector
 
 void GradientReducer::start_step() {
   last_micro_batch_ = true;
-  started_.assign(layout_.layers.size(), false);
+  started_.assign(buckets_.size(), false);
   if (stage_ < 2) return;
   shard_.zero_();
   for (size_t k = 0; k < layout_.resident.size(); ++k) slots_->resident(k).zero_();
@@ -152,9 +167,12 @@ void GradientReducer::layer_done(int64_t layer) {
     p.work = std::move(works.front());
     return;
   }
-  if (overlap_ && last_micro_batch_ && !started_.at(static_cast<size_t>(layer))) {
-    started_[static_cast<size_t>(layer)] = true;
-    reduce_range(full_grads_.narrow(0, span.begin, span.size()), span, full_works_);
+  // A bucket starts once backward has left its lowest layer (the last of it that backward reaches).
+  const int64_t b = bucket_of_layer_.at(static_cast<size_t>(layer));
+  if (overlap_ && last_micro_batch_ && buckets_[b].lowest == layer && !started_[b]) {
+    started_[b] = true;
+    const Range bucket = buckets_[b].span;
+    reduce_range(full_grads_.narrow(0, bucket.begin, bucket.size()), bucket, full_works_);
   }
 }
 
@@ -175,9 +193,9 @@ void GradientReducer::finish() {
     return;
   }
   if (overlap_) {
-    for (int64_t layer = static_cast<int64_t>(layout_.layers.size()) - 1; layer >= 0; --layer) {
-      if (started_.at(static_cast<size_t>(layer))) continue;
-      const Range span = layout_.layers[static_cast<size_t>(layer)];
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (started_[b]) continue;
+      const Range span = buckets_[b].span;
       reduce_range(full_grads_.narrow(0, span.begin, span.size()), span, full_works_);
     }
     for (const Range& span : layout_.resident) reduce_range(full_grads_.narrow(0, span.begin, span.size()), span, full_works_);

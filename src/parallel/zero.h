@@ -70,12 +70,15 @@ class LayerSlots {
 // Sums the data-parallel ranks' gradients, layer by layer as backward finishes each one.
 class GradientReducer {
  public:
-  // Stages 0 and 1: `full_grads` is the whole flat gradient buffer the model accumulates into; the
-  // layers are reduced during the step's last micro-batch when `overlap` (else all at finish). Stages 2
-  // and 3: the model's layer gradients are views of `slots` (fp32, resident buffers included) and the
-  // sums land in shard(); `overlap` is implied.
+  // Stages 0 and 1: `full_grads` is the whole flat gradient buffer the model accumulates into; when
+  // `overlap`, consecutive layers are grouped into buckets of at least `bucket_elements` (DDP's
+  // bucket_cap_mb: a collective per layer of a small model or of LoRA would cost more in launches than it
+  // hides) and each bucket is reduced during the step's last micro-batch as soon as backward has left
+  // all its layers (else everything at finish). Stages 2 and 3: the model's layer gradients are views of
+  // `slots` (fp32, resident buffers included), reduced per layer (a slot holds one), and the sums land in
+  // shard(); `overlap` is implied.
   GradientReducer(Communicator& data, int zero_stage, std::vector<Range> shards, LayerLayout layout,
-                  at::Tensor full_grads, LayerSlots* slots, bool overlap);
+                  at::Tensor full_grads, LayerSlots* slots, bool overlap, int64_t bucket_elements = 0);
 
   // Before the first micro-batch of a step: stages 2 and 3 clear the shard and the resident gradients
   // (stages 0 and 1: the trainer clears the whole buffer).
@@ -110,8 +113,15 @@ class GradientReducer {
   bool last_micro_batch_ = true;
   at::Tensor shard_;
   std::vector<std::unique_ptr<Work>> full_works_;  // stages 0/1
-  // Stages 0/1 with overlap: the layers whose reduction started this step. A rank without micro-batches
-  // in a step (an epoch's end) starts them all at finish, in backward's order, as the others did.
+  // Stages 0/1 with overlap: buckets of consecutive layers (`lowest` is the layer backward leaves last),
+  // in backward order, and which have started this step. A rank without micro-batches in a step (an
+  // epoch's end) starts them all at finish, in the same order, as the others did.
+  struct Bucket {
+    int64_t lowest = 0;
+    Range span;
+  };
+  std::vector<Bucket> buckets_;
+  std::vector<int64_t> bucket_of_layer_;
   std::vector<bool> started_;
   Pending pending_[2];                             // stages 2/3: one per slot
 };

@@ -197,6 +197,9 @@ DistributedOptions read_distributed_section(ConfigReader section) {
   require(!d.sequence_parallel || d.tensor_parallel_size > 1, section, "sequence_parallel",
           "false unless tensor_parallel_size > 1 (it splits the tokens over the tensor-parallel ranks)",
           d.sequence_parallel);
+  d.ddp_bucket_cap_mb = section.get_double("ddp_bucket_cap_mb", d.ddp_bucket_cap_mb);
+  require(d.ddp_bucket_cap_mb >= 0, section, "ddp_bucket_cap_mb", "megabytes >= 0 (0: one collective per layer)",
+          d.ddp_bucket_cap_mb);
   d.collective_timeout = section.get_double("collective_timeout", d.collective_timeout);
   require(d.collective_timeout >= 0, section, "collective_timeout", "seconds >= 0 (0 = wait forever)",
           d.collective_timeout);
@@ -481,6 +484,7 @@ nlohmann::json TrainConfig::to_json() const {
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
                       {"sequence_parallel", distributed.sequence_parallel},
+                      {"ddp_bucket_cap_mb", distributed.ddp_bucket_cap_mb},
                       {"collective_timeout", distributed.collective_timeout}};
   j["output"] = {{"output_dir", output.output_dir},
                  {"overwrite_output_dir", output.overwrite_output_dir},

@@ -101,6 +101,10 @@ struct DistributedOptions {
   // Megatron's sequence parallelism: between the tensor-parallel layers each rank keeps only its share of
   // the tokens (the norms run on it), so activation memory outside attention/MLP shrinks by T.
   bool sequence_parallel = false;
+  // Data-parallel gradient buckets (ZeRO 0/1): consecutive layers are reduced together in collectives of
+  // at least this many MB of fp32 gradients, each started as backward leaves its layers (HF
+  // TrainingArguments ddp_bucket_cap_mb, torch DDP's 25 MB default).
+  double ddp_bucket_cap_mb = 25.0;
   // Seconds a collective of a training step may wait for the other ranks before this rank ends the job
   // (a rank died or hangs); 0 = wait forever. Saving, which one rank does alone, is not timed.
   double collective_timeout = 60.0;

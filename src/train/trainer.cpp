@@ -386,7 +386,9 @@ void Trainer::create_trainable_state(const std::string& resume_dir) {
   // backward here too.
   reducer_ = std::make_unique<parallel::GradientReducer>(*data_, stage, shards_, layout,
                                                          stage >= 2 ? at::Tensor() : flat_->grads(),
-                                                         gradient_slots_.get(), /*overlap=*/true);
+                                                         gradient_slots_.get(), /*overlap=*/true,
+                                                         static_cast<int64_t>(config_.distributed.ddp_bucket_cap_mb *
+                                                                              1024 * 1024 / sizeof(float)));
   if (tensor_parallel()) {
     // Where the replicated LoRA factors lie in the flat buffer (the same on every tensor-parallel rank:
     // their shards have equal shapes).

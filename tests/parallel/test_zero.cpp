@@ -108,10 +108,14 @@ TEST_P(ZeroStage, GradientSumsEqualTheUnshardedSum) {
   // Where the "model" writes flat range r.
   auto destination = [&](Range r) { return stage >= 2 ? slots->view(r) : full.narrow(0, r.begin, r.size()); };
 
-  for (bool overlap : {true, false}) {
-    if (stage >= 2 && !overlap) continue;  // implied
+  // Buckets of 0 elements: one per layer; 10: layers 2 and 1 together (3 + 7), layer 0 alone; 1000: all.
+  struct Variant { bool overlap; int64_t bucket_elements; };
+  for (const Variant v : {Variant{true, 0}, Variant{true, 10}, Variant{true, 1000}, Variant{false, 0}}) {
+    const bool overlap = v.overlap;
+    if (stage >= 2 && (!overlap || v.bucket_elements > 0)) continue;  // per layer, overlap implied
     full.zero_();
-    GradientReducer reducer(world(), stage, shards, layout, stage >= 2 ? at::Tensor() : full, slots.get(), overlap);
+    GradientReducer reducer(world(), stage, shards, layout, stage >= 2 ? at::Tensor() : full, slots.get(), overlap,
+                            v.bucket_elements);
     reducer.start_step();
     for (int m = 0; m < 2; ++m) {
       reducer.start_micro_batch(m == 1);
@@ -128,10 +132,11 @@ TEST_P(ZeroStage, GradientSumsEqualTheUnshardedSum) {
     const at::Tensor expected = expected_sum(f.numel, real, size, 2);
     const Range own = shards[rank];
     if (stage == 0) {
-      EXPECT_TRUE(at::equal(full, expected)) << "overlap " << overlap << "\n" << full << expected;
+      EXPECT_TRUE(at::equal(full, expected)) << "overlap " << overlap << " bucket " << v.bucket_elements << "\n"
+                                             << full << expected;
     } else if (stage == 1) {
       EXPECT_TRUE(at::equal(full.narrow(0, own.begin, own.size()), expected.narrow(0, own.begin, own.size())))
-          << "overlap " << overlap;
+          << "overlap " << overlap << " bucket " << v.bucket_elements;
     } else {
       EXPECT_TRUE(at::equal(reducer.shard(), expected.narrow(0, own.begin, own.size())))
           << reducer.shard() << expected.narrow(0, own.begin, own.size());
@@ -150,7 +155,7 @@ TEST(Zero, ARankWithoutMicroBatchesStillJoinsEveryLayersReduction) {
   const std::vector<Range> shards = split_evenly(f.numel, size);
   for (int stage : {0, 1}) {
     at::Tensor full = at::zeros({f.numel}, f32);
-    GradientReducer reducer(world(), stage, shards, layout, full, nullptr, /*overlap=*/true);
+    GradientReducer reducer(world(), stage, shards, layout, full, nullptr, /*overlap=*/true, /*bucket_elements=*/10);
     reducer.start_step();
     if (rank != size - 1) {  // the last rank has nothing this step
       const at::Tensor g = rank_gradient(f.numel, real, rank, 0);
