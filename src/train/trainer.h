@@ -1,11 +1,12 @@
 // The training loop around Qwen3Model: data plan -> micro-batches -> forward_backward with the token
 // count of the whole optimizer step as loss denominator (HF num_items_in_batch semantics, so gradient
-// accumulation equals one big batch) -> gradient all-reduce -> clipping -> AdamW -> LR schedule ->
-// logging (spdlog + output_dir/trainer_log.jsonl) -> checkpoints -> the final adapter or model.
+// accumulation equals one big batch) -> data-parallel gradient sums (started during backward, bucket by
+// bucket: parallel/zero.h) -> clipping -> AdamW on the rank's range -> LR schedule -> logging (spdlog +
+// output_dir/trainer_log.jsonl) -> checkpoints -> the final adapter or model.
 //
 // Every rank runs the same code; in a world of one the collectives are no-ops. The communicator is passed
 // in (main() owns the MPI runtime); trainable parameters and their gradients live in flat buffers
-// (flat_parameters.h), so the gradient reduction is one collective and the optimizer steps a range.
+// (flat_parameters.h), so the reductions work on ranges of them and the optimizer steps a range.
 #pragma once
 
 #include <cstdint>
@@ -155,7 +156,7 @@ class Trainer {
   // the same device, else a copy refreshed after each update.
   std::unique_ptr<FlatParameters> flat_;
   std::optional<model::LoraWeights> lora_;
-  model::Gradients grads_;  // views of flat_->grads()
+  model::Gradients grads_;  // views of flat_->grads() (ZeRO-2/3: of gradient_slots_)
   std::unique_ptr<AdamW> optimizer_;
   std::optional<LossScaler> loss_scaler_;  // fp16 compute only (dynamic loss scaling)
 
