@@ -153,7 +153,8 @@ class Trainer {
 
   // The fp32 masters and their gradients, one flat buffer each. LoRA: lora_'s A/B are views of it.
   // Full: the masters of every base tensor; the compute weights are views of it too when they are fp32 on
-  // the same device, else a copy refreshed after each update.
+  // the same device, else a copy refreshed after each update. ZeRO-3 full fine-tuning stores only the
+  // rank's shard of the masters (weight_shard_ is its compute copy, gathered per layer).
   std::unique_ptr<FlatParameters> flat_;
   std::optional<model::LoraWeights> lora_;
   model::Gradients grads_;  // views of flat_->grads() (ZeRO-2/3: of gradient_slots_)
