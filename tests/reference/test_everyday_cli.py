@@ -95,7 +95,7 @@ def test_example_configs_validate(tmp_path, qft_bin):
     model_dir = tmp_path / "model"
     tiny_model(qft_bin, model_dir)
     expected = {f"qwen3-{size}-lora" for size in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")}
-    expected |= {f"qwen3-{size}-full" for size in ("0.6b", "1.7b", "4b")}
+    expected |= {f"qwen3-{size}-full" for size in ("0.6b", "1.7b", "4b", "8b")}
     expected |= {"qwen3-8b-qlora"}
     found = {p.stem for p in (SOURCE_DIR / "configs").glob("qwen3-*.yaml")}
     assert found == expected
