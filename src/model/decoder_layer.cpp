@@ -89,6 +89,27 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   return a.x_mid + hook(s.row_output, project(ctx, Projection::down, a.act, acts));
 }
 
+void drop_recomputable(LayerActivations& a) {
+  a.h_in = at::Tensor();
+  a.q = at::Tensor();
+  a.k = at::Tensor();
+  a.h_post = at::Tensor();
+  a.act = at::Tensor();
+}
+
+void recompute_cheap(const LayerContext& ctx, LayerActivations& a) {
+  const Qwen3Config& c = *ctx.config;
+  const LayerWeights& w = *ctx.weights;
+  const double eps = c.rms_norm_eps;
+  const ShardedLayerHooks& s = ctx.sharded;
+  // The same ops as the forward, on the same saved inputs: the same values (rstd included).
+  a.h_in = hook(s.column_input, ops::rms_norm_forward(a.x, w.input_layernorm, eps, &a.rstd_in));
+  a.q = ops::rope_forward(ops::rms_norm_forward(a.q_pre, w.q_norm, eps, &a.rstd_q), ctx.cos, ctx.sin);
+  a.k = ops::rope_forward(ops::rms_norm_forward(a.k_pre, w.k_norm, eps, &a.rstd_k), ctx.cos, ctx.sin);
+  a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
+  a.act = ops::swiglu_forward(a.gate, a.up);
+}
+
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
                                   const LayerGrads& grads, bool need_dx) {
   const Qwen3Config& c = *ctx.config;

@@ -77,6 +77,13 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
 // y = layer(x). When `acts` is given, it is filled with what backward needs.
 at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts);
 
+// Selective recompute (Megatron's recompute_granularity: selective): after a saving forward, drop what is
+// cheap to make again — the two norms' outputs, q/k after their norms and RoPE, the SwiGLU activation —
+// and keep the outputs of the GEMMs and of attention, whose recompute would cost a forward. About 37% of
+// a layer's activations on Qwen3-8B. recompute_cheap() makes them again (bitwise the same) before backward.
+void drop_recomputable(LayerActivations& acts);
+void recompute_cheap(const LayerContext& ctx, LayerActivations& acts);
+
 // dx for dy (undefined when !need_dx), accumulating into `grads`.
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& acts,
                                   const LayerGrads& grads, bool need_dx = true);

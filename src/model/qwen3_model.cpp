@@ -136,6 +136,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
       x = decoder_layer_forward(ctx_of(i), x, nullptr);
     } else {
       x = decoder_layer_forward(ctx_of(i), x, &acts[i]);
+      if (options.selective_recompute) drop_recomputable(acts[i]);
     }
   }
   at::Tensor rstd;
@@ -156,6 +157,8 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
     if (options.gradient_checkpointing) {
       const at::Tensor input = acts[i].x;
       decoder_layer_forward(ctx, input, &acts[i]);  // same dropout masks: they derive from the seed
+    } else if (options.selective_recompute) {
+      recompute_cheap(ctx, acts[i]);
     }
     LayerGrads lg;
     lg.weights = gw ? &gw->layers[i] : nullptr;

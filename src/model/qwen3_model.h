@@ -41,6 +41,9 @@ struct LayerHooks {
 
 struct StepOptions {
   bool gradient_checkpointing = false;  // save only each layer's input, recompute in backward
+  // Without gradient_checkpointing: save each layer's activations but drop the cheap ones, made again in
+  // backward (decoder_layer.h drop_recomputable / recompute_cheap).
+  bool selective_recompute = false;
   // Loss and gradients are sums over target tokens divided by this: the number of target tokens in
   // the whole optimizer step (all micro-batches, later all ranks), so accumulation == one big batch.
   double loss_denominator = 1.0;

@@ -57,6 +57,7 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
     if (grads != nullptr && !save) acts[i].x = x;
     x = decoder_layer_forward(ctx_of(i), x, save ? &acts[i] : nullptr);
+    if (save && options.selective_recompute) drop_recomputable(acts[i]);
   }
   at::Tensor rstd;
   const at::Tensor hn = ops::rms_norm_forward(x, w.norm, config.rms_norm_eps, &rstd);
@@ -83,6 +84,8 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     if (options.gradient_checkpointing) {
       const at::Tensor input = acts[i].x;
       decoder_layer_forward(ctx, input, &acts[i]);
+    } else if (options.selective_recompute) {
+      recompute_cheap(ctx, acts[i]);
     }
     LayerGrads lg;
     lg.weights = gw ? &gw->layers[i] : nullptr;

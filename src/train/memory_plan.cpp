@@ -16,7 +16,12 @@ int64_t estimate_activation_bytes(const ActivationShape& s) {
   // dtype), the attention's log-sum-exp (fp32 per head) and the LoRA x·Aᵀ of seven projections.
   const int64_t per_layer = (2 * residual + 2 * h + 3 * q + 3 * kv + 3 * i) * b + c.num_attention_heads * 4 +
                             (s.lora_r > 0 ? 7 * s.lora_r * b : 0);
-  const int64_t saved = s.gradient_checkpointing ? L * residual * b + per_layer : L * per_layer;
+  // Selective recompute drops h_in, h_post, q, k (after norm and RoPE) and act from every layer but the
+  // one being recomputed.
+  const int64_t dropped = (2 * h + q + kv + i) * b;
+  const int64_t saved = s.gradient_checkpointing ? L * residual * b + per_layer
+                        : s.selective_recompute  ? L * (per_layer - dropped) + dropped
+                                                 : L * per_layer;
   // Backward of one layer: the MLP gradients and a few hidden-size ones, flash attention's fp32 dq.
   const int64_t transient = (3 * i + 4 * h) * b + q * 4;
   const int64_t loss_chunk = s.loss_chunk_tokens * c.vocab_size * 4 * 2;  // fp32 logits and their gradient

@@ -20,6 +20,7 @@ struct ActivationShape {
   int64_t tensor_parallel_size = 1;
   bool sequence_parallel = false;
   bool gradient_checkpointing = false;
+  bool selective_recompute = false;  // every layer's activations but the cheap ones (decoder_layer.h)
   int64_t lora_r = 0;              // 0: no adapters
   int64_t activation_bytes = 2;    // of the compute dtype
   int64_t loss_chunk_tokens = 1024;

@@ -173,6 +173,9 @@ TrainingOptions read_training_section(ConfigReader section) {
   t.shuffle = section.get_bool("shuffle", t.shuffle);
   t.dataloader_drop_last = section.get_bool("dataloader_drop_last", t.dataloader_drop_last);
   t.gradient_checkpointing = section.get_bool("gradient_checkpointing", t.gradient_checkpointing);
+  t.recompute_granularity = section.get_string("recompute_granularity", t.recompute_granularity);
+  require(t.recompute_granularity == "full" || t.recompute_granularity == "selective", section,
+          "recompute_granularity", "full or selective", t.recompute_granularity);
   t.loss_chunk_tokens = section.get_int("loss_chunk_tokens", t.loss_chunk_tokens);
   require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
   t.resume_from_checkpoint = section.get_string("resume_from_checkpoint", "");
@@ -364,7 +367,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
-                          "gradient_checkpointing", "loss_chunk_tokens", "eval_strategy", "eval_steps",
+                          "gradient_checkpointing", "recompute_granularity", "loss_chunk_tokens", "eval_strategy",
+                          "eval_steps",
                           "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
   }
@@ -474,6 +478,7 @@ nlohmann::json TrainConfig::to_json() const {
                    {"shuffle", t.shuffle},
                    {"dataloader_drop_last", t.dataloader_drop_last},
                    {"gradient_checkpointing", t.gradient_checkpointing},
+                   {"recompute_granularity", t.recompute_granularity},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
                    {"resume_from_checkpoint", t.resume_from_checkpoint},
                    {"eval_strategy", t.eval_strategy},

@@ -83,6 +83,10 @@ struct TrainingOptions {
   bool shuffle = true;               // false: rows in file order (reference comparisons)
   bool dataloader_drop_last = false; // drop the last incomplete micro-batch of each epoch
   bool gradient_checkpointing = false;
+  // With gradient_checkpointing: "full" keeps only each layer's input and re-runs its forward in backward;
+  // "selective" keeps the GEMM and attention outputs and recomputes only norms, RoPE and SwiGLU
+  // (Megatron's recompute_granularity).
+  std::string recompute_granularity = "full";
   // Evaluation during training on data.val_size's held-out rows (HF TrainingArguments names).
   std::string eval_strategy = "no";  // no | steps | epoch
   int64_t eval_steps = 0;            // with eval_strategy steps; 0 = logging_steps, as HF

@@ -306,7 +306,8 @@ void Trainer::check_memory(int64_t longest_row) {
   shape.tokens = t.per_device_train_batch_size * ((longest_row + multiple - 1) / multiple * multiple);
   shape.tensor_parallel_size = T;
   shape.sequence_parallel = config_.distributed.sequence_parallel;
-  shape.gradient_checkpointing = t.gradient_checkpointing;
+  shape.gradient_checkpointing = t.gradient_checkpointing && t.recompute_granularity == "full";
+  shape.selective_recompute = t.gradient_checkpointing && t.recompute_granularity == "selective";
   shape.lora_r = full_finetuning_ ? 0 : lora_->config.r;
   shape.activation_bytes = at::elementSize(compute_dtype_);
   shape.loss_chunk_tokens = t.loss_chunk_tokens;
@@ -608,7 +609,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
       batch = filler_batch(device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     }
     model::StepOptions options;
-    options.gradient_checkpointing = t.gradient_checkpointing;
+    const bool selective = t.recompute_granularity == "selective";
+    options.gradient_checkpointing = t.gradient_checkpointing && !selective;
+    options.selective_recompute = t.gradient_checkpointing && selective;
     // fp16: dividing the denominator by the loss scale multiplies every gradient by it.
     options.loss_denominator = static_cast<double>(global_targets) / (loss_scaler_ ? loss_scaler_->scale() : 1.0);
     options.train_lora_dropout = true;

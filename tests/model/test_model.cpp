@@ -307,12 +307,13 @@ TEST(Model, CheckpointingAndChunkingGiveIdenticalResults) {
   const LoraWeights lora = tiny_lora(c, 0.3, false, 22);
   const Batch batch = tiny_batch(c.vocab_size, 23);
   Qwen3Model model(c, w);
-  auto run = [&](bool ckpt, int64_t chunk) {
+  auto run = [&](bool ckpt, int64_t chunk, bool selective = false) {
     Gradients g;
     g.lora = lora.zeros_like();
     g.weights = w.zeros_like();
     StepOptions opt;
     opt.gradient_checkpointing = ckpt;
+    opt.selective_recompute = selective;
     opt.loss_chunk_tokens = chunk;
     opt.dropout_seed = 5;
     opt.loss_denominator = 9;
@@ -326,6 +327,13 @@ TEST(Model, CheckpointingAndChunkingGiveIdenticalResults) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
   auto wa = g0.weights->named_tensors(c), wb = g1.weights->named_tensors(c);
   for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, wb[i].second)) << wa[i].first;
+  // Selective recompute (norms, q/k norm + RoPE, SwiGLU made again in backward) is bitwise identical too.
+  const auto [rs, gs] = run(false, 1024, /*selective=*/true);
+  EXPECT_EQ(r0.loss_sum, rs.loss_sum);
+  auto sl = gs.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, sl[i].second)) << "selective " << a[i].first;
+  auto sw = gs.weights->named_tensors(c);
+  for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, sw[i].second)) << "selective " << wa[i].first;
   // Chunking changes only summation order.
   const auto [r2, g2] = run(false, 2);
   EXPECT_NEAR(r2.loss_sum, r0.loss_sum, 1e-12 * r0.loss_sum);
@@ -457,6 +465,19 @@ TEST(DecoderLayer, ForwardBackwardMatchesAutograd) {
     LayerActivations acts;
     const at::Tensor y = decoder_layer_forward(ctx, x, &acts);
     EXPECT_TRUE(at::equal(y, decoder_layer_forward(ctx, x, nullptr)));
+    {
+      // Selective recompute frees the cheap tensors and makes them again bitwise.
+      LayerActivations dropped = acts;
+      drop_recomputable(dropped);
+      for (const at::Tensor* t : {&dropped.h_in, &dropped.q, &dropped.k, &dropped.h_post, &dropped.act})
+        EXPECT_FALSE(t->defined());
+      EXPECT_TRUE(dropped.q_pre.defined() && dropped.attn.defined() && dropped.gate.defined() && dropped.up.defined());
+      recompute_cheap(ctx, dropped);
+      for (const auto& [made, kept] : {std::pair{&dropped.h_in, &acts.h_in}, {&dropped.q, &acts.q},
+                                       {&dropped.k, &acts.k}, {&dropped.h_post, &acts.h_post},
+                                       {&dropped.act, &acts.act}, {&dropped.rstd_q, &acts.rstd_q}})
+        EXPECT_TRUE(at::equal(*made, *kept));
+    }
 
     Params P = leaves(w.named_tensors(c)), L = leaves(lora.named_tensors());
     at::Tensor xl = leaf(x.view({B, T, H}));

@@ -600,11 +600,10 @@ Batch tiny_batch(uint64_t seed) {
 
 TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
   for (bool tied : {false, true})
-    for (bool checkpointing : {false, true})
+    for (const char* recompute : {"none", "full", "selective"})
       for (bool sp : {false, true})
       for (auto& s : tp_setups()) {
-        SCOPED_TRACE(fmt::format("{}, tied {}, gradient_checkpointing {}, sequence parallel {}", s->name, tied,
-                                 checkpointing, sp));
+        SCOPED_TRACE(fmt::format("{}, tied {}, recompute {}, sequence parallel {}", s->name, tied, recompute, sp));
         Communicator& tp = *s->tp;
         const int T = tp.size(), r = tp.rank();
         const Qwen3Config c = tiny_config(2, tied);
@@ -612,7 +611,8 @@ TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
         const LoraWeights lora = tiny_lora(c, 230 + s->data);
         const Batch batch = tiny_batch(240 + s->data);
         StepOptions options;
-        options.gradient_checkpointing = checkpointing;
+        options.gradient_checkpointing = std::string(recompute) == "full";
+        options.selective_recompute = std::string(recompute) == "selective";
         options.loss_denominator = 9.0;
         options.loss_chunk_tokens = 4;
 

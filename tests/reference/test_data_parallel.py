@@ -183,3 +183,17 @@ def test_combinations_not_built_yet_are_refused_at_start(setup, qft_bin, setting
     assert result.returncode != 0 and expected in result.stderr and "internal error" not in result.stderr, \
         result.stderr[-2000:]
     assert not (setup / "refused" / "adapter_model.safetensors").exists()
+
+
+def test_selective_recompute_gives_the_same_run_bitwise(setup, qft_bin):
+    """training.recompute_granularity: selective (norms, q/k norm + RoPE and SwiGLU made again in backward)
+    changes no number: the same curve and adapter bytes as keeping every activation, on one rank and under
+    TP 2 with sequence parallelism."""
+    reference, ref_dir = train(setup, qft_bin, "lora_ref", 1, 4, 0)
+    extra = ", gradient_checkpointing: true, recompute_granularity: selective"
+    curve, out = train(setup, qft_bin, "selective", 1, 4, 0, extra=extra)
+    assert_same_curves(reference, curve, rel=0)
+    assert (out / "adapter_model.safetensors").read_bytes() == (ref_dir / "adapter_model.safetensors").read_bytes()
+    tp_reference, _ = train(setup, qft_bin, "tp_sp_keep", 2, 4, 0, tp=2, sp=True)
+    tp_curve, _ = train(setup, qft_bin, "tp_sp_selective", 2, 4, 0, tp=2, sp=True, extra=extra)
+    assert_same_curves(tp_reference, tp_curve, rel=0)

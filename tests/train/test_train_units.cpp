@@ -762,6 +762,11 @@ TEST(MemoryPlan, ActivationEstimateIsWithinFifteenPercentOfPeaksMeasuredOnAnH200
   ActivationShape recompute = whole;
   recompute.gradient_checkpointing = true;
   EXPECT_LT(estimate_activation_bytes(recompute) * 4, estimate_activation_bytes(whole));
+  ActivationShape selective = whole;
+  selective.selective_recompute = true;
+  const double ratio = static_cast<double>(estimate_activation_bytes(selective)) / estimate_activation_bytes(whole);
+  EXPECT_GT(ratio, 0.55);
+  EXPECT_LT(ratio, 0.75);
 }
 
 TEST(MemoryPlan, OnlyAClearlyOversizedRunIsRefused) {
