@@ -205,8 +205,11 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   if (rank_ == 0) {
     spdlog::info("training {} on {} ({}), {} rows, {} optimizer steps ({} per epoch), warmup {}, {}, ZeRO stage {}, "
                  "collectives over {}",
-                 full_finetuning_ ? "all weights" : fmt::format("LoRA r={} alpha={}", lora_->config.r,
-                                                               lora_->config.lora_alpha),
+                 full_finetuning_ ? "all weights"
+                                  : fmt::format("LoRA r={} alpha={}{}", lora_->config.r, lora_->config.lora_alpha,
+                                                model::has_nf4_projections(model_->weights())
+                                                    ? " on an NF4 (4-bit) base"
+                                                    : ""),
                  device_.str(), hf::torch_dtype_name(compute_dtype_), rows_->size(), total_steps_,
                  plan_->steps_per_epoch(), warmup, grid_->describe(), config_.distributed.zero_stage,
                  gpu_data_ || gpu_tensor_ ? "NCCL" : "MPI");
