@@ -18,6 +18,24 @@ std::vector<Range> shard_parts(const std::vector<Range>& shards, Range span) {
   return out;
 }
 
+std::unique_ptr<Work> gather_span_async(Communicator& data, const std::vector<Range>& shards, const at::Tensor& own,
+                                        Range span, at::Tensor dest) {
+  const std::vector<Range> parts = shard_parts(shards, span);
+  const Range mine = parts[data.rank()];
+  if (mine.size() > 0)
+    dest.narrow(0, mine.begin, mine.size())
+        .copy_(own.narrow(0, span.begin + mine.begin - shards[data.rank()].begin, mine.size()));
+  return data.all_gather_async(dest, parts);
+}
+
+void add_own_part(Communicator& data, const std::vector<Range>& shards, Range span, const at::Tensor& reduced,
+                  at::Tensor& own_shard) {
+  const Range mine = shard_parts(shards, span)[data.rank()];
+  if (mine.size() == 0) return;
+  own_shard.narrow(0, span.begin + mine.begin - shards[data.rank()].begin, mine.size())
+      .add_(reduced.narrow(0, mine.begin, mine.size()));
+}
+
 int64_t LayerLayout::max_layer_size() const {
   int64_t m = 0;
   for (const Range& r : layers) m = std::max(m, r.size());
@@ -58,6 +76,12 @@ LayerLayout LayerLayout::from_entries(const std::vector<std::pair<std::string, R
   return layout;
 }
 
+int64_t LayerLayout::layer_containing(Range r) const {
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (r.begin >= layers[i].begin && r.end <= layers[i].end) return static_cast<int64_t>(i);
+  return -1;
+}
+
 LayerSlots::LayerSlots(LayerLayout layout, at::TensorOptions options, bool with_resident)
     : layout_(std::move(layout)) {
   for (int s = 0; s < 2; ++s) slots_.push_back(at::zeros({layout_.max_layer_size()}, options));
@@ -70,10 +94,8 @@ at::Tensor LayerSlots::slot_of(int64_t layer) const {
 }
 
 at::Tensor LayerSlots::view(Range r) const {
-  for (size_t i = 0; i < layout_.layers.size(); ++i) {
-    const Range& l = layout_.layers[i];
-    if (r.begin >= l.begin && r.end <= l.end) return slot_of(static_cast<int64_t>(i)).narrow(0, r.begin - l.begin, r.size());
-  }
+  const int64_t layer = layout_.layer_containing(r);
+  if (layer >= 0) return slot_of(layer).narrow(0, r.begin - layout_.layers[layer].begin, r.size());
   for (size_t k = 0; k < layout_.resident.size(); ++k) {
     const Range& l = layout_.resident[k];
     if (r.begin >= l.begin && r.end <= l.end) {
@@ -140,12 +162,7 @@ void GradientReducer::drain(Pending& pending) {
   if (pending.layer < 0) return;
   pending.work->wait();
   // The reduce-scatter left this rank's part of the layer's sum in its place in the slot.
-  const Range span = layout_.layers[pending.layer];
-  const Range part = shard_parts(shards_, span)[data_.rank()];
-  if (part.size() > 0) {
-    const int64_t into_shard = span.begin + part.begin - shards_[data_.rank()].begin;
-    shard_.narrow(0, into_shard, part.size()).add_(slots_->slot_of(pending.layer).narrow(0, part.begin, part.size()));
-  }
+  add_own_part(data_, shards_, layout_.layers[pending.layer], slots_->slot_of(pending.layer), shard_);
   pending.layer = -1;
   pending.work.reset();
 }
@@ -184,11 +201,7 @@ void GradientReducer::finish() {
       std::vector<std::unique_ptr<Work>> works;
       reduce_range(slots_->resident(k), span, works);
       works.front()->wait();
-      const Range part = shard_parts(shards_, span)[data_.rank()];
-      if (part.size() > 0) {
-        shard_.narrow(0, span.begin + part.begin - shards_[data_.rank()].begin, part.size())
-            .add_(slots_->resident(k).narrow(0, part.begin, part.size()));
-      }
+      add_own_part(data_, shards_, span, slots_->resident(k), shard_);
     }
     return;
   }
@@ -217,22 +230,13 @@ LayerWeightGatherer::LayerWeightGatherer(Communicator& data, std::vector<Range> 
             "ZeRO-3: this rank's shard has {} elements, its range {}", own_.numel(), shards_[data_.rank()].size());
 }
 
-void LayerWeightGatherer::copy_own_part(Range span, at::Tensor dest) {
-  const Range part = shard_parts(shards_, span)[data_.rank()];
-  if (part.size() == 0) return;
-  dest.narrow(0, part.begin, part.size())
-      .copy_(own_.narrow(0, span.begin + part.begin - shards_[data_.rank()].begin, part.size()));
-}
-
 void LayerWeightGatherer::start_gather(int64_t layer) {
   const int s = static_cast<int>(layer % 2);
   if (holds_[s] == layer) return;
   // The slot's previous gather must be complete before the slot is written again.
   if (gathering_[s]) gathering_[s]->wait();
   const Range span = slots_.layout().layers.at(static_cast<size_t>(layer));
-  at::Tensor dest = slots_.slot_of(layer);
-  copy_own_part(span, dest);
-  gathering_[s] = data_.all_gather_async(dest, shard_parts(shards_, span));
+  gathering_[s] = gather_span_async(data_, shards_, own_, span, slots_.slot_of(layer));
   holds_[s] = layer;
 }
 
@@ -257,10 +261,7 @@ void LayerWeightGatherer::invalidate() {
 
 void LayerWeightGatherer::gather_resident() {
   for (size_t k = 0; k < slots_.layout().resident.size(); ++k) {
-    const Range span = slots_.layout().resident[k];
-    at::Tensor dest = slots_.resident(k);
-    copy_own_part(span, dest);
-    data_.all_gather(dest, shard_parts(shards_, span));
+    gather_span_async(data_, shards_, own_, slots_.layout().resident[k], slots_.resident(k))->wait();
   }
 }
 

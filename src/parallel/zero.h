@@ -35,6 +35,16 @@ namespace qft::parallel {
 // contract of Communicator's collectives on the span's sub-buffer.
 std::vector<Range> shard_parts(const std::vector<Range>& shards, Range span);
 
+// `dest` ([span.size()]) receives flat range `span` from the ranks whose shards hold parts of it: this rank
+// copies its part from `own` (its shard, shards[rank] of the flat buffer), then the parts are all-gathered.
+// Every rank of `data` must call it for the same span, also one whose shard misses the span.
+std::unique_ptr<Work> gather_span_async(Communicator& data, const std::vector<Range>& shards, const at::Tensor& own,
+                                        Range span, at::Tensor dest);
+// After a reduce-scatter of `reduced` ([span.size()], the span's parts per shard_parts), adds this rank's part
+// of it into `own_shard` (shards[rank] of the flat buffer).
+void add_own_part(Communicator& data, const std::vector<Range>& shards, Range span, const at::Tensor& reduced,
+                  at::Tensor& own_shard);
+
 // The entries of a flat buffer grouped by decoder layer.
 struct LayerLayout {
   std::vector<Range> layers;    // layer i's entries, one contiguous range
@@ -42,6 +52,8 @@ struct LayerLayout {
   int64_t numel = 0;
 
   int64_t max_layer_size() const;
+  // The layer whose range holds all of `r`, or -1 (resident, or across layers).
+  int64_t layer_containing(Range r) const;
   // Entry names say their layer (".layers.<i>." as in HF and PEFT keys); a layer's entries must be
   // contiguous and every layer must have some.
   static LayerLayout from_entries(const std::vector<std::pair<std::string, Range>>& entries, int64_t numel,
@@ -148,7 +160,6 @@ class LayerWeightGatherer {
 
  private:
   void start_gather(int64_t layer);
-  void copy_own_part(Range span, at::Tensor dest);
 
   Communicator& data_;
   std::vector<Range> shards_;

@@ -464,15 +464,11 @@ void Trainer::shard_base_weights() {
       parallel::LayerLayout::from_entries(entries, padded, model_config_.num_hidden_layers);
   weight_slots_ = std::make_unique<parallel::LayerSlots>(
       layout, at::TensorOptions().dtype(compute_dtype_).device(device_), /*with_resident=*/false);
-  auto in_a_layer = [&](parallel::Range r) {
-    for (const parallel::Range& l : layout.layers)
-      if (r.begin >= l.begin && r.end <= l.end) return true;
-    return false;
-  };
   // The whole layers are dropped here; embed_tokens, norm and lm_head stay as loaded.
   model_->weights() = model_->weights().with_tensors(model_config_, [&](size_t i) {
     const parallel::Range r = entries[i].second;
-    return in_a_layer(r) ? weight_slots_->view(r).view(base[i].second.sizes()) : base[i].second.to(device_);
+    return layout.layer_containing(r) >= 0 ? weight_slots_->view(r).view(base[i].second.sizes())
+                                           : base[i].second.to(device_);
   });
   gatherer_ = std::make_unique<parallel::LayerWeightGatherer>(*data_, base_shards, weight_shard_, *weight_slots_);
 }
@@ -661,26 +657,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   out.learning_rate = schedule_->learning_rate(scheduler_step(step));
   if (loss_scaler_) loss_scaler_->update(false);  // the scale is not read again this step
   const int stage = zero_stage();
-  if (tensor_parallel() && stage >= 1) {
-    // The rank's data-parallel slice: the replicated adapter factors in it hold partial sums on each
-    // tensor-parallel rank (sum them), and count once in the norm.
-    const parallel::Range owned = optimizer_->owned();
-    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
-    std::vector<at::Tensor> replicated;
-    for (const parallel::Range& r : tensor_replicated_) {
-      const int64_t begin = std::max(r.begin, owned.begin), end = std::min(r.end, owned.end);
-      if (begin < end) replicated.push_back(own.narrow(0, begin - owned.begin, end - begin));
-    }
-    parallel::sum_partial_gradients(replicated, *tensor_);
-    double replicated_squares = 0.0;
-    for (const at::Tensor& t : replicated) replicated_squares += squared_norm(t);
-    const double mine = squared_norm(own) - (groups_.tensor->rank() == 0 ? 0.0 : replicated_squares);
-    out.grad_norm = std::sqrt(groups_.tensor->all_reduce_sum(groups_.data->all_reduce_sum(mine)));
-    check_grad_norm(out.grad_norm, out.loss, step);
-    if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
-    optimizer_->step_owned(flat_->params().narrow(0, owned.begin, owned.size()), own, out.learning_rate);
-    data_->all_gather(flat_->params(), shards_);
-  } else if (tensor_parallel()) {
+  if (stage == 0 && tensor_parallel()) {
     // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
     parallel::sum_partial_gradients(parallel::partial_gradients(grads_, config_.distributed.sequence_parallel),
                                     *tensor_);
@@ -693,18 +670,33 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     check_grad_norm(out.grad_norm, out.loss, step);
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   } else {
-    // Each data-parallel rank holds the summed gradients of its own shard and updates that shard of the
+    // Each data-parallel rank holds the summed gradients of its own slice and updates that slice of the
     // parameters with the optimizer state it alone holds.
-    const parallel::Range owned = optimizer_->owned();
-    at::Tensor own = stage >= 2 ? reducer_->shard() : flat_->grads().narrow(0, owned.begin, owned.size());
-    out.grad_norm = std::sqrt(data_->all_reduce_sum(squared_norm(own)));
+    at::Tensor own = owned_gradients();
+    double squares = 0.0;
+    if (tensor_parallel()) {
+      // The replicated adapter factors in the slice hold partial sums on each tensor-parallel rank: sum
+      // them, and count them once in the norm.
+      const parallel::Range owned = optimizer_->owned();
+      std::vector<at::Tensor> replicated;
+      for (const parallel::Range& r : tensor_replicated_) {
+        const int64_t begin = std::max(r.begin, owned.begin), end = std::min(r.end, owned.end);
+        if (begin < end) replicated.push_back(own.narrow(0, begin - owned.begin, end - begin));
+      }
+      parallel::sum_partial_gradients(replicated, *tensor_);
+      squares = squared_norm(own);
+      if (groups_.tensor->rank() != 0)
+        for (const at::Tensor& r : replicated) squares -= squared_norm(r);
+      squares = groups_.tensor->all_reduce_sum(groups_.data->all_reduce_sum(squares));
+    } else {
+      squares = data_->all_reduce_sum(squared_norm(own));
+    }
+    out.grad_norm = std::sqrt(squares);
     check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
-    const bool sharded_masters = flat_->stored().size() != flat_->numel();
-    optimizer_->step_owned(sharded_masters ? flat_->params() : flat_->params().narrow(0, owned.begin, owned.size()),
-                           own, out.learning_rate);
-    // The updated shards gathered back, unless each rank keeps only its own (ZeRO-3 full fine-tuning).
-    if (!sharded_masters) data_->all_gather(flat_->params(), shards_);
+    optimizer_->step_owned(owned_params(), own, out.learning_rate);
+    // The updated slices gathered back, unless each rank keeps only its own (ZeRO-3 full fine-tuning).
+    if (flat_->stored().size() == flat_->numel()) data_->all_gather(flat_->params(), shards_);
   }
   if (full_finetuning_) refresh_compute_weights();
   return out;
@@ -716,12 +708,7 @@ bool Trainer::unscale_gradients_found_inf() {
   // reads: the whole buffer (ZeRO-0), its slice of it (ZeRO-1) or its shard (ZeRO-2/3). The flag is
   // summed over all ranks (the slices and shards differ, and tensor-parallel peers hold different
   // shards), so every rank skips the same steps.
-  const int stage = zero_stage();
-  const parallel::Range owned = optimizer_->owned();
-  const at::Tensor own = stage >= 2   ? reducer_->shard()
-                         : stage == 1 ? flat_->grads().narrow(0, owned.begin, owned.size())
-                                      : flat_->grads();
-  const int64_t local_inf = loss_scaler_->unscale_and_check({own}) ? 1 : 0;
+  const int64_t local_inf = loss_scaler_->unscale_and_check({owned_gradients()}) ? 1 : 0;
   return world_.all_reduce_sum(local_inf) > 0;
 }
 
@@ -775,6 +762,12 @@ void Trainer::append_log_row(const nlohmann::json& row) {
   recorder_->on_log(row);
 }
 
+at::Tensor Trainer::owned_gradients() {
+  if (zero_stage() >= 2) return reducer_->shard();
+  const parallel::Range owned = optimizer_->owned();
+  return flat_->grads().narrow(0, owned.begin, owned.size());  // stage 0: the whole buffer
+}
+
 at::Tensor Trainer::owned_params() const {
   const parallel::Range owned = optimizer_->owned(), stored = flat_->stored();
   QFT_CHECK(stored.begin <= owned.begin && owned.end <= stored.end,
@@ -803,12 +796,7 @@ io::NamedTensors Trainer::gathered_masters(at::ScalarType dtype) {
       // ZeRO-3: the entry's pieces are on the ranks whose shards it crosses; every rank takes part in every
       // entry's gather, also where its shard holds none of it.
       whole = at::zeros({e.range.size()}, flat_->params().options());
-      const std::vector<parallel::Range> parts = parallel::shard_parts(shards_, e.range);
-      const parallel::Range mine = parts[groups_.data->rank()];
-      if (mine.size() > 0)
-        whole.narrow(0, mine.begin, mine.size())
-            .copy_(flat_->params().narrow(0, e.range.begin + mine.begin - stored.begin, mine.size()));
-      data_->all_gather(whole, parts);
+      parallel::gather_span_async(*data_, shards_, flat_->params(), e.range, whole)->wait();
       whole = whole.view(e.shape);
     }
     if (rank_ == 0) out.emplace_back(e.name, whole.to(at::kCPU, dtype));

@@ -88,6 +88,9 @@ class Trainer {
   double evaluate_held_out();
   void evaluate_and_log(int64_t step);
   void save_checkpoint(int64_t global_step);
+  // The summed gradients of optimizer_->owned() once the reducer has finished: the whole flat buffer
+  // (ZeRO 0), its slice (ZeRO 1) or the reducer's shard (ZeRO 2/3).
+  at::Tensor owned_gradients();
   // The fp32 masters of the optimizer's owned range (a view; params() may hold only the stored range).
   at::Tensor owned_params() const;
   // The adapter in the single-GPU layout (gathered from the tensor-parallel shards: collective).
