@@ -25,7 +25,7 @@ const std::map<std::string, std::vector<std::string>>& section_keys() {
        {"learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
         "lr_scheduler_type", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
         "gradient_accumulation_steps", "max_steps", "num_train_epochs", "logging_steps", "save_steps", "seed",
-        "shuffle", "dataloader_drop_last", "gradient_checkpointing", "recompute_granularity", "loss_chunk_tokens",
+        "shuffle", "dataloader_drop_last", "gradient_checkpointing", "recompute_granularity", "use_fused_kernels", "loss_chunk_tokens",
         "resume_from_checkpoint"}},
       {"output", {"output_dir", "overwrite_output_dir", "save_total_limit", "report_to"}},
   };

@@ -4,8 +4,8 @@
 
 #include "model/ops/attention.h"
 #include "model/ops/linear.h"
+#include "model/ops/qk_norm_rope.h"
 #include "model/ops/rms_norm.h"
-#include "model/ops/rope.h"
 #include "model/ops/swiglu.h"
 
 namespace qft::model {
@@ -72,10 +72,8 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.k_pre = project(ctx, Projection::k, a.h_in, acts).view({N, nKV, D});
   a.v = project(ctx, Projection::v, a.h_in, acts).view({N, nKV, D});
   // Qwen3 normalises q and k per head before RoPE.
-  const at::Tensor qn = ops::rms_norm_forward(a.q_pre, w.q_norm, eps, &a.rstd_q);
-  const at::Tensor kn = ops::rms_norm_forward(a.k_pre, w.k_norm, eps, &a.rstd_k);
-  a.q = ops::rope_forward(qn, ctx.cos, ctx.sin);
-  a.k = ops::rope_forward(kn, ctx.cos, ctx.sin);
+  a.q = ops::qk_norm_rope_forward(a.q_pre, w.q_norm, eps, ctx.cos, ctx.sin, &a.rstd_q);
+  a.k = ops::qk_norm_rope_forward(a.k_pre, w.k_norm, eps, ctx.cos, ctx.sin, &a.rstd_k);
   a.attn = ops::attention_forward(a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
                                   a.v.view({ctx.B, ctx.T, nKV, D}), ctx.attention, &a.lse)
                .view({N, nH * D});
@@ -104,8 +102,8 @@ void recompute_cheap(const LayerContext& ctx, LayerActivations& a) {
   const ShardedLayerHooks& s = ctx.sharded;
   // The same ops as the forward, on the same saved inputs: the same values (rstd included).
   a.h_in = hook(s.column_input, ops::rms_norm_forward(a.x, w.input_layernorm, eps, &a.rstd_in));
-  a.q = ops::rope_forward(ops::rms_norm_forward(a.q_pre, w.q_norm, eps, &a.rstd_q), ctx.cos, ctx.sin);
-  a.k = ops::rope_forward(ops::rms_norm_forward(a.k_pre, w.k_norm, eps, &a.rstd_k), ctx.cos, ctx.sin);
+  a.q = ops::qk_norm_rope_forward(a.q_pre, w.q_norm, eps, ctx.cos, ctx.sin, &a.rstd_q);
+  a.k = ops::qk_norm_rope_forward(a.k_pre, w.k_norm, eps, ctx.cos, ctx.sin, &a.rstd_k);
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
   a.act = ops::swiglu_forward(a.gate, a.up);
 }
@@ -133,10 +131,10 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   const ops::AttentionGrads ag = ops::attention_backward(
       dattn.view({ctx.B, ctx.T, nH, D}), a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
       a.v.view({ctx.B, ctx.T, nKV, D}), a.attn.view({ctx.B, ctx.T, nH, D}), a.lse, ctx.attention);
-  const at::Tensor dqn = ops::rope_backward(ag.dq.view({N, nH, D}), ctx.cos, ctx.sin);
-  const at::Tensor dkn = ops::rope_backward(ag.dk.view({N, nKV, D}), ctx.cos, ctx.sin);
-  const at::Tensor dq = ops::rms_norm_backward(dqn, a.q_pre, w.q_norm, a.rstd_q, gw ? &gw->q_norm : nullptr);
-  const at::Tensor dk = ops::rms_norm_backward(dkn, a.k_pre, w.k_norm, a.rstd_k, gw ? &gw->k_norm : nullptr);
+  const at::Tensor dq = ops::qk_norm_rope_backward(ag.dq.view({N, nH, D}), a.q_pre, w.q_norm, a.rstd_q, ctx.cos,
+                                                   ctx.sin, gw ? &gw->q_norm : nullptr);
+  const at::Tensor dk = ops::qk_norm_rope_backward(ag.dk.view({N, nKV, D}), a.k_pre, w.k_norm, a.rstd_k, ctx.cos,
+                                                   ctx.sin, gw ? &gw->k_norm : nullptr);
   // Without dx (first layer, frozen embedding) only the q/k/v weight gradients remain to be made,
   // unless the input norm is trained, whose gradient needs dh_in.
   const bool dh_needed = need_dx || gw != nullptr;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "model/ops/fused_kernels.h"
 #include "model/shape_string.h"
 
 namespace qft::model {
@@ -148,6 +149,13 @@ Nf4Weight::Nf4Weight(Nf4Tensors tensors, at::ScalarType compute_dtype, std::shar
   QFT_CHECK(tensors_.shape.size() == 2, "an NF4 weight must be 2-D [out, in], got {}", shape_string(tensors_.shape));
   QFT_CHECK(scratch_ != nullptr, "an NF4 weight needs a dequantization scratch");
   pair_table_ = nf4_pair_table(tensors_.quant_map);
+  // The fused kernel knows only the NF4 code book (and, when nested, bitsandbytes' dynamic map for the
+  // absmax codes); a checkpoint storing other tables keeps the ATen path. One comparison at load.
+  const at::Tensor cpu_map = tensors_.quant_map.to(at::kCPU, at::kFloat);
+  standard_tables_ = at::equal(cpu_map, float_table(nf4::kCodebook, 16, at::kCPU));
+  if (tensors_.nested)
+    standard_tables_ = standard_tables_ && at::equal(tensors_.nested_quant_map.to(at::kCPU, at::kFloat),
+                                                     float_table(nf4::kDynamicMap, 256, at::kCPU));
 }
 
 std::shared_ptr<Nf4Weight> Nf4Weight::quantize(const at::Tensor& weight, const Nf4Options& options,
@@ -156,7 +164,19 @@ std::shared_ptr<Nf4Weight> Nf4Weight::quantize(const at::Tensor& weight, const N
   return std::make_shared<Nf4Weight>(nf4_quantize(weight, options), compute_dtype, std::move(scratch), shard);
 }
 
-at::Tensor Nf4Weight::dense() const { return nf4_dequantize(tensors_, compute_dtype_, *scratch_, pair_table_); }
+at::Tensor Nf4Weight::dense() const {
+  // CUDA, bf16 in and out: one bandwidth-bound kernel (kernels/nf4.cu, bit-exact with the ATen path).
+  if (standard_tables_ && compute_dtype_ == at::kBFloat16 && tensors_.dtype == at::kBFloat16 &&
+      tensors_.packed.is_cuda()) {
+    const int64_t n = tensors_.numel();
+    at::Tensor out = scratch_->buffer(at::kBFloat16, n, tensors_.packed.device());
+    if (ops::fused::nf4_dequantize(out, tensors_.packed, tensors_.absmax, tensors_.nested_absmax,
+                                   tensors_.nested_quant_map, tensors_.offset, tensors_.nested, n,
+                                   tensors_.blocksize, tensors_.nested_blocksize))
+      return out.view(tensors_.shape);
+  }
+  return nf4_dequantize(tensors_, compute_dtype_, *scratch_, pair_table_);
+}
 
 at::Tensor Nf4Weight::dequantize(at::ScalarType dtype) const {
   Nf4Scratch own;  // buffers of exactly this weight's size, owned by the result

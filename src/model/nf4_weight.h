@@ -114,6 +114,7 @@ class Nf4Weight final : public WeightStorage {
  private:
   Nf4Tensors tensors_;
   at::Tensor pair_table_;  // nf4_pair_table(quant_map), kept: built once instead of on every dense()
+  bool standard_tables_ = false;  // quant_map (and nested_quant_map) are bitsandbytes' own: the fused kernel applies
   at::ScalarType compute_dtype_;
   std::shared_ptr<Nf4Scratch> scratch_;
   WeightShard shard_;

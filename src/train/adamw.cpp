@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/ops/fused_kernels.h"
 
 namespace qft::train {
 
@@ -20,6 +21,27 @@ AdamW::AdamW(AdamWOptions options, parallel::Range owned, std::vector<parallel::
     cursor = r.end;
   }
   if (cursor < owned.end) decay_ranges_.push_back({cursor, owned.end});
+  // The same split as the fused kernel's table, relative to the owned range: where each run of decaying
+  // or non-decaying elements ends.
+  std::vector<int64_t> ends;
+  std::vector<uint8_t> decays;
+  cursor = owned.begin;
+  for (const parallel::Range& r : decay_ranges_) {
+    if (r.begin > cursor) {
+      ends.push_back(r.begin - owned.begin);
+      decays.push_back(0);
+    }
+    ends.push_back(r.end - owned.begin);
+    decays.push_back(1);
+    cursor = r.end;
+  }
+  if (cursor < owned.end) {
+    ends.push_back(owned.end - owned.begin);
+    decays.push_back(0);
+  }
+  const auto n_ranges = static_cast<int64_t>(ends.size());
+  range_end_ = at::from_blob(ends.data(), {n_ranges}, at::kLong).to(device);
+  range_decay_ = at::from_blob(decays.data(), {n_ranges}, at::kByte).to(device);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   exp_avg_ = at::zeros({owned.size()}, f32);
   exp_avg_sq_ = at::zeros({owned.size()}, f32);
@@ -44,6 +66,10 @@ void AdamW::step_owned(at::Tensor p, const at::Tensor& grads_owned, double lr) {
   const double bias_correction2 = 1.0 - std::pow(options_.beta2, step);
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  // CUDA: one memory-bound kernel over the whole range (kernels/adamw.cu), the same formulas in fp32.
+  if (model::ops::fused::adamw_step(p, grads_owned, exp_avg_, exp_avg_sq_, range_end_, range_decay_, lr,
+                                    options_.beta1, options_.beta2, options_.eps, options_.weight_decay, step_count_))
+    return;
   if (options_.weight_decay != 0.0) {
     for (const parallel::Range& r : decay_ranges_)
       p.narrow(0, r.begin - owned_.begin, r.size()).mul_(1.0 - lr * options_.weight_decay);

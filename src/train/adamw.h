@@ -50,6 +50,7 @@ class AdamW {
   AdamWOptions options_;
   parallel::Range owned_;
   std::vector<parallel::Range> decay_ranges_;  // owned minus no_decay, relative to the flat buffer
+  at::Tensor range_end_, range_decay_;         // the same as runs relative to owned, for the fused kernel
   at::Tensor exp_avg_, exp_avg_sq_;
   int64_t step_count_ = 0;  // torch keeps one per parameter; all parameters step together here
 };

@@ -176,6 +176,7 @@ TrainingOptions read_training_section(ConfigReader section) {
   t.recompute_granularity = section.get_string("recompute_granularity", t.recompute_granularity);
   require(t.recompute_granularity == "full" || t.recompute_granularity == "selective", section,
           "recompute_granularity", "full or selective", t.recompute_granularity);
+  t.use_fused_kernels = section.get_bool("use_fused_kernels", t.use_fused_kernels);
   t.loss_chunk_tokens = section.get_int("loss_chunk_tokens", t.loss_chunk_tokens);
   require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
   t.resume_from_checkpoint = section.get_string("resume_from_checkpoint", "");
@@ -367,7 +368,7 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
-                          "gradient_checkpointing", "recompute_granularity", "loss_chunk_tokens", "eval_strategy",
+                          "gradient_checkpointing", "recompute_granularity", "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
                           "eval_steps",
                           "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
@@ -479,6 +480,7 @@ nlohmann::json TrainConfig::to_json() const {
                    {"dataloader_drop_last", t.dataloader_drop_last},
                    {"gradient_checkpointing", t.gradient_checkpointing},
                    {"recompute_granularity", t.recompute_granularity},
+                   {"use_fused_kernels", t.use_fused_kernels},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
                    {"resume_from_checkpoint", t.resume_from_checkpoint},
                    {"eval_strategy", t.eval_strategy},

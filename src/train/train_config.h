@@ -87,6 +87,9 @@ struct TrainingOptions {
   // "selective" keeps the GEMM and attention outputs and recomputes only norms, RoPE and SwiGLU
   // (Megatron's recompute_granularity).
   std::string recompute_granularity = "full";
+  // On CUDA, run the fused kernels of kernels/ (norms, q/k norm + RoPE, SwiGLU, cross-entropy, AdamW, NF4)
+  // instead of ATen's ops; no effect on CPU. Off: ATen everywhere (comparisons).
+  bool use_fused_kernels = true;
   // Evaluation during training on data.val_size's held-out rows (HF TrainingArguments names).
   std::string eval_strategy = "no";  // no | steps | epoch
   int64_t eval_steps = 0;            // with eval_strategy steps; 0 = logging_steps, as HF

@@ -19,6 +19,7 @@
 #include "hf/peft_adapter.h"
 #include "core/remove_tree.h"
 #include "model/lora_targets.h"
+#include "model/ops/fused_kernels.h"
 #include "parallel/launch_check.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/tp_model.h"
@@ -121,6 +122,7 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
   check_launch();
   world_.check_same_on_all_ranks("the training config", config_.hash());
   full_finetuning_ = config_.finetuning_type == FinetuningType::full;
+  model::ops::fused::set_enabled(config_.training.use_fused_kernels);
   resolve_device_and_dtype();
   create_groups();
 

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "model/ops/common.h"
+#include "model/ops/fused_kernels.h"
 
 namespace qft::model::ops {
 namespace {
@@ -56,7 +57,15 @@ CrossEntropyResult lm_head_cross_entropy(const at::Tensor& h, const at::Tensor& 
     const at::Tensor idx = rows.narrow(0, c0, n);
     const at::Tensor tgt = all_targets.narrow(0, c0, n).unsqueeze(1);
     const at::Tensor hc = h.index_select(0, idx);
-    const at::Tensor logits = at::mm(hc, W.t());  // [n, V] in the compute dtype, as transformers' lm_head
+    at::Tensor logits = at::mm(hc, W.t());  // [n, V] in the compute dtype, as transformers' lm_head
+    // CUDA: one kernel turns the logits into (softmax - onehot) / denominator in place, with the losses.
+    at::Tensor chunk_losses;
+    if (fused::cross_entropy_in_place(logits, &chunk_losses, all_targets.narrow(0, c0, n), inv)) {
+      loss += chunk_losses.sum();
+      if (dh != nullptr) dh->index_copy_(0, idx, at::mm(logits, W));
+      if (dW != nullptr) accumulate(*dW, at::mm(logits.t(), hc));
+      continue;
+    }
     const at::Tensor logp = log_softmax_acc(logits);
     const at::Tensor logp_t = logp.gather(1, tgt);
     loss -= logp_t.sum();

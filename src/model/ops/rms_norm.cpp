@@ -1,10 +1,12 @@
 #include "model/ops/rms_norm.h"
 
 #include "model/ops/common.h"
+#include "model/ops/fused_kernels.h"
 
 namespace qft::model::ops {
 
 at::Tensor rms_norm_forward(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor* rstd) {
+  if (at::Tensor y = fused::rms_norm_forward(x, w, eps, rstd); y.defined()) return y;
   // mean(x^2) as |x|^2 / C: one pass over x in the accumulation dtype, no fp32 copy of x.
   const at::Tensor norm = at::linalg_vector_norm(x, 2, {-1}, /*keepdim=*/true, acc_type(x.scalar_type()));
   at::Tensor r = at::rsqrt(norm.square().div_(static_cast<double>(x.size(-1))).add_(eps));
@@ -15,6 +17,7 @@ at::Tensor rms_norm_forward(const at::Tensor& x, const at::Tensor& w, double eps
 
 at::Tensor rms_norm_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
                              const at::Tensor& rstd, at::Tensor* dw) {
+  if (at::Tensor dx = fused::rms_norm_backward(dy, x, w, rstd, dw); dx.defined()) return dx;
   const int64_t C = x.size(-1);
   const at::ScalarType acc = acc_type(x.scalar_type());
   const at::Tensor r = rstd.unsqueeze(-1);
