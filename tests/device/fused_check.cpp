@@ -147,9 +147,12 @@ void check_adamw() {
     if (fused == 1) expect(ops::fused::launches() - before == 3, "AdamW: three fused launches");
     results[fused] = p;
   }
-  const double e = rel(results[1] - p0, results[0] - p0);
-  std::printf("| AdamW, 3 steps, %lld params, 3 decay runs | update rel diff %.2e |\n", static_cast<long long>(n), e);
-  expect(e < 1e-5, "AdamW: fused update equals the ATen update within 1e-5 (of the update)");
+  // The parameters (|p| up to ~5) carry the fp32 rounding of the last update step: a few ulps.
+  const double e = rel(results[1], results[0]);
+  const double moved = rel(results[0], p0);
+  std::printf("| AdamW, 3 steps, %lld params, 3 decay runs | params rel diff %.2e (the steps moved them %.2e) |\n",
+              static_cast<long long>(n), e, moved);
+  expect(e < 1e-6 && moved > 1e-4, "AdamW: fused parameters equal the ATen ones within 1e-6");
 }
 
 void check_nf4() {
@@ -246,6 +249,31 @@ void bench_attention() {
     } catch (const std::exception& e) {
       cudnn += std::string("failed: ") + std::string(e.what()).substr(0, 300);
     }
+    // cuDNN's dense (one sequence per row) form, [B, heads, T, D] views of the same [B, T, heads, D] memory.
+    std::string dense = "cuDNN dense: ";
+    try {
+      auto bhsd = [&](const at::Tensor& t) { return t.view({c.seqs, c.len, t.size(1), c.D}).transpose(1, 2); };
+      auto fwd = [&] {
+        return at::_scaled_dot_product_cudnn_attention(bhsd(q), bhsd(k), bhsd(v), std::nullopt, true, 0.0, true,
+                                                       false, scale);
+      };
+      auto [o3, lse3, cq, ck, mq, mk, seed, offset, dbg] = fwd();
+      auto bwd = [&] {
+        return at::_scaled_dot_product_cudnn_attention_backward(bhsd(dout), bhsd(q), bhsd(k), bhsd(v), o3, lse3, seed,
+                                                                offset, at::Tensor(), at::Tensor(), at::Tensor(),
+                                                                c.len, c.len, 0.0, true, scale);
+      };
+      auto [dq3, dk3, dv3] = bwd();
+      const double f = time_ms([&] { fwd(); }), b = time_ms([&] { bwd(); });
+      auto back = [&](const at::Tensor& t) { return t.transpose(1, 2).reshape({N, t.size(1), c.D}); };
+      dense += fmt::format("fwd {:.3f} ms, bwd {:.3f} ms; out rel {:.1e}, dq {:.1e}, dk {:.1e}, dv {:.1e}", f, b,
+                           rel(back(o3), out), rel(back(dq3), g.dq), rel(back(dk3), g.dk), rel(back(dv3), g.dv));
+    } catch (const std::exception& e) {
+      dense += std::string("failed: ") + std::string(e.what()).substr(0, 300);
+    }
+    std::printf("| attention %lldx%lld tokens, %lld/%lld heads | %s |\n", static_cast<long long>(c.seqs),
+                static_cast<long long>(c.len), static_cast<long long>(c.nH), static_cast<long long>(c.nKV),
+                dense.c_str());
     std::printf("| attention %lldx%lld tokens, %lld/%lld heads | FA2 fwd %.3f ms, bwd %.3f ms | %s |\n",
                 static_cast<long long>(c.seqs), static_cast<long long>(c.len), static_cast<long long>(c.nH),
                 static_cast<long long>(c.nKV), flash_f, flash_b, cudnn.c_str());
