@@ -63,6 +63,20 @@ struct LoraWeights {
   LoraWeights with_tensors(const std::function<at::Tensor(size_t index)>& tensor_of) const;
 };
 
+// The adapters as the GEMMs of one optimizer step read them: A and B cast once from the fp32 masters to
+// the compute dtype (the masters change only in the optimizer update, so every micro-batch, recompute and
+// backward of the step can share one copy), and per layer and input group (projection.h: q/k/v, gate/up)
+// the A factors of the adapted members stacked into one [sum of their r, in] tensor whose row blocks the
+// members' A are (views: no second copy). The gradients stay in fp32 buffers shaped as the masters.
+struct LoraCompute {
+  LoraConfig config;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<std::array<LoraPair, kNumProjections>> layers;       // as the masters, in `dtype`
+  std::vector<std::array<at::Tensor, kNumInputGroups>> stacked_A;  // undefined where no member is adapted
+
+  static LoraCompute make(const LoraWeights& masters, at::ScalarType dtype);
+};
+
 struct Qwen3Weights;
 
 // W += scaling * B A for every adapted projection (PEFT's merge_and_unload), computed in fp32 and rounded

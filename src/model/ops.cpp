@@ -5,6 +5,7 @@
 #include "model/ops/cross_entropy.cpp"
 #include "model/ops/embedding.cpp"
 #include "model/ops/linear.cpp"
+#include "model/ops/lora_group.cpp"
 #include "model/ops/rms_norm.cpp"
 #include "model/ops/rope.cpp"
 #include "model/ops/swiglu.cpp"
