@@ -350,6 +350,48 @@ TEST(Model, CheckpointingAndChunkingGiveIdenticalResults) {
   EXPECT_FALSE(at::allclose(g3.lora->layers[0][0].A, g0.lora->layers[0][0].A));
 }
 
+// The adapters cast once for a step (StepOptions::lora_compute, as the trainer passes them) give the very
+// results of a call that casts them itself; each layer's context carries its groups' stacked A.
+TEST(Model, AdaptersCastOncePerStepGiveTheSameStep) {
+  const Qwen3Config c = tiny_config(false);
+  const Qwen3Weights w = tiny_weights(c, 31).to(at::kFloat, at::kCPU);
+  LoraWeights lora = tiny_lora(c, 0.0, false, 32, {Projection::q, Projection::v, Projection::gate, Projection::up});
+  for (auto& layer : lora.layers)
+    for (auto& p : layer)
+      if (p.defined()) p = {p.A.to(at::kFloat), p.B.to(at::kFloat)};
+  const Batch batch = tiny_batch(c.vocab_size, 33);
+  const LoraCompute compute = LoraCompute::make(lora, at::kFloat);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerContext ctx = layer_context(prepare_batch(batch, c, w), c, w, &compute, i, false, 0);
+    for (int g = 0; g < kNumInputGroups; ++g) EXPECT_TRUE(ctx.lora_stacked_A[g].is_same(compute.stacked_A[i][g]));
+    // The member's A are row blocks of the stack: q's the first 4 rows, v's the next 4.
+    EXPECT_TRUE(at::equal(ctx.projections[0].lora->A, lora.layers[i][0].A));
+    EXPECT_TRUE(at::equal(compute.stacked_A[i][0].narrow(0, 4, 4), lora.layers[i][2].A));
+    EXPECT_FALSE(ctx.projections[1].lora.has_value());
+  }
+  Qwen3Model model(c, w);
+  Gradients own, given;
+  own.lora = lora.zeros_like();
+  given.lora = lora.zeros_like();
+  StepOptions opt;
+  const LossSum r_own = model.forward_backward(batch, &lora, own, opt);
+  opt.lora_compute = &compute;
+  const LossSum r_given = model.forward_backward(batch, &lora, given, opt);
+  EXPECT_EQ(r_own.loss_sum, r_given.loss_sum);
+  const auto a = own.lora->named_tensors(), b = given.lora->named_tensors();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+  // Cast for another dtype than the step's activations: an error naming both.
+  const LoraCompute bf16 = LoraCompute::make(lora, at::kBFloat16);
+  opt.lora_compute = &bf16;
+  try {
+    model.forward_backward(batch, &lora, given, opt);
+    ADD_FAILURE() << "adapters cast to bf16 accepted for a fp32 step";
+  } catch (const qft::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cast to BFloat16 for a step whose activations are Float"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Model, AccumulationOverMicroBatchesEqualsOneBatch) {
   const Qwen3Config c = tiny_config(true);
   const Qwen3Weights w = tiny_weights(c, 31);
@@ -608,20 +650,38 @@ TEST(DecoderLayer, StackedGroupsEqualOneProjectionAtATime) {
         at::Tensor y, dx;
         LoraWeights lora_grads;
         Qwen3Weights weight_grads;
+        int forward_gemms = 0, backward_gemms = 0;
       };
       auto run = [&](const LayerContext& ctx) {
         Run r;
         LayerActivations acts;
-        r.y = decoder_layer_forward(ctx, x, &acts);
+        {
+          const qft::test::OpCounter counter;
+          r.y = decoder_layer_forward(ctx, x, &acts);
+          r.forward_gemms = counter.gemms();
+        }
         r.lora_grads = lora.zeros_like();
         r.weight_grads = w.to(at::kFloat, at::kCPU).zeros_like();
         LayerGrads grads;
         grads.lora = &r.lora_grads.layers[0];
         if (s.full) grads.weights = &r.weight_grads.layers[0];
+        const qft::test::OpCounter counter;
         r.dx = decoder_layer_backward(ctx, dy, acts, grads);
+        r.backward_gemms = counter.gemms();
         return r;
       };
       const Run a = run(stacked), b = run(single);
+      // A group of n adapted members makes x A^T in one GEMM instead of n, and dA and the LoRA dx in two
+      // instead of 2n; under dropout nothing is stacked.
+      int fewer = 0;
+      for (int g = 0; g < kNumInputGroups && s.dropout == 0.0; ++g) {
+        int n = 0;
+        for (Projection p : input_group_info(static_cast<InputGroup>(g)).members) n += lora.config.targets(p);
+        fewer += std::max(n - 1, 0);
+      }
+      EXPECT_EQ(b.forward_gemms - a.forward_gemms, fewer);
+      EXPECT_EQ(b.backward_gemms - a.backward_gemms, 2 * fewer);
+      EXPECT_GT(a.forward_gemms, 0);
       std::vector<std::pair<std::string, std::pair<at::Tensor, at::Tensor>>> pairs = {{"y", {a.y, b.y}},
                                                                                       {"dx", {a.dx, b.dx}}};
       const auto la = a.lora_grads.named_tensors(), lb = b.lora_grads.named_tensors();

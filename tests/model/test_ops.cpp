@@ -1,10 +1,6 @@
 // Every op's explicit backward against autograd on random float64 inputs.
 #include <cmath>
-#include <map>
-#include <memory>
 #include <string>
-
-#include <ATen/record_function.h>
 
 #include "model/ops/attention.h"
 #include "model/ops/cross_entropy.h"
@@ -284,47 +280,6 @@ TEST(Ops, LoraGradientsStayFp32WithLowPrecisionActivations) {
 
 namespace {
 
-// Counts, on this thread while alive, the GEMMs (aten::mm, aten::addmm, aten::addmm_) and the dtype casts
-// of tensors (aten::_to_copy of more than a wrapped scalar) that run through the dispatcher.
-class OpCounter {
- public:
-  OpCounter() {
-    QFT_CHECK(counts() == nullptr, "OpCounter: one at a time per thread");
-    counts() = &counts_;
-    handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(&OpCounter::on_start)
-                                             .needsInputs(true)
-                                             .scopes({at::RecordScope::FUNCTION}));
-  }
-  ~OpCounter() {
-    at::removeCallback(handle_);
-    counts() = nullptr;
-  }
-  int gemms() const { return count("aten::mm") + count("aten::addmm") + count("aten::addmm_"); }
-  int casts() const { return count("aten::_to_copy"); }
-
- private:
-  static std::map<std::string, int>*& counts() {
-    static thread_local std::map<std::string, int>* active = nullptr;
-    return active;
-  }
-  static std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
-    if (counts() == nullptr) return nullptr;
-    std::string name = fn.name();
-    if (name == "aten::_to_copy") {
-      const auto inputs = fn.inputs();
-      if (inputs.empty() || !inputs[0].isTensor() || inputs[0].toTensor().dim() == 0) name += " (scalar)";
-    }
-    ++(*counts())[name];
-    return nullptr;
-  }
-  int count(const std::string& name) const {
-    const auto it = counts_.find(name);
-    return it == counts_.end() ? 0 : it->second;
-  }
-  std::map<std::string, int> counts_;
-  at::CallbackHandle handle_ = 0;
-};
-
 // Three projections of one 16-wide input (outputs 12, 8, 8; ranks 4, 2, 3), each with a LoRA branch or
 // not, in `dt` with fp32 masters; the adapted members' A are row blocks of one stacked tensor, as
 // LoraCompute makes them.
@@ -425,7 +380,7 @@ TEST(Ops, LoraGroupEqualsOneProjectionAtATime) {
         g.xa.assign(3, at::Tensor());
         std::vector<at::Tensor*> slots = {&g.xa[0], &g.xa[1], &g.xa[2]};
         {
-          OpCounter ops_run;
+          qft::test::OpCounter ops_run;
           g.y = ops::lora_group_forward(f.group(true), x, &slots);
           EXPECT_EQ(ops_run.casts(), 0);  // the factors are used in the compute dtype as given
         }
@@ -483,13 +438,13 @@ TEST(Ops, LoraGroupRunsOneGemmPerRankStep) {
   for (const bool stacked : {true, false}) {
     SCOPED_TRACE(stacked);
     {
-      const OpCounter forward;
+      const qft::test::OpCounter forward;
       ops::lora_group_forward(f.group(stacked), x, &slots);
       // Stacked: x A^T once, then per member (a s) B^T and the base GEMM; else x A^T per member too.
       EXPECT_EQ(forward.gemms(), stacked ? 1 + 3 * 2 : 3 * 3);
       EXPECT_EQ(forward.casts(), 0);
     }
-    const OpCounter backward;
+    const qft::test::OpCounter backward;
     ops::lora_group_backward(f.group(stacked), dy, x, xa, grads, true);
     // Stacked: per member dB and da, then dA and the LoRA dx once, then the base dx per member.
     EXPECT_EQ(backward.gemms(), stacked ? 3 * 2 + 2 + 3 : 3 * 5);
