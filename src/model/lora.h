@@ -1,8 +1,10 @@
 // LoRA, all of it in one place: the adapter config (PEFT's LoraConfig fields qft supports), the adapters
-// of a model (A [r, in] and B [out, r] per targeted projection, fp32 masters), PEFT's initialisations,
-// PEFT's tensor names, and merging into the base weights. Which projections are targeted comes from PEFT's
-// `target_modules` rules in lora_targets.h; the math of one branch is ops::linear_forward/backward; the
-// PEFT file format (adapter_config.json, adapter_model.safetensors) is src/hf/peft_adapter.
+// of a model (A [r, in] and B [out, r] per targeted projection, fp32 masters), their compute-dtype copy for
+// a step (LoraCompute), PEFT's initialisations, PEFT's tensor names, and merging into the base weights.
+// Which projections are targeted comes from PEFT's `target_modules` rules in lora_targets.h; the math of
+// one branch is ops::linear_forward/backward, of the branches of projections sharing an input
+// ops::lora_group_forward/backward; the PEFT file format (adapter_config.json, adapter_model.safetensors)
+// is src/hf/peft_adapter.
 #pragma once
 
 #include <array>
