@@ -1,9 +1,11 @@
 #include "model/decoder_layer.h"
 
 #include <optional>
+#include <vector>
 
 #include "model/ops/attention.h"
 #include "model/ops/linear.h"
+#include "model/ops/lora_group.h"
 #include "model/ops/qk_norm_rope.h"
 #include "model/ops/rms_norm.h"
 #include "model/ops/swiglu.h"
@@ -18,18 +20,51 @@ at::Tensor project(const LayerContext& ctx, Projection p, const at::Tensor& x, L
   return ops::linear_forward(projection(ctx, p), x, xa);
 }
 
-at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
-                            const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
-  const Linear& linear = projection(ctx, p);
+ops::LinearGrads linear_grads(const LayerContext& ctx, Projection p, const LayerGrads& grads, bool need_dx) {
   ops::LinearGrads g;
   g.dW = grads.weights != nullptr ? &(*grads.weights)[p].trainable_weight() : nullptr;
-  if (linear.lora && grads.lora != nullptr) {
+  if (projection(ctx, p).lora && grads.lora != nullptr) {
     LoraPair& pair = (*grads.lora)[static_cast<int>(p)];
     g.dA = &pair.A;
     g.dB = &pair.B;
   }
   g.need_dx = need_dx;
-  return ops::linear_backward(linear, dy, x, acts.xa[static_cast<int>(p)], g);
+  return g;
+}
+
+at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
+                            const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
+  return ops::linear_backward(projection(ctx, p), dy, x, acts.xa[static_cast<int>(p)],
+                              linear_grads(ctx, p, grads, need_dx));
+}
+
+// q/k/v (or gate/up) read one input: one op for all of them, whose LoRA A GEMMs are one (ops/lora_group.h).
+ops::LinearGroup input_group(const LayerContext& ctx, InputGroup g) {
+  ops::LinearGroup group;
+  for (Projection p : input_group_info(g).members) group.members.push_back(&projection(ctx, p));
+  group.stacked_A = ctx.lora_stacked_A[static_cast<int>(g)];
+  return group;
+}
+
+std::vector<at::Tensor> project_group(const LayerContext& ctx, InputGroup g, const at::Tensor& x,
+                                      LayerActivations* acts) {
+  std::vector<at::Tensor*> xa;
+  if (acts != nullptr)
+    for (Projection p : input_group_info(g).members) xa.push_back(&acts->xa[static_cast<int>(p)]);
+  return ops::lora_group_forward(input_group(ctx, g), x, acts != nullptr ? &xa : nullptr);
+}
+
+// The group's input gradient: the sum of its members'.
+at::Tensor project_group_backward(const LayerContext& ctx, InputGroup g, const std::vector<at::Tensor>& dy,
+                                  const at::Tensor& x, const LayerActivations& acts, const LayerGrads& grads,
+                                  bool need_dx) {
+  std::vector<at::Tensor> xa;
+  std::vector<ops::LinearGrads> member_grads;
+  for (Projection p : input_group_info(g).members) {
+    xa.push_back(acts.xa[static_cast<int>(p)]);
+    member_grads.push_back(linear_grads(ctx, p, grads, need_dx));
+  }
+  return ops::lora_group_backward(input_group(ctx, g), dy, x, xa, member_grads, need_dx);
 }
 
 at::Tensor hook(const std::function<at::Tensor(at::Tensor)>& f, at::Tensor t) { return f ? f(std::move(t)) : t; }
@@ -68,9 +103,10 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.x = x;
   a.h_in = hook(s.column_input, ops::rms_norm_forward(x, w.input_layernorm, eps, &a.rstd_in));
   const int64_t N = a.h_in.size(0);
-  a.q_pre = project(ctx, Projection::q, a.h_in, acts).view({N, nH, D});
-  a.k_pre = project(ctx, Projection::k, a.h_in, acts).view({N, nKV, D});
-  a.v = project(ctx, Projection::v, a.h_in, acts).view({N, nKV, D});
+  const std::vector<at::Tensor> qkv = project_group(ctx, InputGroup::attention, a.h_in, acts);
+  a.q_pre = qkv[0].view({N, nH, D});
+  a.k_pre = qkv[1].view({N, nKV, D});
+  a.v = qkv[2].view({N, nKV, D});
   // Qwen3 normalises q and k per head before RoPE.
   a.q = ops::qk_norm_rope_forward(a.q_pre, w.q_norm, eps, ctx.cos, ctx.sin, &a.rstd_q);
   a.k = ops::qk_norm_rope_forward(a.k_pre, w.k_norm, eps, ctx.cos, ctx.sin, &a.rstd_k);
@@ -81,8 +117,9 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
 
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
-  a.gate = project(ctx, Projection::gate, a.h_post, acts);
-  a.up = project(ctx, Projection::up, a.h_post, acts);
+  const std::vector<at::Tensor> gate_up = project_group(ctx, InputGroup::mlp, a.h_post, acts);
+  a.gate = gate_up[0];
+  a.up = gate_up[1];
   a.act = ops::swiglu_forward(a.gate, a.up);
   return a.x_mid + hook(s.row_output, project(ctx, Projection::down, a.act, acts));
 }
@@ -119,8 +156,7 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
   const at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
   const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
-  at::Tensor dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
-  dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  at::Tensor dh_post = project_group_backward(ctx, InputGroup::mlp, {dgate, dup}, a.h_post, a, grads, true);
   dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together
   const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
                                                         gw ? &gw->post_attention_layernorm : nullptr);
@@ -138,11 +174,10 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   // Without dx (first layer, frozen embedding) only the q/k/v weight gradients remain to be made,
   // unless the input norm is trained, whose gradient needs dh_in.
   const bool dh_needed = need_dx || gw != nullptr;
-  at::Tensor dh_in = project_backward(ctx, Projection::q, dq.view({N, nH * D}), a.h_in, a, grads, dh_needed);
-  const at::Tensor dhk = project_backward(ctx, Projection::k, dk.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
-  const at::Tensor dhv = project_backward(ctx, Projection::v, ag.dv.view({N, nKV * D}), a.h_in, a, grads, dh_needed);
+  at::Tensor dh_in = project_group_backward(
+      ctx, InputGroup::attention, {dq.view({N, nH * D}), dk.view({N, nKV * D}), ag.dv.view({N, nKV * D})}, a.h_in, a,
+      grads, dh_needed);
   if (!dh_needed) return at::Tensor();
-  dh_in.add_(dhk).add_(dhv);
   dh_in = hook(s.column_input_grad, std::move(dh_in));  // one reduction for q, k and v together
   const at::Tensor dx = ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in,
                                                gw ? &gw->input_layernorm : nullptr);

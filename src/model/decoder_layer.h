@@ -39,6 +39,11 @@ struct LayerContext {
   // This layer's projections as used in this step: the base storages with their LoRA branches attached
   // (dropout rate and per-projection mask seed included).
   std::array<Linear, kNumProjections> projections;
+  // Per input group (projection.h: q/k/v, gate/up) the A factors of its adapted projections stacked, their
+  // LoraBranch::A being its row blocks (LoraCompute::stacked_A): x A^T of the group is one GEMM
+  // (ops/lora_group.h). Undefined where no member is adapted; an adapted group without one runs one
+  // projection at a time.
+  std::array<at::Tensor, kNumInputGroups> lora_stacked_A;
   int64_t layer = 0;
   int64_t B = 0, T = 0;
   at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
@@ -58,7 +63,8 @@ struct LayerActivations {
   at::Tensor x_mid;                   // residual after attention [N, H]
   at::Tensor rstd_post, h_post;       // post_attention_layernorm (h_post as gate/up read it)
   at::Tensor gate, up, act;           // MLP [N, I]
-  std::array<at::Tensor, kNumProjections> xa;  // LoRA dropout(x) A^T per projection [N, r]
+  // LoRA dropout(x) A^T per projection [N, r]; in a stacked group a column block of the group's x A^T.
+  std::array<at::Tensor, kNumProjections> xa;
   void clear() { *this = LayerActivations(); }
 };
 
@@ -68,8 +74,9 @@ struct LayerGrads {
   std::array<LoraPair, kNumProjections>* lora = nullptr;  // adapters
 };
 
-// The layer's projections with the adapters in `lora` (null: none) attached, each with `scaling`, the
-// dropout rate `dropout` (0 in evaluation) and a mask seed derived from (dropout_seed, layer, projection).
+// The layer's projections with the adapters in `lora` (null: none; in the compute dtype, as LoraCompute
+// holds them) attached, each with `scaling`, the dropout rate `dropout` (0 in evaluation) and a mask seed
+// derived from (dropout_seed, layer, projection).
 std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weights,
                                                       const std::array<LoraPair, kNumProjections>* lora, double scaling,
                                                       double dropout, uint64_t dropout_seed, int64_t layer);

@@ -60,7 +60,9 @@ class DenseWeight final : public WeightStorage {
 
 // y += scaling * (dropout(x) A^T) B^T, as PEFT's lora.Linear.
 struct LoraBranch {
-  at::Tensor A;  // [r, in], fp32 master (cast to x's dtype for the GEMMs)
+  // In the compute dtype (x's): cast from the fp32 masters once per optimizer step (LoraCompute in
+  // model/lora.h), never per call. The gradients go to fp32 buffers shaped as these.
+  at::Tensor A;  // [r, in]
   at::Tensor B;  // [out, r]
   double scaling = 1.0;
   double dropout = 0.0;       // probability of zeroing an input element; 0 disables (evaluation)

@@ -83,6 +83,51 @@ LoraWeights LoraWeights::zeros_like() const {
   return z;
 }
 
+LoraCompute LoraCompute::make(const LoraWeights& masters, at::ScalarType dtype) {
+  LoraCompute out;
+  out.config = masters.config;
+  out.dtype = dtype;
+  out.layers.resize(masters.layers.size());
+  out.stacked_A.resize(masters.layers.size());
+  for (size_t i = 0; i < masters.layers.size(); ++i) {
+    const auto& pairs = masters.layers[i];
+    auto& cast = out.layers[i];
+    for (int g = 0; g < kNumInputGroups; ++g) {
+      std::vector<Projection> adapted;
+      int64_t rows = 0;
+      for (Projection p : input_group_info(static_cast<InputGroup>(g)).members) {
+        const at::Tensor& A = pairs[static_cast<int>(p)].A;
+        if (!A.defined()) continue;
+        if (!adapted.empty()) {
+          const at::Tensor& first = pairs[static_cast<int>(adapted[0])].A;
+          QFT_CHECK(A.size(1) == first.size(1), "layer {}: LoRA A of {} is {} but that of {} is {}: projections "
+                    "reading one input have as many input features", i, projection_name(p),
+                    shape_string(A.sizes()), projection_name(adapted[0]), shape_string(first.sizes()));
+        }
+        adapted.push_back(p);
+        rows += A.size(0);
+      }
+      if (adapted.empty()) continue;
+      // Each factor is cast straight into its row block (one copy), which becomes the member's A.
+      const at::Tensor& first = pairs[static_cast<int>(adapted[0])].A;
+      at::Tensor stacked = at::empty({rows, first.size(1)}, first.options().dtype(dtype));
+      int64_t row = 0;
+      for (Projection p : adapted) {
+        const at::Tensor& A = pairs[static_cast<int>(p)].A;
+        cast[static_cast<int>(p)].A = stacked.narrow(0, row, A.size(0)).copy_(A);
+        row += A.size(0);
+      }
+      out.stacked_A[i][g] = stacked;
+    }
+    for (int p = 0; p < kNumProjections; ++p) {
+      if (!pairs[p].defined()) continue;
+      if (!cast[p].A.defined()) cast[p].A = pairs[p].A.to(dtype);  // o and down: in no group
+      cast[p].B = pairs[p].B.to(dtype);
+    }
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, at::Tensor>> LoraWeights::named_tensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < layers.size(); ++i)

@@ -1,8 +1,10 @@
 // LoRA, all of it in one place: the adapter config (PEFT's LoraConfig fields qft supports), the adapters
-// of a model (A [r, in] and B [out, r] per targeted projection, fp32 masters), PEFT's initialisations,
-// PEFT's tensor names, and merging into the base weights. Which projections are targeted comes from PEFT's
-// `target_modules` rules in lora_targets.h; the math of one branch is ops::linear_forward/backward; the
-// PEFT file format (adapter_config.json, adapter_model.safetensors) is src/hf/peft_adapter.
+// of a model (A [r, in] and B [out, r] per targeted projection, fp32 masters), their compute-dtype copy for
+// a step (LoraCompute), PEFT's initialisations, PEFT's tensor names, and merging into the base weights.
+// Which projections are targeted comes from PEFT's `target_modules` rules in lora_targets.h; the math of
+// one branch is ops::linear_forward/backward, of the branches of projections sharing an input
+// ops::lora_group_forward/backward; the PEFT file format (adapter_config.json, adapter_model.safetensors)
+// is src/hf/peft_adapter.
 #pragma once
 
 #include <array>
@@ -61,6 +63,20 @@ struct LoraWeights {
   std::vector<std::pair<std::string, at::Tensor>> named_tensors() const;
   // The same structure whose i-th tensor (named_tensors order) is tensor_of(i): views of a flat buffer.
   LoraWeights with_tensors(const std::function<at::Tensor(size_t index)>& tensor_of) const;
+};
+
+// The adapters as the GEMMs of one optimizer step read them: A and B cast once from the fp32 masters to
+// the compute dtype (the masters change only in the optimizer update, so every micro-batch, recompute and
+// backward of the step can share one copy), and per layer and input group (projection.h: q/k/v, gate/up)
+// the A factors of the adapted members stacked into one [sum of their r, in] tensor whose row blocks the
+// members' A are (views: no second copy). The gradients stay in fp32 buffers shaped as the masters.
+struct LoraCompute {
+  LoraConfig config;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<std::array<LoraPair, kNumProjections>> layers;       // as the masters, in `dtype`
+  std::vector<std::array<at::Tensor, kNumInputGroups>> stacked_A;  // undefined where no member is adapted
+
+  static LoraCompute make(const LoraWeights& masters, at::ScalarType dtype);
 };
 
 struct Qwen3Weights;

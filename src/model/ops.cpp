@@ -6,6 +6,7 @@
 #include "model/ops/embedding.cpp"
 #include "model/ops/fused_kernels.cpp"
 #include "model/ops/linear.cpp"
+#include "model/ops/lora_group.cpp"
 #include "model/ops/qk_norm_rope.cpp"
 #include "model/ops/rms_norm.cpp"
 #include "model/ops/rope.cpp"

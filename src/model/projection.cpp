@@ -25,6 +25,16 @@ const ProjectionInfo& projection_info(Projection p) {
   return projection_table()[i];
 }
 
+const InputGroupInfo& input_group_info(InputGroup g) {
+  static const std::array<InputGroupInfo, kNumInputGroups> groups = {{
+      {InputGroup::attention, {Projection::q, Projection::k, Projection::v}},
+      {InputGroup::mlp, {Projection::gate, Projection::up}},
+  }};
+  const int i = static_cast<int>(g);
+  QFT_CHECK(i >= 0 && i < kNumInputGroups, "invalid input group {}", i);
+  return groups[i];
+}
+
 std::optional<Projection> projection_from_name(const std::string& name) {
   for (const ProjectionInfo& info : projection_table()) {
     if (name == info.name || name == info.module) return info.projection;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "model/qwen3_config.h"
 
@@ -30,6 +31,17 @@ struct ProjectionInfo {
 
 // Rows in Projection order (q, k, v, o, gate, up, down).
 const std::array<ProjectionInfo, kNumProjections>& projection_table();
+
+// Projections of a decoder layer that read one and the same input: q, k and v read input_layernorm's
+// output, gate and up post_attention_layernorm's. x A^T of a group's LoRA branches is one GEMM
+// (ops/lora_group.h) over their A factors stacked in this order (LoraCompute).
+enum class InputGroup : int { attention = 0, mlp };
+constexpr int kNumInputGroups = 2;
+struct InputGroupInfo {
+  InputGroup group;
+  std::vector<Projection> members;
+};
+const InputGroupInfo& input_group_info(InputGroup g);
 const ProjectionInfo& projection_info(Projection p);
 inline const char* projection_name(Projection p) { return projection_info(p).name; }
 

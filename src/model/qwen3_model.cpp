@@ -49,8 +49,21 @@ PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& c, const Qwen
   return p;
 }
 
+const LoraCompute* lora_for_compute(const LoraWeights* lora, const LoraCompute* given, at::ScalarType dtype,
+                                    std::optional<LoraCompute>& own) {
+  if (lora == nullptr) return nullptr;
+  if (given == nullptr) return &own.emplace(LoraCompute::make(*lora, dtype));
+  QFT_CHECK(given->dtype == dtype, "the adapters were cast to {} for a step whose activations are {}",
+            c10::toString(given->dtype), c10::toString(dtype));
+  QFT_CHECK(given->layers.size() == lora->layers.size() && given->config.r == lora->config.r &&
+                given->config.target_modules == lora->config.target_modules,
+            "the adapters cast for compute ({} layers, r {}) are not those of the step ({} layers, r {})",
+            given->layers.size(), given->config.r, lora->layers.size(), lora->config.r);
+  return given;
+}
+
 LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
-                           const LoraWeights* lora, int64_t i, bool dropout, uint64_t dropout_seed) {
+                           const LoraCompute* lora, int64_t i, bool dropout, uint64_t dropout_seed) {
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w.layers[i];
@@ -58,6 +71,7 @@ LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Q
                         ? w.layers[i].projections
                         : layer_projections(w.layers[i], &lora->layers[i], lora->config.scaling(),
                                             dropout ? lora->config.lora_dropout : 0.0, dropout_seed, i);
+  if (lora != nullptr) ctx.lora_stacked_A = lora->stacked_A[i];
   ctx.layer = i;
   ctx.B = p.B;
   ctx.T = p.T;
@@ -79,7 +93,9 @@ void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeig
 
 // Final hidden states (before the final norm) of a forward pass that saves nothing.
 at::Tensor forward_hidden(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
-                          const LoraWeights* lora, const LayerHooks& hooks = {}) {
+                          const LoraWeights* masters, const LayerHooks& hooks = {}) {
+  std::optional<LoraCompute> own;
+  const LoraCompute* lora = lora_for_compute(masters, nullptr, w.embed_tokens.scalar_type(), own);
   at::Tensor x = ops::embedding_forward(w.embed_tokens, p.ids);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
@@ -123,7 +139,9 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
 
   const PreparedBatch p = prepare_batch(batch, c, w, options.flash_attention);
   const int64_t L = c.num_hidden_layers;
-  auto ctx_of = [&](int64_t i) { return layer_context(p, c, w, lora, i, dropout, options.dropout_seed); };
+  std::optional<LoraCompute> own;
+  const LoraCompute* compute = lora_for_compute(lora, options.lora_compute, w.embed_tokens.scalar_type(), own);
+  auto ctx_of = [&](int64_t i) { return layer_context(p, c, w, compute, i, dropout, options.dropout_seed); };
 
   // Forward: every layer's activations, or only its input under gradient checkpointing.
   std::vector<LayerActivations> acts(L);

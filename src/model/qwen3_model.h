@@ -51,6 +51,10 @@ struct StepOptions {
   uint64_t dropout_seed = 0;       // dropout masks are a pure function of (seed, layer, projection)
   int64_t loss_chunk_tokens = ops::kDefaultLossChunkTokens;  // tokens per lm_head/cross-entropy chunk
   bool flash_attention = true;  // use flash attention where it applies (CUDA, bf16/fp16); else the math path
+  // The adapters passed with this step cast for compute, LoraCompute::make(*lora, activation dtype): the
+  // trainer makes it once per optimizer step for all its micro-batches. Null: made at the start of
+  // each call (still once for all of its layers, recomputes and backward).
+  const LoraCompute* lora_compute = nullptr;
   LayerHooks hooks;
 };
 
@@ -79,15 +83,20 @@ struct PreparedBatch {
 PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
                             bool flash = true);
 
+// The adapters `lora` (null: none) cast for a step whose activations are `dtype`: `given` when the caller
+// made them (checked against `lora` and `dtype`), else made into `own`. Null without adapters.
+const LoraCompute* lora_for_compute(const LoraWeights* lora, const LoraCompute* given, at::ScalarType dtype,
+                                    std::optional<LoraCompute>& own);
+
 // Layer `layer`'s context for one micro-batch: its projections with the adapters of `lora` (null: none)
 // attached, the LoRA dropout on or off, masks seeded from `dropout_seed`.
 LayerContext layer_context(const PreparedBatch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
-                           const LoraWeights* lora, int64_t layer, bool dropout, uint64_t dropout_seed);
+                           const LoraCompute* lora, int64_t layer, bool dropout, uint64_t dropout_seed);
 
 class Qwen3Model {
  public:
   // `weights` in the compute dtype (fp32 on CPU, bf16/fp16 on GPU); `lora` (may be null) in fp32
-  // masters, cast to the compute dtype inside each step.
+  // masters, cast to the compute dtype once per call (or per step: StepOptions::lora_compute).
   Qwen3Model(Qwen3Config config, Qwen3Weights weights);
 
   const Qwen3Config& config() const { return config_; }

@@ -45,8 +45,10 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
             "tensor_parallel_size {}",
             p.B * p.T, p.B, p.T, tp.size());
   const int64_t L = config.num_hidden_layers;
+  std::optional<LoraCompute> own;
+  const LoraCompute* compute = lora_for_compute(lora, options.lora_compute, w.embed_tokens.scalar_type(), own);
   auto ctx_of = [&](int64_t i) {
-    return tensor_parallel_context(layer_context(p, local, w, lora, i, dropout, options.dropout_seed), tp, sp);
+    return tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed), tp, sp);
   };
   const bool save = grads != nullptr && !options.gradient_checkpointing;
   std::vector<LayerActivations> acts(L);

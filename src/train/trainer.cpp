@@ -591,6 +591,10 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
 
   if (flat_->has_gradients()) flat_->grads().zero_();
   reducer_->start_step();
+  // The adapters in the compute dtype, cast once for every micro-batch of the step: the fp32 masters
+  // change only in the optimizer update at its end.
+  std::optional<model::LoraCompute> lora_compute;
+  if (!full_finetuning_) lora_compute = model::LoraCompute::make(*lora_, compute_dtype_);
   // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
   // epoch's last step) runs filler ones that add nothing.
   const size_t micro_batch_count =
@@ -624,6 +628,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     options.loss_chunk_tokens = t.loss_chunk_tokens;
     reducer_->start_micro_batch(m + 1 == micro_batch_count);
     options.hooks = layer_hooks(/*training=*/true);
+    options.lora_compute = lora_compute ? &*lora_compute : nullptr;
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
         tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,

@@ -3,10 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "core/error.h"
@@ -32,6 +35,47 @@ inline std::vector<at::Tensor> autograd(const at::Tensor& out, const std::vector
 }
 
 inline at::Tensor leaf(const at::Tensor& t) { return t.detach().clone().requires_grad_(true); }
+
+// Counts, on this thread while alive, the GEMMs (aten::mm, aten::addmm, aten::addmm_) and the dtype casts
+// of tensors (aten::_to_copy of more than a wrapped scalar) that run through the dispatcher.
+class OpCounter {
+ public:
+  OpCounter() {
+    QFT_CHECK(counts() == nullptr, "OpCounter: one at a time per thread");
+    counts() = &counts_;
+    handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(&OpCounter::on_start)
+                                             .needsInputs(true)
+                                             .scopes({at::RecordScope::FUNCTION}));
+  }
+  ~OpCounter() {
+    at::removeCallback(handle_);
+    counts() = nullptr;
+  }
+  int gemms() const { return count("aten::mm") + count("aten::addmm") + count("aten::addmm_"); }
+  int casts() const { return count("aten::_to_copy"); }
+
+ private:
+  static std::map<std::string, int>*& counts() {
+    static thread_local std::map<std::string, int>* active = nullptr;
+    return active;
+  }
+  static std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
+    if (counts() == nullptr) return nullptr;
+    std::string name = fn.name();
+    if (name == "aten::_to_copy") {
+      const auto inputs = fn.inputs();
+      if (inputs.empty() || !inputs[0].isTensor() || inputs[0].toTensor().dim() == 0) name += " (scalar)";
+    }
+    ++(*counts())[name];
+    return nullptr;
+  }
+  int count(const std::string& name) const {
+    const auto it = counts_.find(name);
+    return it == counts_.end() ? 0 : it->second;
+  }
+  std::map<std::string, int> counts_;
+  at::CallbackHandle handle_ = 0;
+};
 
 constexpr double kTol = 1e-10;
 

@@ -1,10 +1,12 @@
 // Every op's explicit backward against autograd on random float64 inputs.
 #include <cmath>
+#include <string>
 
 #include "model/ops/attention.h"
 #include "model/ops/cross_entropy.h"
 #include "model/ops/embedding.h"
 #include "model/ops/linear.h"
+#include "model/ops/lora_group.h"
 #include "model/ops/rms_norm.h"
 #include "model/ops/rope.h"
 #include "model/ops/swiglu.h"
@@ -240,25 +242,228 @@ TEST(Ops, LinearLoraMatchesAutograd) {
   }
 }
 
-TEST(Ops, LoraMastersStayFp32WithLowPrecisionActivations) {
+// The branch computes in the activations' dtype from factors cast once per step (LoraCompute); the
+// gradients still accumulate in the fp32 buffers of the masters. Factors of another dtype are an error,
+// not a cast on every call.
+TEST(Ops, LoraGradientsStayFp32WithLowPrecisionActivations) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8);
   const at::Tensor x = randn({4, 8}, gen).to(at::kBFloat16), W = randn({6, 8}, gen).to(at::kBFloat16);
+  const at::Tensor A_master = randn({2, 8}, gen).to(at::kFloat), B_master = randn({6, 2}, gen).to(at::kFloat);
   Linear linear = Linear::dense(Projection::o, W);
   LoraBranch lora;
-  lora.A = randn({2, 8}, gen).to(at::kFloat);
-  lora.B = randn({6, 2}, gen).to(at::kFloat);
+  lora.A = A_master;
+  lora.B = B_master;
   linear.lora = lora;
   at::Tensor xa;
+  std::string error;
+  try {
+    ops::linear_forward(linear, x, &xa);
+  } catch (const qft::Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("o_proj: LoRA factors A Float / B Float with BFloat16 activations"), std::string::npos)
+      << error;
+  linear.lora->A = A_master.to(at::kBFloat16);
+  linear.lora->B = B_master.to(at::kBFloat16);
   const at::Tensor y = ops::linear_forward(linear, x, &xa);
   EXPECT_EQ(y.scalar_type(), at::kBFloat16);
-  at::Tensor dA = at::zeros_like(lora.A), dB = at::zeros_like(lora.B);
+  at::Tensor dA = at::zeros_like(A_master), dB = at::zeros_like(B_master);
   ops::LinearGrads grads;
   grads.dA = &dA;
   grads.dB = &dB;
   const at::Tensor dx = ops::linear_backward(linear, at::ones_like(y), x, xa, grads);
   EXPECT_EQ(dx.scalar_type(), at::kBFloat16);
   EXPECT_EQ(dA.scalar_type(), at::kFloat);
+  EXPECT_EQ(dB.scalar_type(), at::kFloat);
   EXPECT_GT(dB.abs().sum().item<float>(), 0.0f);
+}
+
+namespace {
+
+// Three projections of one 16-wide input (outputs 12, 8, 8; ranks 4, 2, 3), each with a LoRA branch or
+// not, in `dt` with fp32 masters; the adapted members' A are row blocks of one stacked tensor, as
+// LoraCompute makes them.
+struct SharedInput {
+  std::array<Linear, 3> linears;
+  at::Tensor stacked_A;
+  std::array<at::Tensor, 3> A_master, B_master;
+
+  SharedInput(at::Generator& gen, at::ScalarType dt, std::array<bool, 3> adapted, double dropout) {
+    const int64_t in = 16;
+    const std::array<int64_t, 3> out = {12, 8, 8}, rank = {4, 2, 3};
+    std::vector<at::Tensor> parts;
+    for (int i = 0; i < 3; ++i) {
+      linears[i] = Linear::dense(static_cast<Projection>(i), randn({out[i], in}, gen, 0.3).to(dt));
+      if (!adapted[i]) continue;
+      A_master[i] = randn({rank[i], in}, gen, 0.3).to(at::kFloat);
+      B_master[i] = randn({out[i], rank[i]}, gen, 0.3).to(at::kFloat);
+      parts.push_back(A_master[i]);
+    }
+    if (!parts.empty()) stacked_A = at::cat(parts).to(dt);
+    int64_t row = 0;
+    for (int i = 0; i < 3; ++i) {
+      if (!adapted[i]) continue;
+      LoraBranch lora;
+      lora.A = stacked_A.narrow(0, row, rank[i]);
+      lora.B = B_master[i].to(dt);
+      lora.scaling = 8.0 / static_cast<double>(rank[i]);
+      lora.dropout = dropout;
+      lora.dropout_seed = ops::dropout_seed_for(5, 0, i);
+      linears[i].lora = lora;
+      row += rank[i];
+    }
+  }
+  ops::LinearGroup group(bool stacked) const {
+    ops::LinearGroup g;
+    for (const Linear& l : linears) g.members.push_back(&l);
+    if (stacked) g.stacked_A = stacked_A;
+    return g;
+  }
+};
+
+// Outputs and gradients of one backward.
+struct GroupResult {
+  std::vector<at::Tensor> y, xa;
+  at::Tensor dx;
+  std::array<at::Tensor, 3> dA, dB, dW;
+};
+
+}  // namespace
+
+// ops::lora_group_forward/backward against ops::linear_forward/backward run on each member with the sum
+// of their input gradients (the per-projection way): fp32 within 1e-6 relative, bf16 within its
+// rounding; the same ops (bitwise) where dropout makes the group run per projection anyway.
+TEST(Ops, LoraGroupEqualsOneProjectionAtATime) {
+  struct Setup {
+    const char* name;
+    std::array<bool, 3> adapted;
+    double dropout;
+    bool full;
+  };
+  const Setup setups[] = {{"q,k,v", {true, true, true}, 0.0, false},
+                          {"q,v", {true, false, true}, 0.0, false},
+                          {"k only", {false, true, false}, 0.0, false},
+                          {"q,k,v with dropout", {true, true, true}, 0.3, false},
+                          {"q,k,v, base trained too", {true, true, true}, 0.0, true},
+                          {"no LoRA, base trained", {false, false, false}, 0.0, true}};
+  const int64_t N = 10;
+  for (const at::ScalarType dt : {at::kFloat, at::kBFloat16})
+    for (const Setup& s : setups)
+      for (const bool need_dx : {true, false}) {
+        SCOPED_TRACE(testing::Message() << s.name << (dt == at::kFloat ? " fp32" : " bf16") << " need_dx=" << need_dx);
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
+        const SharedInput f(gen, dt, s.adapted, s.dropout);
+        const at::Tensor x = randn({N, 16}, gen).to(dt);
+        std::vector<at::Tensor> dy;
+        for (const Linear& l : f.linears) dy.push_back(randn({N, l.weight->shape()[0]}, gen).to(dt));
+
+        auto fresh = [&](GroupResult& r, std::vector<ops::LinearGrads>& grads) {
+          grads.assign(3, {});
+          for (int i = 0; i < 3; ++i) {
+            if (s.adapted[i]) {
+              r.dA[i] = at::zeros_like(f.A_master[i]);  // fp32 gradients of the fp32 masters
+              r.dB[i] = at::zeros_like(f.B_master[i]);
+              grads[i].dA = &r.dA[i];
+              grads[i].dB = &r.dB[i];
+            }
+            if (s.full) {
+              r.dW[i] = at::zeros(f.linears[i].weight->shape(), at::kFloat);
+              grads[i].dW = &r.dW[i];
+            }
+            grads[i].need_dx = need_dx;
+          }
+        };
+        // The group.
+        GroupResult g;
+        std::vector<ops::LinearGrads> g_grads;
+        fresh(g, g_grads);
+        g.xa.assign(3, at::Tensor());
+        std::vector<at::Tensor*> slots = {&g.xa[0], &g.xa[1], &g.xa[2]};
+        {
+          qft::test::OpCounter ops_run;
+          g.y = ops::lora_group_forward(f.group(true), x, &slots);
+          EXPECT_EQ(ops_run.casts(), 0);  // the factors are used in the compute dtype as given
+        }
+        g.dx = ops::lora_group_backward(f.group(true), dy, x, g.xa, g_grads, need_dx);
+        // One projection at a time.
+        GroupResult r;
+        std::vector<ops::LinearGrads> r_grads;
+        fresh(r, r_grads);
+        r.xa.assign(3, at::Tensor());
+        for (int i = 0; i < 3; ++i) r.y.push_back(ops::linear_forward(f.linears[i], x, &r.xa[i]));
+        for (int i = 0; i < 3; ++i) {
+          const at::Tensor dx_i = ops::linear_backward(f.linears[i], dy[i], x, r.xa[i], r_grads[i]);
+          if (need_dx) r.dx = r.dx.defined() ? r.dx.add_(dx_i) : dx_i;
+        }
+
+        std::vector<std::pair<std::string, std::pair<at::Tensor, at::Tensor>>> compared;
+        for (int i = 0; i < 3; ++i) {
+          compared.push_back({"y" + std::to_string(i), {g.y[i], r.y[i]}});
+          EXPECT_EQ(g.xa[i].defined(), s.adapted[i]);
+          if (s.adapted[i]) {
+            compared.push_back({"xa" + std::to_string(i), {g.xa[i], r.xa[i]}});
+            compared.push_back({"dA" + std::to_string(i), {g.dA[i], r.dA[i]}});
+            compared.push_back({"dB" + std::to_string(i), {g.dB[i], r.dB[i]}});
+            EXPECT_GT(g.dA[i].abs().max().item<double>(), 0.0);
+          }
+          if (s.full) compared.push_back({"dW" + std::to_string(i), {g.dW[i], r.dW[i]}});
+        }
+        EXPECT_EQ(g.dx.defined(), need_dx);
+        if (need_dx) compared.push_back({"dx", {g.dx, r.dx}});
+        const double tol = dt == at::kFloat ? 1e-6 : 1e-2;
+        for (const auto& [name, t] : compared) {
+          EXPECT_LE(qft::test::rel_err(t.first, t.second), tol) << name;
+          if (s.dropout > 0) EXPECT_TRUE(at::equal(t.first, t.second)) << name;
+        }
+      }
+}
+
+// x A^T of the whole group, its A gradients and the LoRA part of its dx are one GEMM each; nothing is cast.
+TEST(Ops, LoraGroupRunsOneGemmPerRankStep) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(22);
+  const SharedInput f(gen, at::kBFloat16, {true, true, true}, 0.0);
+  const at::Tensor x = randn({10, 16}, gen).to(at::kBFloat16);
+  std::vector<at::Tensor> dy;
+  for (const Linear& l : f.linears) dy.push_back(randn({10, l.weight->shape()[0]}, gen).to(at::kBFloat16));
+  std::vector<at::Tensor> xa(3);
+  std::vector<at::Tensor*> slots = {&xa[0], &xa[1], &xa[2]};
+  std::array<at::Tensor, 3> dA, dB;
+  std::vector<ops::LinearGrads> grads(3);
+  for (int i = 0; i < 3; ++i) {
+    dA[i] = at::zeros_like(f.A_master[i]);
+    dB[i] = at::zeros_like(f.B_master[i]);
+    grads[i].dA = &dA[i];
+    grads[i].dB = &dB[i];
+  }
+  for (const bool stacked : {true, false}) {
+    SCOPED_TRACE(stacked);
+    {
+      const qft::test::OpCounter forward;
+      ops::lora_group_forward(f.group(stacked), x, &slots);
+      // Stacked: x A^T once, then per member (a s) B^T and the base GEMM; else x A^T per member too.
+      EXPECT_EQ(forward.gemms(), stacked ? 1 + 3 * 2 : 3 * 3);
+      EXPECT_EQ(forward.casts(), 0);
+    }
+    const qft::test::OpCounter backward;
+    ops::lora_group_backward(f.group(stacked), dy, x, xa, grads, true);
+    // Stacked: per member dB and da, then dA and the LoRA dx once, then the base dx per member.
+    EXPECT_EQ(backward.gemms(), stacked ? 3 * 2 + 2 + 3 : 3 * 5);
+  }
+}
+
+// A stack that does not hold the members' A factors is an error, not a silent mix of two copies.
+TEST(Ops, LoraGroupRejectsAStackThatIsNotTheMembersA) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(23);
+  const SharedInput f(gen, at::kFloat, {true, false, true}, 0.0);
+  ops::LinearGroup group = f.group(true);
+  group.stacked_A = f.stacked_A.clone();
+  std::string error;
+  try {
+    ops::lora_group_forward(group, randn({4, 16}, gen).to(at::kFloat), nullptr);
+  } catch (const qft::Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("q_proj: its LoRA A is not rows 0.. of its group's stacked A"), std::string::npos) << error;
 }
 
 TEST(Ops, DropoutMaskIsAPureFunctionOfTheSeed) {

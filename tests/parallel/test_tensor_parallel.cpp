@@ -419,13 +419,15 @@ LayerWeights zero_grads(const LayerWeights& w) {
   return g;
 }
 
-// Two rows of 6 tokens: one causal sequence; two packed samples.
-LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w,
-                           const std::array<LoraPair, kNumProjections>& lora) {
+// Two rows of 6 tokens: one causal sequence; two packed samples. Layer 0 of `lora` attached as a step
+// attaches it: cast for compute, q/k/v and gate/up with their A stacked (replicated A, sharded B).
+LayerContext layer_context(const Qwen3Config& c, const LayerWeights& w, const LoraWeights& lora) {
+  const LoraCompute compute = LoraCompute::make(lora, at::kDouble);
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w;
-  ctx.projections = layer_projections(w, &lora, 2.0, 0.0, 0, 0);
+  ctx.projections = layer_projections(w, &compute.layers[0], 2.0, 0.0, 0, 0);
+  ctx.lora_stacked_A = compute.stacked_A[0];
   ctx.B = 2;
   ctx.T = 6;
   const at::Tensor positions = at::tensor({0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 1, 2}, i64);
@@ -451,7 +453,7 @@ TEST(TensorParallelLayer, DecoderLayerWithLoraOnAllProjectionsMatchesTheWholeLay
     auto rows = [&](const at::Tensor& t) { return sp ? t.narrow(0, r * 12 / T, 12 / T).contiguous() : t; };
 
     // The whole layer, LoRA adapters and the base weights (full fine-tuning) both trained.
-    const LayerContext ctx = layer_context(c, w.layers[0], lora.layers[0]);
+    const LayerContext ctx = layer_context(c, w.layers[0], lora);
     LayerActivations acts;
     const at::Tensor y = decoder_layer_forward(ctx, x, &acts);
     LayerWeights gw = zero_grads(w.layers[0]);
@@ -462,7 +464,7 @@ TEST(TensorParallelLayer, DecoderLayerWithLoraOnAllProjectionsMatchesTheWholeLay
     const Qwen3Config lc = local_config(c, T);
     const LayerWeights ws = shard_layer_weights(w.layers[0], r, T);
     const LoraWeights ls = shard_lora(lora, r, T);
-    const LayerContext ctx_l = tensor_parallel_context(layer_context(lc, ws, ls.layers[0]), tp, sp);
+    const LayerContext ctx_l = tensor_parallel_context(layer_context(lc, ws, ls), tp, sp);
     LayerActivations acts_l;
     const at::Tensor y_l = decoder_layer_forward(ctx_l, rows(x), &acts_l);
     EXPECT_CLOSE(y_l, rows(y), "y");
@@ -502,7 +504,7 @@ TEST(TensorParallelLayer, ContextRejectsShardsOfAnotherGroupSize) {
   const Qwen3Config lc = local_config(c, T);
   const LayerWeights ws = shard_layer_weights(w.layers[0], 0, T);
   const LoraWeights ls = shard_lora(lora, 0, T);
-  const std::string e = error_of([&] { tensor_parallel_context(layer_context(lc, ws, ls.layers[0]), world()); });
+  const std::string e = error_of([&] { tensor_parallel_context(layer_context(lc, ws, ls), world()); });
   EXPECT_NE(e.find("q_proj holds shard 0 of " + std::to_string(T)), std::string::npos) << e;
 }
 

@@ -1,5 +1,6 @@
 #include "model/ops/linear.h"
 
+#include "core/error.h"
 #include "core/splitmix64.h"
 #include "model/ops/common.h"
 
@@ -23,6 +24,15 @@ at::Tensor apply_dropout(const at::Tensor& x, const LoraBranch& lora) {
   return x.mul(1.0 / (1.0 - lora.dropout)).mul_(keep);
 }
 
+void check_lora_dtype(const Linear& linear, const at::Tensor& x) {
+  const LoraBranch& lora = *linear.lora;
+  QFT_CHECK(lora.A.scalar_type() == x.scalar_type() && lora.B.scalar_type() == x.scalar_type(),
+            "{}: LoRA factors A {} / B {} with {} activations: the branch takes them in the compute dtype "
+            "(cast once per step, LoraCompute)",
+            linear.info().name, c10::toString(lora.A.scalar_type()), c10::toString(lora.B.scalar_type()),
+            c10::toString(x.scalar_type()));
+}
+
 }  // namespace
 
 uint64_t dropout_seed_for(uint64_t seed, int64_t layer, int projection) {
@@ -38,11 +48,11 @@ at::Tensor linear_forward(const Linear& linear, const at::Tensor& x, at::Tensor*
   const at::Tensor W = linear.weight->dense();
   const LoraBranch* lora = linear.lora ? &*linear.lora : nullptr;
   if (lora == nullptr) return at::mm(x, W.t());
-  const at::ScalarType dt = x.scalar_type();
-  const at::Tensor a = at::mm(apply_dropout(x, *lora), lora->A.to(dt).t());  // [N, r]
+  check_lora_dtype(linear, x);
+  const at::Tensor a = at::mm(apply_dropout(x, *lora), lora->A.t());  // [N, r]
   // The memory-bound rank-r product writes y first; the compute-bound base GEMM then adds onto it
   // (beta = 1), where reading y hides behind the arithmetic.
-  at::Tensor y = at::mm(a * lora->scaling, lora->B.to(dt).t());
+  at::Tensor y = at::mm(a * lora->scaling, lora->B.t());
   y.addmm_(x, W.t());
   if (xa != nullptr) *xa = a;
   return y;
@@ -56,8 +66,9 @@ at::Tensor linear_backward(const Linear& linear, const at::Tensor& dy, const at:
   // dense copy alive since forward.
   if (lora == nullptr) return grads.need_dx ? at::mm(dy, linear.weight->dense()) : at::Tensor();
 
-  const at::ScalarType dt = x.scalar_type();
-  const at::Tensor A = lora->A.to(dt), B = lora->B.to(dt);
+  check_lora_dtype(linear, x);
+  const at::Tensor& A = lora->A;
+  const at::Tensor& B = lora->B;
   // y += s * a B^T with a = xd A^T: the scaling is applied on the small [N, r] side.
   if (grads.dB != nullptr) accumulate(*grads.dB, at::mm(dy.t(), xa), lora->scaling);
   const at::Tensor da = at::mm(dy, B).mul_(lora->scaling);  // [N, r]
