@@ -90,7 +90,7 @@ def test_summary_of_a_gpu_trace(tmp_path):
         {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#6", "pid": 1, "tid": 1, "ts": 1050, "dur": 50},
         {"ph": "X", "cat": "gpu_user_annotation", "name": "ProfilerStep#5", "pid": 0, "tid": 9, "ts": 900, "dur": 400},
         kernel("nvjet_hsh_256x128_64x4_2x1_v_bz_coopA_TNT", 1000, 20),
-        kernel("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 1010, 10),  # overlaps: busy +0
+        kernel("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 1005, 10),  # inside the first: busy +0
         kernel("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128>>", 1030, 8),
         kernel("rms_norm_forward_kernel2", 1040, 2),
         kernel("qk_norm_rope_forward_kernel", 1042, 2),
