@@ -129,7 +129,10 @@ int64_t write_4bit_model_dir(const std::string& dir, const model::Qwen3Config& c
   model::Qwen3Weights::for_each_random(
       config, options.seed, options.initializer_range, options.dtype, [&](const std::string& name, const at::Tensor& t) {
         parameters += t.numel();
-        if (!model::is_projection_weight_key(name)) return writer.add(name, t);
+        if (!model::is_projection_weight_key(name)) {
+          writer.add(name, t);
+          return;
+        }
         for (const auto& [key, part] : model::bnb_4bit_tensors(name, model::nf4_quantize(t, nf4))) writer.add(key, part);
       });
   writer.finish();

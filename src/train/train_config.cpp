@@ -394,10 +394,11 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
                           "gradient_checkpointing", "recompute_granularity", "loss_chunk_tokens", "eval_strategy",
-                          "eval_steps", "profile_steps",
+                          "eval_steps",
                           "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
   }
+  j["training"].erase("profile_steps");  // what is profiled does not change the steps either
   j.erase("output");
   j.erase("distributed");
   // Absent unless set, so that runs without QLoRA keep the fingerprint their checkpoints stored.
