@@ -1,5 +1,5 @@
 // qft-dist init-model --preset NAME | --config FILE.json --output DIR [--seed N] [--dtype bf16|fp32]
-//                     [--tokenizer DIR] [--max-shard-size 5GB]
+//                     [--tokenizer DIR] [--max-shard-size 5GB] [--save-4bit [--no-double-quant]]
 #include <cstdio>
 #include <string>
 
@@ -21,8 +21,13 @@ void print_init_model_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: qft-dist init-model (--preset NAME | --config FILE.json) --output DIR [--seed N]\n"
                "                           [--dtype bf16|fp16|fp32] [--tokenizer DIR] [--max-shard-size 5GB]\n"
-               "                           [--initializer-range STD]\n\n"
+               "                           [--initializer-range STD] [--save-4bit [--no-double-quant]]\n\n"
                "Writes a random-init Hugging Face Qwen3 model directory (config.json + safetensors).\n"
+               "--save-4bit writes the projections NF4 4-bit in bitsandbytes' layout with their\n"
+               "quantization_config, as merge --save-4bit (a QLoRA base that qft and transformers +\n"
+               "bitsandbytes load 4-bit): the --dtype model of the same seed, quantized, generated one\n"
+               "tensor at a time so that neither memory nor disk ever holds the dense model.\n"
+               "--no-double-quant: plain fp32 absmax (bnb_4bit_use_double_quant false).\n"
                "presets: %s\n",
                fmt::format("{}", fmt::join(hf::init_model_preset_names(), ", ")).c_str());
 }
@@ -33,11 +38,16 @@ int cmd_init_model(const Args& args) {
   std::string preset, config_file, output, tokenizer, dtype = "bf16", shard = "5GB";
   uint64_t seed = 0;
   double initializer_range = 0.02;  // transformers' Qwen3 default
+  bool save_4bit = false, double_quant = true;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
       print_init_model_usage(stdout);
       return 0;
+    }
+    if (a == "--save-4bit" || a == "--no-double-quant") {
+      (a == "--save-4bit" ? save_4bit : double_quant) = a == "--save-4bit";
+      continue;
     }
     QFT_CHECK(i + 1 < args.size(), "init-model: {} needs a value (see qft-dist init-model --help)", a);
     const std::string& value = args[++i];
@@ -71,6 +81,7 @@ int cmd_init_model(const Args& args) {
   }
   QFT_CHECK(preset.empty() != config_file.empty(), "init-model: give exactly one of --preset NAME or --config FILE");
   QFT_CHECK(!output.empty(), "init-model: --output DIR is required");
+  QFT_CHECK(save_4bit || double_quant, "init-model: --no-double-quant applies to --save-4bit only");
   hf::InitModelOptions options;
   options.config = preset.empty() ? model::Qwen3Config::from_file(config_file) : hf::init_model_preset(preset);
   options.output_dir = output;
@@ -79,6 +90,8 @@ int cmd_init_model(const Args& args) {
   options.dtype = hf::parse_dtype(dtype, "init-model --dtype");
   options.tokenizer_dir = tokenizer;
   options.max_shard_bytes = hf::parse_byte_size(shard, "init-model --max-shard-size");
+  options.save_4bit = save_4bit;
+  options.double_quant = double_quant;
   hf::init_model(options);
   if (tokenizer.empty()) {
     spdlog::warn("init-model: {} has no tokenizer files, and training and prepare need one: rerun with --tokenizer "

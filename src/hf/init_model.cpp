@@ -11,6 +11,9 @@
 #include "model/qwen3_weights.h"
 #include "hf/dtype_names.h"
 #include "hf/model_dir.h"
+#include "io/safetensors.h"
+#include "model/nf4_weight.h"
+#include "model/projection.h"
 
 namespace qft::hf {
 
@@ -113,28 +116,62 @@ void check_weights_fit(const model::Qwen3Config& c, at::ScalarType dtype) {
 
 }  // namespace
 
+namespace {
+
+// init-model --save-4bit: each tensor drawn (the same draws as the dense init), its projection weights
+// quantized as merge --save-4bit quantizes them, and handed to a streaming shard writer, so host memory
+// holds one shard and one fp32 tensor, never the model. Returns the parameter count.
+int64_t write_4bit_model_dir(const std::string& dir, const model::Qwen3Config& config, const InitModelOptions& options) {
+  model::Nf4Options nf4;
+  nf4.double_quant = options.double_quant;
+  io::ShardedSafetensorsWriter writer(dir, options.max_shard_bytes);
+  int64_t parameters = 0;
+  model::Qwen3Weights::for_each_random(
+      config, options.seed, options.initializer_range, options.dtype, [&](const std::string& name, const at::Tensor& t) {
+        parameters += t.numel();
+        if (!model::is_projection_weight_key(name)) {
+          writer.add(name, t);
+          return;
+        }
+        for (const auto& [key, part] : model::bnb_4bit_tensors(name, model::nf4_quantize(t, nf4))) writer.add(key, part);
+      });
+  writer.finish();
+  write_hf_config(dir, config);
+  return parameters;
+}
+
+}  // namespace
+
 void init_model(const InitModelOptions& options) {
   QFT_CHECK(!options.output_dir.empty(), "init-model: --output is required");
   QFT_CHECK(!fs::exists(options.output_dir), "init-model: --output {} already exists; choose a new directory",
             options.output_dir);
   model::Qwen3Config config = options.config;
   config.torch_dtype = torch_dtype_name(options.dtype);
-  check_weights_fit(config, options.dtype);
-  const model::Qwen3Weights weights =
-      model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
-
+  if (options.save_4bit) {
+    config.raw["quantization_config"] = model::bnb_quantization_config(options.double_quant, options.dtype);
+  } else {
+    // The 4-bit path streams (one shard in memory), so only the dense one must fit at once.
+    check_weights_fit(config, options.dtype);
+  }
+  int64_t parameters = 0;
   write_directory_atomically(options.output_dir, "init", [&](const std::string& tmp_dir) {
-    write_hf_model_dir(tmp_dir, config, weights.named_tensors(config), options.max_shard_bytes);
+    if (options.save_4bit) {
+      parameters = write_4bit_model_dir(tmp_dir, config, options);
+    } else {
+      const model::Qwen3Weights weights =
+          model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
+      write_hf_model_dir(tmp_dir, config, weights.named_tensors(config), options.max_shard_bytes);
+      for (const auto& [name, t] : weights.named_tensors(config)) parameters += t.numel();
+    }
     if (!options.tokenizer_dir.empty()) {
       const int copied = copy_tokenizer_files(options.tokenizer_dir, tmp_dir);
       QFT_CHECK(copied > 0, "init-model: --tokenizer {} has no tokenizer files (tokenizer.json, ...)",
                 options.tokenizer_dir);
     }
   });
-  int64_t parameters = 0;
-  for (const auto& [name, t] : weights.named_tensors(config)) parameters += t.numel();
-  spdlog::info("wrote {} ({} parameters, {}, seed {})", options.output_dir, parameters, config.torch_dtype,
-               options.seed);
+  spdlog::info("wrote {} ({} parameters, {}{}, seed {})", options.output_dir, parameters, config.torch_dtype,
+               options.save_4bit ? ", projections NF4 4-bit" : "", options.seed);
 }
 
 }  // namespace qft::hf

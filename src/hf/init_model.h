@@ -26,6 +26,12 @@ struct InitModelOptions {
   double initializer_range = 0.02;
   std::string tokenizer_dir;  // copy tokenizer files from here ("" = none)
   uint64_t max_shard_bytes = 5000000000ULL;
+  // Write the projections as NF4 4-bit in bitsandbytes' layout with config.json's quantization_config,
+  // as merge --save-4bit does: the values of the `dtype` model of the same seed, quantized. The model is
+  // generated, quantized and written one tensor at a time (at most one shard held), so a model whose
+  // bf16 checkpoint fits neither memory nor disk (Qwen3-32B: 64 GB) can be made as a QLoRA base.
+  bool save_4bit = false;
+  bool double_quant = true;  // with save_4bit: bnb_4bit_use_double_quant
 };
 
 // Writes config.json + safetensors (+ tokenizer files) through a temporary directory; refuses to

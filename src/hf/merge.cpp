@@ -10,6 +10,7 @@
 #include "hf/model_dir.h"
 #include "hf/peft_adapter.h"
 #include "model/nf4_weight.h"
+#include "model/projection.h"
 
 namespace qft::hf {
 
@@ -52,9 +53,7 @@ void merge_adapter(const MergeOptions& options) {
   config.raw.erase("quantization_config");
   io::NamedTensors tensors;
   for (auto& [name, tensor] : weights.named_tensors(config)) {
-    const bool projection = name.rfind("model.layers.", 0) == 0 && name.size() > 12 &&
-                            name.compare(name.size() - 12, 12, "_proj.weight") == 0;
-    if (options.save_4bit && projection) {
+    if (options.save_4bit && model::is_projection_weight_key(name)) {
       // Requantized from the merged weight in the output dtype, as bnb.nn.Params4bit does after a merge.
       for (auto& t : model::bnb_4bit_tensors(name, model::nf4_quantize(tensor.to(dtype), nf4)))
         tensors.push_back(std::move(t));

@@ -15,6 +15,10 @@ void write_hf_model_dir(const std::string& dir, const model::Qwen3Config& config
                         uint64_t max_shard_bytes) {
   fs::create_directories(dir);
   io::save_safetensors_sharded(dir, tensors, max_shard_bytes);
+  write_hf_config(dir, config);
+}
+
+void write_hf_config(const std::string& dir, const model::Qwen3Config& config) {
   write_file_atomic((fs::path(dir) / "config.json").string(), config.to_json().dump(2) + "\n");
 }
 

@@ -15,6 +15,8 @@ namespace qft::hf {
 // is complete. `dir` is created when missing.
 void write_hf_model_dir(const std::string& dir, const model::Qwen3Config& config, const io::NamedTensors& tensors,
                         uint64_t max_shard_bytes);
+// config.json alone (write_hf_model_dir's last step), for a writer that streams its tensors itself.
+void write_hf_config(const std::string& dir, const model::Qwen3Config& config);
 
 // Copies tokenizer.json, tokenizer_config.json, vocab.json, merges.txt, generation_config.json,
 // special_tokens_map.json and added_tokens.json where `from_dir` has them; returns how many.

@@ -370,37 +370,65 @@ const SafetensorsFile& SafetensorsCheckpoint::file_of(const std::string& name) c
 std::vector<std::string> save_safetensors_sharded(const std::string& dir, const NamedTensors& tensors,
                                                   uint64_t max_shard_bytes, const std::string& prefix,
                                                   const std::map<std::string, std::string>& metadata) {
-  QFT_CHECK(max_shard_bytes > 0, "{}: max shard size must be positive", dir);
-  std::filesystem::create_directories(dir);
-  std::vector<NamedTensors> shards(1);
-  uint64_t current = 0, total = 0;
-  for (const auto& item : tensors) {
-    const uint64_t nbytes = item.second.nbytes();
-    if (current > 0 && current + nbytes > max_shard_bytes) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().push_back(item);
-    current += nbytes;
-    total += nbytes;
-  }
+  ShardedSafetensorsWriter writer(dir, max_shard_bytes, prefix, metadata);
+  for (const auto& [name, tensor] : tensors) writer.add(name, tensor);
+  return writer.finish();
+}
+
+ShardedSafetensorsWriter::ShardedSafetensorsWriter(std::string dir, uint64_t max_shard_bytes, std::string prefix,
+                                                   std::map<std::string, std::string> metadata)
+    : dir_(std::move(dir)), max_shard_bytes_(max_shard_bytes), prefix_(std::move(prefix)), metadata_(std::move(metadata)) {
+  QFT_CHECK(max_shard_bytes_ > 0, "{}: max shard size must be positive", dir_);
+  std::filesystem::create_directories(dir_);
+}
+
+std::string ShardedSafetensorsWriter::part_name(size_t index) const {
+  return fmt::format(".{}-{:05d}.safetensors.part", prefix_, index + 1);
+}
+
+void ShardedSafetensorsWriter::add(const std::string& name, const at::Tensor& tensor) {
+  QFT_CHECK(tensor.defined(), "{}: tensor \"{}\" is undefined", dir_, name);
+  // Greedy in the order given: a tensor larger than the limit gets a shard of its own.
+  const uint64_t nbytes = tensor.nbytes();
+  if (pending_bytes_ > 0 && pending_bytes_ + nbytes > max_shard_bytes_) flush_shard();
+  pending_.emplace_back(name, tensor);
+  pending_bytes_ += nbytes;
+  total_bytes_ += nbytes;
+}
+
+void ShardedSafetensorsWriter::flush_shard() {
+  save_safetensors(dir_ + "/" + part_name(shard_names_.size()), pending_, metadata_);
+  std::vector<std::string> names;
+  for (const auto& item : pending_) names.push_back(item.first);
+  shard_names_.push_back(std::move(names));
+  pending_.clear();
+  pending_bytes_ = 0;
+}
+
+std::vector<std::string> ShardedSafetensorsWriter::finish() {
+  // An empty model still gets its (empty) file, as before.
+  if (!pending_.empty() || shard_names_.empty()) flush_shard();
+  auto rename = [&](size_t index, const std::string& final_name) {
+    std::error_code ec;
+    std::filesystem::rename(dir_ + "/" + part_name(index), dir_ + "/" + final_name, ec);
+    QFT_CHECK(!ec, "{}: cannot rename {} to {} ({})", dir_, part_name(index), final_name, ec.message());
+  };
   std::vector<std::string> written;
-  if (shards.size() == 1) {
-    const std::string name = prefix + ".safetensors";
-    save_safetensors(dir + "/" + name, shards[0], metadata);
-    written.push_back(name);
+  if (shard_names_.size() == 1) {
+    written.push_back(prefix_ + ".safetensors");
+    rename(0, written.back());
     return written;
   }
   nlohmann::json weight_map = nlohmann::json::object();
-  for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix, i + 1, shards.size());
-    save_safetensors(dir + "/" + name, shards[i], metadata);
-    for (const auto& item : shards[i]) weight_map[item.first] = name;
+  for (size_t i = 0; i < shard_names_.size(); ++i) {
+    const std::string name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix_, i + 1, shard_names_.size());
+    rename(i, name);
+    for (const auto& tensor_name : shard_names_[i]) weight_map[tensor_name] = name;
     written.push_back(name);
   }
-  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  const std::string index_name = prefix + ".safetensors.index.json";
-  write_file_atomic(dir + "/" + index_name, index.dump(2) + "\n");
+  nlohmann::json index = {{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map}};
+  const std::string index_name = prefix_ + ".safetensors.index.json";
+  write_file_atomic(dir_ + "/" + index_name, index.dump(2) + "\n");
   written.push_back(index_name);
   return written;
 }

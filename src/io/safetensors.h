@@ -95,4 +95,32 @@ std::vector<std::string> save_safetensors_sharded(const std::string& dir, const 
                                                   const std::map<std::string, std::string>& metadata = {
                                                       {"format", "pt"}});
 
+// The same files as save_safetensors_sharded, from tensors given one at a time: a shard is written as
+// soon as the next tensor would overflow it, so only one shard's tensors are held at once (init-model
+// --save-4bit streams a model that never exists whole). Shards carry temporary names until finish()
+// knows how many there are; a writer dropped before finish() leaves them behind in `dir`, which callers
+// write through a temporary directory (hf::write_directory_atomically).
+class ShardedSafetensorsWriter {
+ public:
+  ShardedSafetensorsWriter(std::string dir, uint64_t max_shard_bytes = 5000000000ULL, std::string prefix = "model",
+                           std::map<std::string, std::string> metadata = {{"format", "pt"}});
+  void add(const std::string& name, const at::Tensor& tensor);
+  // Writes the last shard, renames the shards to their final names and writes the index; returns the
+  // file names written (without dir).
+  std::vector<std::string> finish();
+
+ private:
+  void flush_shard();
+  std::string part_name(size_t index) const;
+
+  std::string dir_;
+  uint64_t max_shard_bytes_;
+  std::string prefix_;
+  std::map<std::string, std::string> metadata_;
+  NamedTensors pending_;  // the shard being filled
+  uint64_t pending_bytes_ = 0;
+  uint64_t total_bytes_ = 0;
+  std::vector<std::vector<std::string>> shard_names_;  // tensor names of each shard written
+};
+
 }  // namespace qft::io

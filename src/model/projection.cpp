@@ -60,4 +60,10 @@ std::string projection_module_path(int64_t layer, Projection p) {
   return fmt::format("model.layers.{}.{}", layer, projection_info(p).module);
 }
 
+bool is_projection_weight_key(const std::string& key) {
+  const std::string suffix = "_proj.weight";
+  return key.rfind("model.layers.", 0) == 0 && key.size() > suffix.size() &&
+         key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace qft::model

@@ -54,5 +54,8 @@ std::array<int64_t, 2> projection_shape(const Qwen3Config& config, Projection p)
 // "model.layers.{layer}.self_attn.q_proj": the module path in a Hugging Face checkpoint; the weight
 // is this + ".weight", a PEFT tensor is "base_model.model." + this + ".lora_A.weight".
 std::string projection_module_path(int64_t layer, Projection p);
+// True for a projection's weight key in a Hugging Face checkpoint ("model.layers.3.mlp.up_proj.weight"):
+// the tensors bitsandbytes stores 4-bit (embeddings, norms and lm_head stay dense).
+bool is_projection_weight_key(const std::string& key);
 
 }  // namespace qft::model

@@ -157,22 +157,42 @@ Qwen3Weights Qwen3Weights::load(const std::string& model_dir, const Qwen3Config&
   return w;
 }
 
+namespace {
+
+// One tensor of a random init, drawn from `gen` in checkpoint order: norms are ones; the rest are drawn in
+// fp32 so that a model is the same whatever dtype it is then stored in.
+at::Tensor random_tensor(const std::string& name, const std::vector<int64_t>& shape, at::Generator& gen,
+                         double initializer_range, at::ScalarType dtype) {
+  if (is_norm(name)) return at::ones(shape, at::TensorOptions().dtype(dtype));
+  return at::normal(0.0, initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype);
+}
+
+}  // namespace
+
 Qwen3Weights Qwen3Weights::random(const Qwen3Config& config, uint64_t seed, double initializer_range,
                                   at::ScalarType dtype) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   Qwen3Weights w;
   w.layers = empty_layers(config.num_hidden_layers);
   const bool tied = config.tie_word_embeddings;
-  // Values drawn in fp32 so that a model is the same whatever dtype it is then stored in.
   for_each_tensor(w, config, tied, [&](const std::string& name, at::Tensor& t, const std::vector<int64_t>& shape) {
-    if (is_norm(name)) {
-      t = at::ones(shape, at::TensorOptions().dtype(dtype));
-    } else {
-      t = at::normal(0.0, initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype);
-    }
+    t = random_tensor(name, shape, gen, initializer_range, dtype);
   });
   if (tied) w.lm_head = w.embed_tokens;
   return w;
+}
+
+void Qwen3Weights::for_each_random(const Qwen3Config& config, uint64_t seed, double initializer_range,
+                                   at::ScalarType dtype,
+                                   const std::function<void(const std::string&, const at::Tensor&)>& visit) {
+  // The same walk and draws as random(); each tensor is dropped once visited.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  Qwen3Weights slots;
+  slots.layers = empty_layers(config.num_hidden_layers);
+  for_each_tensor(slots, config, config.tie_word_embeddings,
+                  [&](const std::string& name, at::Tensor&, const std::vector<int64_t>& shape) {
+                    visit(name, random_tensor(name, shape, gen, initializer_range, dtype));
+                  });
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Qwen3Weights::named_tensors(const Qwen3Config& config) const {

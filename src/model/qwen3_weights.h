@@ -47,6 +47,11 @@ struct Qwen3Weights {
   // Random init as transformers does for a fresh model (normal(0, initializer_range), norms = 1).
   static Qwen3Weights random(const Qwen3Config& config, uint64_t seed, double initializer_range = 0.02,
                              at::ScalarType dtype = at::kFloat);
+  // The tensors random() makes (same seed, same values), one at a time in checkpoint order (named_tensors'
+  // names, lm_head only when untied) without holding the model: init-model --save-4bit quantizes each
+  // projection as it comes, so a model too large for memory or disk in bf16 can still be written 4-bit.
+  static void for_each_random(const Qwen3Config& config, uint64_t seed, double initializer_range, at::ScalarType dtype,
+                              const std::function<void(const std::string& name, const at::Tensor& tensor)>& visit);
   // HF checkpoint names -> tensors (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors(const Qwen3Config& config) const;
   Qwen3Weights to(at::ScalarType dtype, at::Device device) const;

@@ -122,6 +122,31 @@ LoraOptions read_lora_section(ConfigReader section, FinetuningType& finetuning_t
   return lora;
 }
 
+// training.profile_steps: [first, last], two optimizer steps (1-based, as logged) with first <= last.
+std::array<int64_t, 2> read_profile_steps(ConfigReader& section) {
+  const YAML::Node node = section.raw("profile_steps");
+  if (!node.IsDefined()) return {0, 0};
+  auto bad = [&](const std::string& problem) {
+    fail("{}: {}; expected [first, last]: two optimizer steps with 1 <= first <= last (e.g. [5, 7])",
+         section.where("profile_steps"), problem);
+  };
+  if (!node.IsSequence() || node.size() != 2) bad("not a list of two steps");
+  std::array<int64_t, 2> steps{};
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string text = node[i].IsScalar() ? node[i].Scalar() : "";
+    size_t used = 0;
+    try {
+      steps[i] = std::stoll(text, &used, 10);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size()) bad(fmt::format("'{}' is not an integer", text));
+  }
+  if (steps[0] < 1) bad(fmt::format("first step {} is not positive (steps count from 1)", steps[0]));
+  if (steps[1] < steps[0]) bad(fmt::format("last step {} is before first step {}", steps[1], steps[0]));
+  return steps;
+}
+
 TrainingOptions read_training_section(ConfigReader section) {
   TrainingOptions t;
   t.learning_rate = section.get_double("learning_rate", t.learning_rate);
@@ -179,6 +204,7 @@ TrainingOptions read_training_section(ConfigReader section) {
   t.use_fused_kernels = section.get_bool("use_fused_kernels", t.use_fused_kernels);
   t.loss_chunk_tokens = section.get_int("loss_chunk_tokens", t.loss_chunk_tokens);
   require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
+  t.profile_steps = read_profile_steps(section);
   t.resume_from_checkpoint = section.get_string("resume_from_checkpoint", "");
   if (!t.resume_from_checkpoint.empty() && t.resume_from_checkpoint != "latest") {
     std::error_code ec;
@@ -373,6 +399,7 @@ nlohmann::json TrainConfig::math_fingerprint() const {
                           "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
   }
+  j["training"].erase("profile_steps");  // what is profiled does not change the steps either
   j.erase("output");
   j.erase("distributed");
   // Absent unless set, so that runs without QLoRA keep the fingerprint their checkpoints stored.
@@ -488,6 +515,8 @@ nlohmann::json TrainConfig::to_json() const {
                    {"per_device_eval_batch_size", t.per_device_eval_batch_size},
                    {"load_best_model_at_end", t.load_best_model_at_end},
                    {"metric_for_best_model", t.metric_for_best_model}};
+  // Only when set: absent keeps the records (and resolved configs) of runs without profiling as they were.
+  if (t.profile_steps[0] > 0) j["training"]["profile_steps"] = t.profile_steps;
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
                       {"sequence_parallel", distributed.sequence_parallel},

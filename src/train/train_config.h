@@ -4,6 +4,7 @@
 // choices are errors naming file:line and the key path.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -98,6 +99,9 @@ struct TrainingOptions {
   std::string metric_for_best_model = "eval_loss";
   int64_t loss_chunk_tokens = model::ops::kDefaultLossChunkTokens;
   std::string resume_from_checkpoint;  // a checkpoint-<step> directory, "latest", or "" (fresh run)
+  // [first, last]: profile optimizer steps first..last (1-based, inclusive) with libtorch's Kineto profiler
+  // into output_dir/profile/trace_rank<r>.json (train/step_profiler.h); {0, 0} = off.
+  std::array<int64_t, 2> profile_steps = {0, 0};
 };
 
 // How the ranks of a job share the work (docs/DISTRIBUTED.md). The numbers a run computes do not

@@ -24,6 +24,7 @@
 #include "parallel/nccl_communicator.h"
 #include "parallel/tp_model.h"
 #include "parallel/tp_sharding.h"
+#include "train/step_profiler.h"
 #include "train/training_rows.h"
 
 namespace qft::train {
@@ -910,9 +911,12 @@ TrainSummary Trainer::train() {
   auto interval_start = std::chrono::steady_clock::now();
   // From here on every rank does the same work between collectives: a long wait means a rank died or hangs.
   set_collective_timeout(config_.distributed.collective_timeout);
+  StepProfiler profiler(config_.training.profile_steps, total_steps_, config_.output.output_dir, rank_, device_);
   try {
     for (int64_t step = start_step_; step < total_steps_; ++step) {
+      profiler.before_step(step + 1);
       const StepMetrics result = run_step(step);
+      profiler.after_step(step + 1);
       recorder_->on_step(step + 1, result.input_tokens);
       interval_loss_sum_ += result.loss;
       interval_steps_ += 1;

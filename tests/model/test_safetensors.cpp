@@ -186,6 +186,10 @@ TEST(Safetensors, ShardedWriteAndRead) {
   const auto index = nlohmann::json::parse(read_file(d + "/model.safetensors.index.json"));
   EXPECT_EQ(index["metadata"]["total_size"], 200);
   EXPECT_EQ(index["weight_map"]["t4"], "model-00003-of-00003.safetensors");
+  // The shards are written as they fill under temporary names (ShardedSafetensorsWriter); none is left.
+  size_t entries = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(d)) entries += entry.is_regular_file();
+  EXPECT_EQ(entries, files.size());
   io::SafetensorsCheckpoint ckpt(d);
   EXPECT_EQ(ckpt.names().size(), 5u);
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(ckpt.tensor("t" + std::to_string(i)), tensors[i].second));

@@ -141,3 +141,88 @@ output: {{output_dir: {tmp_path / 'run'}}}
             state = json.loads(bytes(q[key + ".quant_state.bitsandbytes__nf4"].tolist()).decode())
             assert state["quant_type"] == "nf4" and state["blocksize"] == 64 and state["shape"] == list(merged[key].shape)
             assert state["nested_offset"] == offset.item()
+
+
+def load_checkpoint(model_dir):
+    """Every tensor of a model directory, single-file or sharded."""
+    index = model_dir / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    tensors = {}
+    for name in files:
+        tensors.update(load_file(str(model_dir / name)))
+    return tensors
+
+
+def test_init_model_save_4bit_is_the_dense_init_quantized(tmp_path, qft_bin):
+    """init-model --save-4bit streams the same draws as the dense init-model, quantized as merge --save-4bit
+    quantizes: its files equal, byte for byte, merge --save-4bit of the dense init with a zero adapter, and
+    every projection equals this file's NF4 of the dense weight. qft then trains a LoRA on it."""
+    common = ["init-model", "--preset", "tiny-untied", "--seed", "5", "--max-shard-size", "4MB"]
+    dense_dir, q4_dir = tmp_path / "dense", tmp_path / "q4"
+    run([qft_bin, *common, "--output", dense_dir])
+    run([qft_bin, *common, "--save-4bit", "--tokenizer", BUILD_DIR / "qwen3-tokenizer", "--output", q4_dir])
+    dense, q4 = load_checkpoint(dense_dir), load_checkpoint(q4_dir)
+    config = json.loads((q4_dir / "config.json").read_text())
+    qc = config["quantization_config"]
+    assert qc["quant_method"] == "bitsandbytes" and qc["load_in_4bit"] and qc["bnb_4bit_quant_type"] == "nf4"
+    assert qc["bnb_4bit_use_double_quant"] and qc["bnb_4bit_compute_dtype"] == "bfloat16"
+    assert config["torch_dtype"] == "bfloat16"
+    assert len(json.loads((q4_dir / "model.safetensors.index.json").read_text())["weight_map"]) == len(q4)
+
+    projections = {f"model.layers.{layer}.{module}.weight" for layer in range(2) for module in PROJECTIONS}
+    suffixes = ("", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4")
+    assert set(q4) == {k for k in dense if k not in projections} | {k + s for k in projections for s in suffixes}
+    for key, tensor in dense.items():
+        if key not in projections:
+            assert q4[key].dtype == torch.bfloat16 and torch.equal(q4[key], tensor), key
+            continue
+        packed, code2, absmax2, offset = quantize(tensor)
+        assert torch.equal(q4[key].reshape(-1), packed), key
+        assert torch.equal(q4[key + ".absmax"], code2), key
+        assert torch.equal(q4[key + ".nested_absmax"], absmax2), key
+        state = json.loads(bytes(q4[key + ".quant_state.bitsandbytes__nf4"].tolist()).decode())
+        assert state["dtype"] == "bfloat16" and state["shape"] == list(tensor.shape)
+        assert state["nested_offset"] == offset.item()
+
+    # The same bytes as the all-in-memory writer: merge --save-4bit of the dense init plus a zero delta (a
+    # fresh PEFT adapter has lora_B = 0), with the same shard size.
+    from peft import LoraConfig, get_peft_model
+    base = Qwen3ForCausalLM.from_pretrained(dense_dir, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "zero-adapter")
+    merged_dir = tmp_path / "merged4"
+    run([qft_bin, "merge", "--base", dense_dir, "--adapter", tmp_path / "zero-adapter", "--output", merged_dir,
+         "--save-4bit", "--max-shard-size", "4MB"])
+    shard_files = sorted(p.name for p in q4_dir.glob("model*"))
+    assert len(shard_files) > 2 and shard_files == sorted(p.name for p in merged_dir.glob("model*"))
+    for name in shard_files:
+        assert (q4_dir / name).read_bytes() == (merged_dir / name).read_bytes(), name
+
+    # --no-double-quant: plain fp32 absmax, as merge's flag.
+    plain_dir = tmp_path / "plain"
+    run([qft_bin, *common, "--save-4bit", "--no-double-quant", "--output", plain_dir])
+    plain = load_checkpoint(plain_dir)
+    key = "model.layers.1.mlp.down_proj.weight"
+    blocks = dense[key].reshape(-1, 64).float().abs().amax(1)
+    assert plain[key + ".absmax"].dtype == torch.float32 and torch.equal(plain[key + ".absmax"], blocks)
+    assert key + ".nested_absmax" not in plain
+    assert not json.loads((plain_dir / "config.json").read_text())["quantization_config"]["bnb_4bit_use_double_quant"]
+
+    # A QLoRA run on the pre-quantized checkpoint (no load_in_4bit: the packed weights load as they are).
+    run_config = tmp_path / "qlora.yaml"
+    run_config.write_text(f"""
+model: {{model_name_or_path: {q4_dir}, torch_dtype: fp32, device: cpu}}
+lora: {{r: 4, lora_alpha: 8, target_modules: all-linear}}
+data:
+  datasets:
+    - {{path: {SOURCE_DIR / 'configs' / 'demo-data' / 'demo_chat.jsonl'}, count: 8}}
+  max_seq_length: 128
+  cache_dir: {tmp_path / 'cache'}
+training: {{learning_rate: 3.0e-3, lr_scheduler_type: constant, per_device_train_batch_size: 2, max_steps: 3,
+           logging_steps: 1, seed: 1}}
+output: {{output_dir: {tmp_path / 'run'}}}
+""")
+    result = run([qft_bin, run_config])
+    assert "on an NF4 (4-bit) base" in result.stdout + result.stderr
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "trainer_log.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
