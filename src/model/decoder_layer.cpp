@@ -7,6 +7,7 @@
 #include "model/ops/rms_norm.h"
 #include "model/ops/rope.h"
 #include "model/ops/swiglu.h"
+#include "model/ops/tiled_mlp.h"
 
 namespace qft::model {
 namespace {
@@ -18,18 +19,22 @@ at::Tensor project(const LayerContext& ctx, Projection p, const at::Tensor& x, L
   return ops::linear_forward(projection(ctx, p), x, xa);
 }
 
-at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
-                            const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
-  const Linear& linear = projection(ctx, p);
+ops::LinearGrads linear_grads(const LayerContext& ctx, Projection p, const LayerGrads& grads, bool need_dx) {
   ops::LinearGrads g;
   g.dW = grads.weights != nullptr ? &(*grads.weights)[p].trainable_weight() : nullptr;
-  if (linear.lora && grads.lora != nullptr) {
+  if (projection(ctx, p).lora && grads.lora != nullptr) {
     LoraPair& pair = (*grads.lora)[static_cast<int>(p)];
     g.dA = &pair.A;
     g.dB = &pair.B;
   }
   g.need_dx = need_dx;
-  return ops::linear_backward(linear, dy, x, acts.xa[static_cast<int>(p)], g);
+  return g;
+}
+
+at::Tensor project_backward(const LayerContext& ctx, Projection p, const at::Tensor& dy, const at::Tensor& x,
+                            const LayerActivations& acts, const LayerGrads& grads, bool need_dx) {
+  return ops::linear_backward(projection(ctx, p), dy, x, acts.xa[static_cast<int>(p)],
+                              linear_grads(ctx, p, grads, need_dx));
 }
 
 at::Tensor hook(const std::function<at::Tensor(at::Tensor)>& f, at::Tensor t) { return f ? f(std::move(t)) : t; }
@@ -83,6 +88,13 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
 
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
+  if (ctx.mlp_shards > 1) {
+    at::Tensor* xa_down = acts != nullptr ? &a.xa[static_cast<int>(Projection::down)] : nullptr;
+    return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(projection(ctx, Projection::gate),
+                                                               projection(ctx, Projection::up),
+                                                               projection(ctx, Projection::down), a.h_post,
+                                                               ctx.mlp_shards, xa_down));
+  }
   a.gate = project(ctx, Projection::gate, a.h_post, acts);
   a.up = project(ctx, Projection::up, a.h_post, acts);
   a.act = ops::swiglu_forward(a.gate, a.up);
@@ -107,7 +119,7 @@ void recompute_cheap(const LayerContext& ctx, LayerActivations& a) {
   a.q = ops::rope_forward(ops::rms_norm_forward(a.q_pre, w.q_norm, eps, &a.rstd_q), ctx.cos, ctx.sin);
   a.k = ops::rope_forward(ops::rms_norm_forward(a.k_pre, w.k_norm, eps, &a.rstd_k), ctx.cos, ctx.sin);
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
-  a.act = ops::swiglu_forward(a.gate, a.up);
+  if (a.gate.defined()) a.act = ops::swiglu_forward(a.gate, a.up);  // a tiled MLP keeps neither
 }
 
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
@@ -119,10 +131,20 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   LayerWeights* gw = grads.weights;
 
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
-  const at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
-  const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
-  at::Tensor dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
-  dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  at::Tensor dh_post;
+  if (ctx.mlp_shards > 1) {
+    ops::TiledMlpGrads tg{linear_grads(ctx, Projection::gate, grads, true), linear_grads(ctx, Projection::up, grads, true),
+                          linear_grads(ctx, Projection::down, grads, true)};
+    dh_post = ops::tiled_mlp_backward(projection(ctx, Projection::gate), projection(ctx, Projection::up),
+                                      projection(ctx, Projection::down), hook(s.row_output_grad, dy), a.h_post,
+                                      a.xa[static_cast<int>(Projection::down)], ctx.mlp_shards, tg);
+  } else {
+    const at::Tensor dact =
+        project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
+    const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
+    dh_post = project_backward(ctx, Projection::gate, dgate, a.h_post, a, grads, true);
+    dh_post.add_(project_backward(ctx, Projection::up, dup, a.h_post, a, grads, true));
+  }
   dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together
   const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
                                                         gw ? &gw->post_attention_layernorm : nullptr);

@@ -769,6 +769,52 @@ TEST(MemoryPlan, ActivationEstimateIsWithinFifteenPercentOfPeaksMeasuredOnAnH200
   EXPECT_LT(ratio, 0.75);
 }
 
+TEST(MemoryPlan, TiledMlpAndOffloadingShrinkTheLongContextEstimate) {
+  // Qwen3-8B, LoRA r16, bf16, 524,288 tokens, gradient checkpointing (issue 8's target).
+  ActivationShape base;
+  base.config = hf::init_model_preset("8B");
+  base.tokens = 524288;
+  base.gradient_checkpointing = true;
+  base.lora_r = 16;
+  constexpr double GiB = 1073741824.0;
+  const int64_t N = base.tokens, H = 4096, I = 12288, L = 36, b = 2;
+  const int64_t untiled = estimate_activation_bytes(base);
+  ActivationShape tiled = base;
+  tiled.tiled_mlp = true;
+  // Gone: gate, up, act kept by the layer being recomputed and the three MLP gradients of its backward, for
+  // every token, and the LoRA x·Aᵀ of gate and up; added: one chunk (auto: 128 chunks of 4096 rows) of the six.
+  const int64_t chunk_rows = N / 128;
+  EXPECT_EQ(untiled - estimate_activation_bytes(tiled), N * 6 * I * b + N * 2 * 16 * b - chunk_rows * 6 * I * b);
+  ActivationShape bigger_chunks = tiled;
+  bigger_chunks.tiled_mlp_num_shards = 16;
+  EXPECT_EQ(estimate_activation_bytes(bigger_chunks) - estimate_activation_bytes(tiled), (N / 16 - chunk_rows) * 6 * I * b);
+  // Offloading: K inputs leave the GPU (one comes back ahead of its layer) and go to host memory.
+  ActivationShape offloaded = tiled;
+  offloaded.offloaded_layers = 24;
+  EXPECT_EQ(estimate_offloaded_bytes(offloaded), 24 * N * H * b);
+  EXPECT_EQ(estimate_activation_bytes(tiled) - estimate_activation_bytes(offloaded), 23 * N * H * b);
+  EXPECT_EQ(estimate_offloaded_bytes(tiled), 0);
+  // Without gradient checkpointing there is nothing to offload.
+  ActivationShape whole = offloaded;
+  whole.gradient_checkpointing = false;
+  EXPECT_EQ(estimate_offloaded_bytes(whole), 0);
+  // All 36 inputs (144 GiB) are more than the GPU machine's 128 GiB of host memory: the plan says so.
+  offloaded.offloaded_layers = L;
+  EXPECT_NEAR(estimate_offloaded_bytes(offloaded) / GiB, 144.0, 1e-9);
+  // What remains on the GPU for 8B at 524k with 24 of 36 inputs offloaded fits an H200 beside ~16 GiB of state.
+  offloaded.offloaded_layers = 24;
+  MemoryPlan plan;
+  plan.state_bytes = static_cast<int64_t>(16.0 * GiB);
+  plan.activation_bytes = estimate_activation_bytes(offloaded);
+  plan.host_bytes = estimate_offloaded_bytes(offloaded);
+  plan.tokens = N;
+  plan.device_total_bytes = static_cast<int64_t>(139.8 * GiB);
+  EXPECT_FALSE(clearly_too_large(plan)) << describe(plan);
+  EXPECT_CONTAINS(describe(plan), "96.0 GiB of layer inputs offloaded to host memory");
+  plan.activation_bytes = untiled;  // neither: too large
+  EXPECT_TRUE(clearly_too_large(plan)) << describe(plan);
+}
+
 TEST(MemoryPlan, OnlyAClearlyOversizedRunIsRefused) {
   MemoryPlan plan;
   plan.device_total_bytes = 100;
