@@ -162,9 +162,11 @@ void ActivationOffload::start_restore(int64_t layer) {
 }
 
 at::Tensor ActivationOffload::restore(int64_t layer, const at::Tensor& kept) {
+  // This layer's copy first (already under way unless it is the highest offloaded layer): the side stream
+  // runs the copies in order, and this one is waited for now.
+  if (offloads(layer)) start_restore(layer);
   if (offloads(layer - 1)) start_restore(layer - 1);  // arrives during this layer's backward
   if (!offloads(layer)) return kept;
-  start_restore(layer);  // already under way unless this is the highest offloaded layer
   Slot& s = *slots_[layer];
 #ifdef QFT_CUDA
   if (s.device.is_cuda()) s.arrived.block(c10::cuda::getCurrentCUDAStream(s.device.index()));

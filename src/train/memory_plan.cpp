@@ -72,12 +72,21 @@ std::string describe(const MemoryPlan& p) {
   if (p.device_total_bytes > 0)
     out += fmt::format(" of {:.1f} GiB ({:.1f} GiB free after loading)", p.device_total_bytes / GiB,
                        p.device_free_bytes / GiB);
-  if (p.host_bytes > 0) out += fmt::format("; {:.1f} GiB of layer inputs offloaded to host memory", p.host_bytes / GiB);
+  if (p.host_bytes > 0) {
+    out += fmt::format("; {:.1f} GiB of layer inputs offloaded to host memory", p.host_bytes / GiB);
+    if (p.host_ranks > 1) out += fmt::format(" (x {} ranks on the node)", p.host_ranks);
+    if (p.host_total_bytes > 0) out += fmt::format(" of {:.1f} GiB", p.host_total_bytes / GiB);
+  }
   return out;
 }
 
 bool clearly_too_large(const MemoryPlan& p) {
   return p.device_total_bytes > 0 && static_cast<double>(p.total()) * 0.85 > static_cast<double>(p.device_total_bytes);
+}
+
+bool host_too_large(const MemoryPlan& p) {
+  return p.host_total_bytes > 0 &&
+         static_cast<double>(p.host_bytes) * static_cast<double>(p.host_ranks) > static_cast<double>(p.host_total_bytes);
 }
 
 }  // namespace qft::train

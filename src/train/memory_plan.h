@@ -41,6 +41,8 @@ struct MemoryPlan {
   int64_t state_bytes = 0;       // measured after loading
   int64_t activation_bytes = 0;  // estimated
   int64_t host_bytes = 0;        // estimated: offloaded layer inputs (activation offloading)
+  int64_t host_ranks = 1;        // ranks sharing this node's memory, each with its own host_bytes
+  int64_t host_total_bytes = 0;  // the node's physical memory; 0: unknown
   int64_t tokens = 0;
   int64_t device_total_bytes = 0;  // 0: not a GPU
   int64_t device_free_bytes = 0;
@@ -54,5 +56,9 @@ std::string describe(const MemoryPlan& plan);
 // Whether the estimate says the run cannot fit even with the estimate's error in its favour (estimate x 0.85
 // above the GPU's memory): then the trainer refuses before the first step.
 bool clearly_too_large(const MemoryPlan& plan);
+
+// Whether the offloaded layer inputs of the node's ranks need more page-locked memory than the node has
+// (then the trainer refuses before pinning any: the kernel would kill the job part-way instead).
+bool host_too_large(const MemoryPlan& plan);
 
 }  // namespace qft::train

@@ -328,6 +328,13 @@ void Trainer::check_memory(int64_t longest_row) {
   plan.state_bytes = now.allocated;
   plan.activation_bytes = estimate_activation_bytes(shape);
   plan.host_bytes = estimate_offloaded_bytes(shape);
+  if (plan.host_bytes > 0) {  // the same on every rank: a collective is safe
+    // Ranks per node, assuming every node runs as many (launchers start them so): each node's first rank
+    // counts one node.
+    const int64_t nodes = world_.all_reduce_sum(static_cast<int64_t>(local_rank_ == 0 ? 1 : 0));
+    plan.host_ranks = std::max<int64_t>(1, world_.size() / std::max<int64_t>(1, nodes));
+    plan.host_total_bytes = host_physical_bytes();
+  }
   plan.tokens = shape.tokens;
   plan.device_total_bytes = now.total;
   plan.device_free_bytes = now.free;
@@ -337,6 +344,10 @@ void Trainer::check_memory(int64_t longest_row) {
             "training.per_device_train_batch_size or the data's max_seq_length, set training.gradient_checkpointing: "
             "true (and for long rows training.tiled_mlp, training.activation_offloading), or shard more "
             "(distributed.zero_stage, tensor_parallel_size, sequence_parallel)",
+            config_.source, describe(plan), longest_row);
+  QFT_CHECK(!host_too_large(plan),
+            "{}: the offloaded layer inputs do not fit the node's memory ({}). The longest row has {} tokens; "
+            "offload fewer layers (training.activation_offloading_layers) or shorten the rows",
             config_.source, describe(plan), longest_row);
 }
 

@@ -813,6 +813,14 @@ TEST(MemoryPlan, TiledMlpAndOffloadingShrinkTheLongContextEstimate) {
   EXPECT_CONTAINS(describe(plan), "96.0 GiB of layer inputs offloaded to host memory");
   plan.activation_bytes = untiled;  // neither: too large
   EXPECT_TRUE(clearly_too_large(plan)) << describe(plan);
+  // The host: 96 GiB fits a 128 GiB node for one rank, not for two ranks offloading as much each.
+  plan.host_total_bytes = static_cast<int64_t>(128 * GiB);
+  EXPECT_FALSE(host_too_large(plan));
+  plan.host_ranks = 2;
+  EXPECT_TRUE(host_too_large(plan));
+  EXPECT_CONTAINS(describe(plan), "96.0 GiB of layer inputs offloaded to host memory (x 2 ranks on the node) of 128.0 GiB");
+  plan.host_total_bytes = 0;  // unknown: not refused
+  EXPECT_FALSE(host_too_large(plan));
 }
 
 TEST(MemoryPlan, OnlyAClearlyOversizedRunIsRefused) {
