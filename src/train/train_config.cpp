@@ -500,9 +500,7 @@ nlohmann::json TrainConfig::to_json() const {
                    {"gradient_checkpointing", t.gradient_checkpointing},
                    {"recompute_granularity", t.recompute_granularity},
                    {"tiled_mlp", t.tiled_mlp},
-                   {"tiled_mlp_num_shards", t.tiled_mlp_num_shards},
                    {"activation_offloading", t.activation_offloading},
-                   {"activation_offloading_layers", t.activation_offloading_layers},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
                    {"resume_from_checkpoint", t.resume_from_checkpoint},
                    {"eval_strategy", t.eval_strategy},
@@ -510,6 +508,9 @@ nlohmann::json TrainConfig::to_json() const {
                    {"per_device_eval_batch_size", t.per_device_eval_batch_size},
                    {"load_best_model_at_end", t.load_best_model_at_end},
                    {"metric_for_best_model", t.metric_for_best_model}};
+  // Written only where they apply: set without their switch they are an error.
+  if (t.tiled_mlp) j["training"]["tiled_mlp_num_shards"] = t.tiled_mlp_num_shards;
+  if (t.activation_offloading) j["training"]["activation_offloading_layers"] = t.activation_offloading_layers;
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
                       {"sequence_parallel", distributed.sequence_parallel},

@@ -294,6 +294,20 @@ TEST_F(ConfigTest, ResolvedYamlLoadsBackToTheSameConfig) {
   EXPECT_CONTAINS(resolved, "learning_rate: 0.0003");
   write_text(dir_ / "resolved.yaml", resolved);
   EXPECT_EQ(load_train_config(dir_ / "resolved.yaml").to_json(), config.to_json());
+  // The long-context keys that apply only with their switch are written only with it.
+  EXPECT_EQ(resolved.find("tiled_mlp_num_shards"), std::string::npos);
+  EXPECT_EQ(resolved.find("activation_offloading_layers"), std::string::npos);
+  const TrainConfig long_context = load_train_config(
+      dir_ / "cfg.yaml", {"training.learning_rate=3e-4", "training.tiled_mlp=true", "training.tiled_mlp_num_shards=4",
+                          "training.gradient_checkpointing=true", "training.activation_offloading=true",
+                          "training.activation_offloading_layers=2"});
+  write_text(dir_ / "resolved_long.yaml", long_context.resolved_yaml());
+  const TrainConfig back = load_train_config(dir_ / "resolved_long.yaml");
+  EXPECT_EQ(back.to_json(), long_context.to_json());
+  EXPECT_EQ(back.training.tiled_mlp_num_shards, 4);
+  EXPECT_EQ(back.training.activation_offloading_layers, 2);
+  // None of them changes the math: a resume may switch them.
+  EXPECT_EQ(long_context.math_fingerprint(), config.math_fingerprint());
 }
 
 TEST_F(ConfigTest, BadValuesAndUnsupportedChoices) {
