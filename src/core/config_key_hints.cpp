@@ -26,6 +26,7 @@ const std::map<std::string, std::vector<std::string>>& section_keys() {
         "lr_scheduler_type", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
         "gradient_accumulation_steps", "max_steps", "num_train_epochs", "logging_steps", "save_steps", "seed",
         "shuffle", "dataloader_drop_last", "gradient_checkpointing", "recompute_granularity", "use_fused_kernels", "loss_chunk_tokens",
+        "tiled_mlp", "tiled_mlp_num_shards", "activation_offloading", "activation_offloading_layers",
         "resume_from_checkpoint"}},
       {"output", {"output_dir", "overwrite_output_dir", "save_total_limit", "report_to"}},
   };

@@ -9,6 +9,7 @@
 #include "model/ops/qk_norm_rope.h"
 #include "model/ops/rms_norm.h"
 #include "model/ops/swiglu.h"
+#include "model/ops/tiled_mlp.h"
 
 namespace qft::model {
 namespace {
@@ -117,6 +118,13 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
 
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
+  if (ctx.mlp_shards > 1) {
+    at::Tensor* xa_down = acts != nullptr ? &a.xa[static_cast<int>(Projection::down)] : nullptr;
+    return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(projection(ctx, Projection::gate),
+                                                               projection(ctx, Projection::up),
+                                                               projection(ctx, Projection::down), a.h_post,
+                                                               ctx.mlp_shards, xa_down));
+  }
   const std::vector<at::Tensor> gate_up = project_group(ctx, InputGroup::mlp, a.h_post, acts);
   a.gate = gate_up[0];
   a.up = gate_up[1];
@@ -142,7 +150,7 @@ void recompute_cheap(const LayerContext& ctx, LayerActivations& a) {
   a.q = ops::qk_norm_rope_forward(a.q_pre, w.q_norm, eps, ctx.cos, ctx.sin, &a.rstd_q);
   a.k = ops::qk_norm_rope_forward(a.k_pre, w.k_norm, eps, ctx.cos, ctx.sin, &a.rstd_k);
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
-  a.act = ops::swiglu_forward(a.gate, a.up);
+  if (a.gate.defined()) a.act = ops::swiglu_forward(a.gate, a.up);  // a tiled MLP keeps neither
 }
 
 at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
@@ -154,9 +162,19 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   LayerWeights* gw = grads.weights;
 
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
-  const at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
-  const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
-  at::Tensor dh_post = project_group_backward(ctx, InputGroup::mlp, {dgate, dup}, a.h_post, a, grads, true);
+  at::Tensor dh_post;
+  if (ctx.mlp_shards > 1) {
+    ops::TiledMlpGrads tg{linear_grads(ctx, Projection::gate, grads, true), linear_grads(ctx, Projection::up, grads, true),
+                          linear_grads(ctx, Projection::down, grads, true)};
+    dh_post = ops::tiled_mlp_backward(projection(ctx, Projection::gate), projection(ctx, Projection::up),
+                                      projection(ctx, Projection::down), hook(s.row_output_grad, dy), a.h_post,
+                                      a.xa[static_cast<int>(Projection::down)], ctx.mlp_shards, tg);
+  } else {
+    const at::Tensor dact =
+        project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
+    const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
+    dh_post = project_group_backward(ctx, InputGroup::mlp, {dgate, dup}, a.h_post, a, grads, true);
+  }
   dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together
   const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
                                                         gw ? &gw->post_attention_layernorm : nullptr);

@@ -49,6 +49,9 @@ struct LayerContext {
   at::Tensor cos, sin;  // [N, D] RoPE tables in the activation dtype
   ops::AttentionLayout attention;  // shared by all layers of the micro-batch
   ShardedLayerHooks sharded;
+  // Tiled MLP (model/ops/tiled_mlp.h): the MLP block runs in this many chunks of rows and never holds
+  // gate/up/act for all rows (they are left undefined in LayerActivations); 1: the whole sequence at once.
+  int64_t mlp_shards = 1;
 };
 
 // Everything backward reads. Filled by a saving forward; with gradient checkpointing the model keeps
@@ -62,7 +65,7 @@ struct LayerActivations {
   at::Tensor attn, lse;               // attention output [N, nH*D] and its row log-sum-exp (path-specific shape)
   at::Tensor x_mid;                   // residual after attention [N, H]
   at::Tensor rstd_post, h_post;       // post_attention_layernorm (h_post as gate/up read it)
-  at::Tensor gate, up, act;           // MLP [N, I]
+  at::Tensor gate, up, act;           // MLP [N, I]; undefined with a tiled MLP (ctx.mlp_shards > 1)
   // LoRA dropout(x) A^T per projection [N, r]; in a stacked group a column block of the group's x A^T.
   std::array<at::Tensor, kNumProjections> xa;
   void clear() { *this = LayerActivations(); }

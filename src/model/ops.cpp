@@ -11,3 +11,4 @@
 #include "model/ops/rms_norm.cpp"
 #include "model/ops/rope.cpp"
 #include "model/ops/swiglu.cpp"
+#include "model/ops/tiled_mlp.cpp"

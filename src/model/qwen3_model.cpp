@@ -11,6 +11,7 @@
 #include "model/ops/embedding.h"
 #include "model/ops/rms_norm.h"
 #include "model/ops/rope.h"
+#include "model/ops/tiled_mlp.h"
 
 namespace qft::model {
 
@@ -81,6 +82,12 @@ LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Q
   return ctx;
 }
 
+int64_t tiled_mlp_shards(const StepOptions& options, int64_t rows, int64_t hidden_size) {
+  if (!options.tiled_mlp) return 1;
+  return options.tiled_mlp_num_shards > 0 ? options.tiled_mlp_num_shards
+                                          : ops::tiled_mlp_auto_shards(rows, hidden_size);
+}
+
 namespace {
 
 void check_structure(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights* lora) {
@@ -141,7 +148,13 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   const int64_t L = c.num_hidden_layers;
   std::optional<LoraCompute> own;
   const LoraCompute* compute = lora_for_compute(lora, options.lora_compute, w.embed_tokens.scalar_type(), own);
-  auto ctx_of = [&](int64_t i) { return layer_context(p, c, w, compute, i, dropout, options.dropout_seed); };
+  const int64_t mlp_shards = tiled_mlp_shards(options, p.B * p.T, c.hidden_size);
+  auto ctx_of = [&](int64_t i) {
+    LayerContext ctx = layer_context(p, c, w, compute, i, dropout, options.dropout_seed);
+    ctx.mlp_shards = mlp_shards;
+    return ctx;
+  };
+  ActivationOffload* offload = options.gradient_checkpointing ? options.activation_offload : nullptr;
 
   // Forward: every layer's activations, or only its input under gradient checkpointing.
   std::vector<LayerActivations> acts(L);
@@ -150,7 +163,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   for (int64_t i = 0; i < L; ++i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
     if (options.gradient_checkpointing) {
-      acts[i].x = x;
+      acts[i].x = offload != nullptr ? offload->save(i, x) : x;
       x = decoder_layer_forward(ctx_of(i), x, nullptr);
     } else {
       x = decoder_layer_forward(ctx_of(i), x, &acts[i]);
@@ -173,7 +186,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
-      const at::Tensor input = acts[i].x;
+      const at::Tensor input = offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x;
       decoder_layer_forward(ctx, input, &acts[i]);  // same dropout masks: they derive from the seed
     } else if (options.selective_recompute) {
       recompute_cheap(ctx, acts[i]);

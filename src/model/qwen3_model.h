@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 
+#include "model/activation_offload.h"
 #include "model/decoder_layer.h"
 #include "model/lora.h"
 #include "model/ops/cross_entropy.h"
@@ -55,8 +56,18 @@ struct StepOptions {
   // trainer makes it once per optimizer step for all its micro-batches. Null: made at the start of
   // each call (still once for all of its layers, recomputes and backward).
   const LoraCompute* lora_compute = nullptr;
+  // Tiled MLP (model/ops/tiled_mlp.h): the MLP block in chunks of rows; tiled_mlp_num_shards chunks, 0 =
+  // ALST's ceil(tokens / hidden_size).
+  bool tiled_mlp = false;
+  int64_t tiled_mlp_num_shards = 0;
+  // With gradient_checkpointing: where the offloaded layer inputs go (model/activation_offload.h); null:
+  // all stay on the device. Owned by the caller, which keeps its host buffers from step to step.
+  ActivationOffload* activation_offload = nullptr;
   LayerHooks hooks;
 };
+
+// The number of MLP chunks (LayerContext::mlp_shards) for a micro-batch of `rows` tokens.
+int64_t tiled_mlp_shards(const StepOptions& options, int64_t rows, int64_t hidden_size);
 
 // Loss of one micro-batch, as sums (the trainer divides by the token count of the whole step).
 struct LossSum {

@@ -47,17 +47,23 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   const int64_t L = config.num_hidden_layers;
   std::optional<LoraCompute> own;
   const LoraCompute* compute = lora_for_compute(lora, options.lora_compute, w.embed_tokens.scalar_type(), own);
+  // The MLP reads all rows (gathered under sequence parallelism): chunk them as one rank would.
+  const int64_t mlp_shards = tiled_mlp_shards(options, p.B * p.T, config.hidden_size);
   auto ctx_of = [&](int64_t i) {
-    return tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed), tp, sp);
+    LayerContext ctx =
+        tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed), tp, sp);
+    ctx.mlp_shards = mlp_shards;
+    return ctx;
   };
   const bool save = grads != nullptr && !options.gradient_checkpointing;
+  ActivationOffload* offload = grads != nullptr && options.gradient_checkpointing ? options.activation_offload : nullptr;
   std::vector<LayerActivations> acts(L);
   // Under sequence parallelism the residual stream (x, the final norm) holds this rank's rows only.
   at::Tensor x = vocab_parallel_embedding_forward(w.embed_tokens, vocab, p.ids, tp, sp);
   const LayerHooks& hooks = options.hooks;
   for (int64_t i = 0; i < L; ++i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
-    if (grads != nullptr && !save) acts[i].x = x;
+    if (grads != nullptr && !save) acts[i].x = offload != nullptr ? offload->save(i, x) : x;
     x = decoder_layer_forward(ctx_of(i), x, save ? &acts[i] : nullptr);
     if (save && options.selective_recompute) drop_recomputable(acts[i]);
   }
@@ -84,7 +90,7 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
-      const at::Tensor input = acts[i].x;
+      const at::Tensor input = offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x;
       decoder_layer_forward(ctx, input, &acts[i]);
     } else if (options.selective_recompute) {
       recompute_cheap(ctx, acts[i]);

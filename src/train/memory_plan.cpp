@@ -1,8 +1,29 @@
 #include "train/memory_plan.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace qft::train {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The residual stream's elements per token (sequence parallelism: 1/T of the rows).
+int64_t residual_width(const ActivationShape& s) {
+  return s.sequence_parallel ? s.config.hidden_size / s.tensor_parallel_size : s.config.hidden_size;
+}
+
+int64_t offloaded(const ActivationShape& s) {
+  return s.gradient_checkpointing ? std::clamp<int64_t>(s.offloaded_layers, 0, s.config.num_hidden_layers) : 0;
+}
+
+}  // namespace
+
+int64_t estimate_offloaded_bytes(const ActivationShape& s) {
+  return offloaded(s) * s.tokens * residual_width(s) * s.activation_bytes;
+}
 
 int64_t estimate_activation_bytes(const ActivationShape& s) {
   const model::Qwen3Config& c = s.config;
@@ -11,21 +32,35 @@ int64_t estimate_activation_bytes(const ActivationShape& s) {
   const int64_t b = s.activation_bytes;
   // The residual stream (x, x_mid) holds 1/T of the rows under sequence parallelism; the norms' outputs
   // as q/k/v and gate/up read them (h_in, h_post) hold all rows.
-  const int64_t residual = s.sequence_parallel ? h / s.tensor_parallel_size : h;
+  const int64_t residual = residual_width(s);
+  // A tiled MLP keeps none of gate, up, act, nor the LoRA x·Aᵀ of gate and up, for any row.
+  const int64_t mlp = s.tiled_mlp ? 0 : 3 * i;
+  const int64_t lora_kept = s.tiled_mlp ? 5 : 7;
   // LayerActivations per token: x, h_in, q_pre, k_pre, v, q, k, attn, x_mid, h_post, gate, up, act (compute
   // dtype), the attention's log-sum-exp (fp32 per head) and the LoRA x·Aᵀ of seven projections.
-  const int64_t per_layer = (2 * residual + 2 * h + 3 * q + 3 * kv + 3 * i) * b + c.num_attention_heads * 4 +
-                            (s.lora_r > 0 ? 7 * s.lora_r * b : 0);
+  const int64_t per_layer = (2 * residual + 2 * h + 3 * q + 3 * kv + mlp) * b + c.num_attention_heads * 4 +
+                            (s.lora_r > 0 ? lora_kept * s.lora_r * b : 0);
   // Selective recompute drops h_in, h_post, q, k (after norm and RoPE) and act from every layer but the
   // one being recomputed.
-  const int64_t dropped = (2 * h + q + kv + i) * b;
-  const int64_t saved = s.gradient_checkpointing ? L * residual * b + per_layer
+  const int64_t dropped = (2 * h + q + kv + (s.tiled_mlp ? 0 : i)) * b;
+  // Offloaded layer inputs leave the GPU; one of them is on its way back during the backward of the layer
+  // above it.
+  const int64_t K = offloaded(s);
+  const int64_t inputs_on_device = L - K + (K > 0 ? 1 : 0);
+  const int64_t saved = s.gradient_checkpointing ? inputs_on_device * residual * b + per_layer
                         : s.selective_recompute  ? L * (per_layer - dropped) + dropped
                                                  : L * per_layer;
   // Backward of one layer: the MLP gradients and a few hidden-size ones, flash attention's fp32 dq.
-  const int64_t transient = (3 * i + 4 * h) * b + q * 4;
+  const int64_t transient = (s.tiled_mlp ? 0 : 3 * i) * b + 4 * h * b + q * 4;
+  // A tiled MLP's backward holds one chunk's gate, up, act (made again) and their gradients.
+  const int64_t mlp_chunk_rows =
+      s.tiled_mlp ? std::min(s.tokens, ceil_div(s.tokens, s.tiled_mlp_num_shards > 0
+                                                              ? s.tiled_mlp_num_shards
+                                                              : std::max<int64_t>(1, ceil_div(s.tokens, h))))
+                  : 0;
+  const int64_t mlp_chunk = mlp_chunk_rows * 6 * i * b;
   const int64_t loss_chunk = s.loss_chunk_tokens * c.vocab_size * 4 * 2;  // fp32 logits and their gradient
-  return s.tokens * (saved + transient) + loss_chunk;
+  return s.tokens * (saved + transient) + mlp_chunk + loss_chunk;
 }
 
 std::string describe(const MemoryPlan& p) {
@@ -37,11 +72,21 @@ std::string describe(const MemoryPlan& p) {
   if (p.device_total_bytes > 0)
     out += fmt::format(" of {:.1f} GiB ({:.1f} GiB free after loading)", p.device_total_bytes / GiB,
                        p.device_free_bytes / GiB);
+  if (p.host_bytes > 0) {
+    out += fmt::format("; {:.1f} GiB of layer inputs offloaded to host memory", p.host_bytes / GiB);
+    if (p.host_ranks > 1) out += fmt::format(" (x {} ranks on the node)", p.host_ranks);
+    if (p.host_total_bytes > 0) out += fmt::format(" of {:.1f} GiB", p.host_total_bytes / GiB);
+  }
   return out;
 }
 
 bool clearly_too_large(const MemoryPlan& p) {
   return p.device_total_bytes > 0 && static_cast<double>(p.total()) * 0.85 > static_cast<double>(p.device_total_bytes);
+}
+
+bool host_too_large(const MemoryPlan& p) {
+  return p.host_total_bytes > 0 &&
+         static_cast<double>(p.host_bytes) * static_cast<double>(p.host_ranks) > static_cast<double>(p.host_total_bytes);
 }
 
 }  // namespace qft::train

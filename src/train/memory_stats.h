@@ -19,4 +19,7 @@ struct DeviceMemory {
 };
 DeviceMemory device_memory(at::Device device);
 
+// The node's physical memory (bytes); 0 when the system does not say.
+int64_t host_physical_bytes();
+
 }  // namespace qft::train

@@ -202,6 +202,24 @@ TrainingOptions read_training_section(ConfigReader section) {
   require(t.recompute_granularity == "full" || t.recompute_granularity == "selective", section,
           "recompute_granularity", "full or selective", t.recompute_granularity);
   t.use_fused_kernels = section.get_bool("use_fused_kernels", t.use_fused_kernels);
+  t.tiled_mlp = section.get_bool("tiled_mlp", t.tiled_mlp);
+  t.tiled_mlp_num_shards = section.get_int("tiled_mlp_num_shards", t.tiled_mlp_num_shards);
+  require(t.tiled_mlp_num_shards >= 0, section, "tiled_mlp_num_shards",
+          "a positive number of chunks, or 0 (ceil(tokens / hidden_size))", t.tiled_mlp_num_shards);
+  QFT_CHECK(!section.has("tiled_mlp_num_shards") || t.tiled_mlp,
+            "{}: tiled_mlp_num_shards applies only with tiled_mlp: true (it is false)",
+            section.where("tiled_mlp_num_shards"));
+  t.activation_offloading = section.get_bool("activation_offloading", t.activation_offloading);
+  QFT_CHECK(!t.activation_offloading || (t.gradient_checkpointing && t.recompute_granularity == "full"),
+            "{}: activation_offloading moves the layer inputs that gradient checkpointing keeps: it needs "
+            "gradient_checkpointing: true with recompute_granularity: full",
+            section.where("activation_offloading"));
+  t.activation_offloading_layers = section.get_int("activation_offloading_layers", t.activation_offloading_layers);
+  require(t.activation_offloading_layers == -1 || t.activation_offloading_layers >= 1, section,
+          "activation_offloading_layers", "a positive number of layers, or -1 (all)", t.activation_offloading_layers);
+  QFT_CHECK(!section.has("activation_offloading_layers") || t.activation_offloading,
+            "{}: activation_offloading_layers applies only with activation_offloading: true (it is false)",
+            section.where("activation_offloading_layers"));
   t.loss_chunk_tokens = section.get_int("loss_chunk_tokens", t.loss_chunk_tokens);
   require(t.loss_chunk_tokens >= 1, section, "loss_chunk_tokens", "at least 1", t.loss_chunk_tokens);
   t.profile_steps = read_profile_steps(section);
@@ -395,6 +413,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
                           "gradient_checkpointing", "recompute_granularity", "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
+                          "tiled_mlp", "tiled_mlp_num_shards", "activation_offloading",
+                          "activation_offloading_layers",
                           "eval_steps",
                           "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model"}) {
     j["training"].erase(key);
@@ -508,6 +528,8 @@ nlohmann::json TrainConfig::to_json() const {
                    {"gradient_checkpointing", t.gradient_checkpointing},
                    {"recompute_granularity", t.recompute_granularity},
                    {"use_fused_kernels", t.use_fused_kernels},
+                   {"tiled_mlp", t.tiled_mlp},
+                   {"activation_offloading", t.activation_offloading},
                    {"loss_chunk_tokens", t.loss_chunk_tokens},
                    {"resume_from_checkpoint", t.resume_from_checkpoint},
                    {"eval_strategy", t.eval_strategy},
@@ -517,6 +539,9 @@ nlohmann::json TrainConfig::to_json() const {
                    {"metric_for_best_model", t.metric_for_best_model}};
   // Only when set: absent keeps the records (and resolved configs) of runs without profiling as they were.
   if (t.profile_steps[0] > 0) j["training"]["profile_steps"] = t.profile_steps;
+  // Written only where they apply: set without their switch they are an error.
+  if (t.tiled_mlp) j["training"]["tiled_mlp_num_shards"] = t.tiled_mlp_num_shards;
+  if (t.activation_offloading) j["training"]["activation_offloading_layers"] = t.activation_offloading_layers;
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
                       {"sequence_parallel", distributed.sequence_parallel},

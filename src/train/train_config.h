@@ -91,6 +91,15 @@ struct TrainingOptions {
   // On CUDA, run the fused kernels of kernels/ (norms, q/k norm + RoPE, SwiGLU, cross-entropy, AdamW, NF4)
   // instead of ATen's ops; no effect on CPU. Off: ATen everywhere (comparisons).
   bool use_fused_kernels = true;
+  // Long sequences (docs/DESIGN.md § Long context). tiled_mlp: the MLP block in chunks of rows, never an
+  // [N, intermediate] buffer for the whole sequence (axolotl / Arctic ALST's names); tiled_mlp_num_shards
+  // chunks, 0 = ceil(tokens / hidden_size).
+  bool tiled_mlp = false;
+  int64_t tiled_mlp_num_shards = 0;
+  // With gradient_checkpointing: the checkpointed layer inputs of the first activation_offloading_layers
+  // layers (-1 = all) go to pinned host memory between forward and backward (model/activation_offload.h).
+  bool activation_offloading = false;
+  int64_t activation_offloading_layers = -1;
   // Evaluation during training on data.val_size's held-out rows (HF TrainingArguments names).
   std::string eval_strategy = "no";  // no | steps | epoch
   int64_t eval_steps = 0;            // with eval_strategy steps; 0 = logging_steps, as HF

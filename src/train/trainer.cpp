@@ -201,6 +201,12 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
                        : "");
     }
   }
+  if (config_.training.activation_offloading) {
+    const int64_t L = model_config_.num_hidden_layers, asked = config_.training.activation_offloading_layers;
+    QFT_CHECK(asked <= L, "{}: training.activation_offloading_layers is {}, but the model has {} layers",
+              config_.source, asked, L);
+    activation_offload_ = std::make_unique<model::ActivationOffload>(asked == -1 ? L : asked);
+  }
   check_memory(world_.all_reduce_sum(longest_row));
   // Only now that everything loaded and fits: overwrite_output_dir deletes the previous run's files.
   prepare_output_dir();
@@ -317,10 +323,21 @@ void Trainer::check_memory(int64_t longest_row) {
   shape.lora_r = full_finetuning_ ? 0 : lora_->config.r;
   shape.activation_bytes = at::elementSize(compute_dtype_);
   shape.loss_chunk_tokens = t.loss_chunk_tokens;
+  shape.tiled_mlp = t.tiled_mlp;
+  shape.tiled_mlp_num_shards = t.tiled_mlp_num_shards;
+  shape.offloaded_layers = activation_offload_ ? activation_offload_->offloaded_layers() : 0;
   const DeviceMemory now = device_memory(device_);
   MemoryPlan plan;
   plan.state_bytes = now.allocated;
   plan.activation_bytes = estimate_activation_bytes(shape);
+  plan.host_bytes = estimate_offloaded_bytes(shape);
+  if (plan.host_bytes > 0) {  // the same on every rank: a collective is safe
+    // Ranks per node, assuming every node runs as many (launchers start them so): each node's first rank
+    // counts one node.
+    const int64_t nodes = world_.all_reduce_sum(static_cast<int64_t>(local_rank_ == 0 ? 1 : 0));
+    plan.host_ranks = std::max<int64_t>(1, world_.size() / std::max<int64_t>(1, nodes));
+    plan.host_total_bytes = host_physical_bytes();
+  }
   plan.tokens = shape.tokens;
   plan.device_total_bytes = now.total;
   plan.device_free_bytes = now.free;
@@ -328,7 +345,12 @@ void Trainer::check_memory(int64_t longest_row) {
   QFT_CHECK(!clearly_too_large(plan),
             "{}: this run cannot fit the GPU ({}). The longest row has {} tokens; lower "
             "training.per_device_train_batch_size or the data's max_seq_length, set training.gradient_checkpointing: "
-            "true, or shard more (distributed.zero_stage, tensor_parallel_size, sequence_parallel)",
+            "true (and for long rows training.tiled_mlp, training.activation_offloading), or shard more "
+            "(distributed.zero_stage, tensor_parallel_size, sequence_parallel)",
+            config_.source, describe(plan), longest_row);
+  QFT_CHECK(!host_too_large(plan),
+            "{}: the offloaded layer inputs do not fit the node's memory ({}). The longest row has {} tokens; "
+            "offload fewer layers (training.activation_offloading_layers) or shorten the rows",
             config_.source, describe(plan), longest_row);
 }
 
@@ -627,6 +649,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
         groups_.data->rank();
     options.dropout_seed = mix_seed(static_cast<uint64_t>(t.seed), micro_step);
     options.loss_chunk_tokens = t.loss_chunk_tokens;
+    options.tiled_mlp = t.tiled_mlp;
+    options.tiled_mlp_num_shards = t.tiled_mlp_num_shards;
+    options.activation_offload = activation_offload_.get();
     reducer_->start_micro_batch(m + 1 == micro_batch_count);
     options.hooks = layer_hooks(/*training=*/true);
     options.lora_compute = lora_compute ? &*lora_compute : nullptr;

@@ -144,6 +144,8 @@ class Trainer {
 
   model::Qwen3Config model_config_;
   std::unique_ptr<model::Qwen3Model> model_;
+  // training.activation_offloading: the host buffers of the offloaded layer inputs, kept from step to step.
+  std::unique_ptr<model::ActivationOffload> activation_offload_;
   std::shared_ptr<const TrainingRows> rows_;       // the rows trained on
   std::shared_ptr<const TrainingRows> eval_rows_;  // data.val_size's held-out rows (null: none)
   // load_best_model_at_end: the best eval_loss so far, its step, and a host copy of the flat parameters then.

@@ -172,6 +172,29 @@ def test_tensor_parallel_size_must_divide_the_kv_heads(setup, qft_bin):
     assert "tensor_parallel_size" in result.stderr and "internal error" not in result.stderr, result.stderr[-2000:]
 
 
+def test_long_context_options_give_the_same_run(setup, qft_bin):
+    """training.activation_offloading moves the checkpointed layer inputs to host memory and back: the same
+    curve and adapter bytes, for all layers or the first one. training.tiled_mlp runs the MLP block in chunks of
+    rows (3, the last shorter): the same curve within 1e-6 (only the fp32 summation order of the weight
+    gradients changes), on one rank and under TP 2 with sequence parallelism (chunks of the gathered rows)."""
+    ckpt = ", gradient_checkpointing: true"
+    reference, ref_dir = train(setup, qft_bin, "ckpt_ref", 1, 4, 0, extra=ckpt)
+    for name, layers in (("offload_all", ""), ("offload_first", ", activation_offloading_layers: 1")):
+        curve, out = train(setup, qft_bin, name, 1, 4, 0, extra=ckpt + ", activation_offloading: true" + layers)
+        assert_same_curves(reference, curve, rel=0)
+        assert (out / "adapter_model.safetensors").read_bytes() == \
+            (ref_dir / "adapter_model.safetensors").read_bytes()
+    tiled = ", tiled_mlp: true, tiled_mlp_num_shards: 3"
+    curve, _ = train(setup, qft_bin, "tiled", 1, 4, 0, extra=ckpt + tiled + ", activation_offloading: true")
+    assert_same_curves(reference, curve, rel=1e-6)
+    curve, _ = train(setup, qft_bin, "tiled_keep", 1, 4, 0, extra=tiled)
+    assert_same_curves(reference, curve, rel=1e-6)
+    tp_reference, _ = train(setup, qft_bin, "tp_sp_ckpt", 2, 4, 0, tp=2, sp=True, extra=ckpt)
+    tp_curve, _ = train(setup, qft_bin, "tp_sp_tiled", 2, 4, 0, tp=2, sp=True,
+                        extra=ckpt + tiled + ", activation_offloading: true")
+    assert_same_curves(tp_reference, tp_curve, rel=1e-6)
+
+
 @pytest.mark.parametrize("settings,expected", [
     (dict(tp=2, finetuning="full"), "tensor_parallel_size 2 with finetuning_type full"),
     (dict(tp=2, zero_stage=3), "zero_stage 3 with tensor_parallel_size 2"),

@@ -368,4 +368,34 @@ TEST_F(TrainE2E, BadConfigsAndOccupiedOutputAreErrors) {
   EXPECT_NO_THROW(run_training(config(dir_ / "z", overwrite)));
 }
 
+TEST_F(TrainE2E, LongContextKeysAreCheckedAtStart) {
+  auto error = [&](const std::vector<std::string>& overrides) {
+    return error_of([&] { run_training(config(dir_ / "refused", overrides)); });
+  };
+  EXPECT_CONTAINS(error({"training.tiled_mlp=maybe"}), "tiled_mlp");
+  EXPECT_CONTAINS(error({"training.tiled_mlp=true", "training.tiled_mlp_num_shards=-2"}),
+                  "tiled_mlp_num_shards' must be a positive number of chunks, or 0");
+  EXPECT_CONTAINS(error({"training.tiled_mlp_num_shards=4"}), "tiled_mlp_num_shards applies only with tiled_mlp: true");
+  EXPECT_CONTAINS(error({"training.activation_offloading=true"}),
+                  "activation_offloading moves the layer inputs that gradient checkpointing keeps");
+  EXPECT_CONTAINS(error({"training.activation_offloading=true", "training.gradient_checkpointing=true",
+                         "training.recompute_granularity=selective"}),
+                  "gradient_checkpointing: true with recompute_granularity: full");
+  EXPECT_CONTAINS(error({"training.gradient_checkpointing=true", "training.activation_offloading_layers=1"}),
+                  "activation_offloading_layers applies only with activation_offloading: true");
+  const std::vector<std::string> offload = {"training.gradient_checkpointing=true",
+                                            "training.activation_offloading=true"};
+  auto with = [&](std::vector<std::string> v, const std::string& o) {
+    v.push_back(o);
+    return v;
+  };
+  EXPECT_CONTAINS(error(with(offload, "training.activation_offloading_layers=0")),
+                  "activation_offloading_layers' must be a positive number of layers, or -1 (all)");
+  // The tiny model has 2 layers: known once it is loaded, before anything is written.
+  EXPECT_CONTAINS(error(with(offload, "training.activation_offloading_layers=3")),
+                  "training.activation_offloading_layers is 3, but the model has 2 layers");
+  EXPECT_FALSE(fs::exists(fs::path(dir_ / "refused") / "trainer_log.jsonl"));
+  EXPECT_CONTAINS(error({"training.tiled_mlps=true"}), "did you mean 'tiled_mlp'?");
+}
+
 }  // namespace

@@ -294,6 +294,20 @@ TEST_F(ConfigTest, ResolvedYamlLoadsBackToTheSameConfig) {
   EXPECT_CONTAINS(resolved, "learning_rate: 0.0003");
   write_text(dir_ / "resolved.yaml", resolved);
   EXPECT_EQ(load_train_config(dir_ / "resolved.yaml").to_json(), config.to_json());
+  // The long-context keys that apply only with their switch are written only with it.
+  EXPECT_EQ(resolved.find("tiled_mlp_num_shards"), std::string::npos);
+  EXPECT_EQ(resolved.find("activation_offloading_layers"), std::string::npos);
+  const TrainConfig long_context = load_train_config(
+      dir_ / "cfg.yaml", {"training.learning_rate=3e-4", "training.tiled_mlp=true", "training.tiled_mlp_num_shards=4",
+                          "training.gradient_checkpointing=true", "training.activation_offloading=true",
+                          "training.activation_offloading_layers=2"});
+  write_text(dir_ / "resolved_long.yaml", long_context.resolved_yaml());
+  const TrainConfig back = load_train_config(dir_ / "resolved_long.yaml");
+  EXPECT_EQ(back.to_json(), long_context.to_json());
+  EXPECT_EQ(back.training.tiled_mlp_num_shards, 4);
+  EXPECT_EQ(back.training.activation_offloading_layers, 2);
+  // None of them changes the math: a resume may switch them.
+  EXPECT_EQ(long_context.math_fingerprint(), config.math_fingerprint());
 }
 
 TEST_F(ConfigTest, BadValuesAndUnsupportedChoices) {
@@ -767,6 +781,60 @@ TEST(MemoryPlan, ActivationEstimateIsWithinFifteenPercentOfPeaksMeasuredOnAnH200
   const double ratio = static_cast<double>(estimate_activation_bytes(selective)) / estimate_activation_bytes(whole);
   EXPECT_GT(ratio, 0.55);
   EXPECT_LT(ratio, 0.75);
+}
+
+TEST(MemoryPlan, TiledMlpAndOffloadingShrinkTheLongContextEstimate) {
+  // Qwen3-8B, LoRA r16, bf16, 524,288 tokens, gradient checkpointing (issue 8's target).
+  ActivationShape base;
+  base.config = hf::init_model_preset("8B");
+  base.tokens = 524288;
+  base.gradient_checkpointing = true;
+  base.lora_r = 16;
+  constexpr double GiB = 1073741824.0;
+  const int64_t N = base.tokens, H = 4096, I = 12288, L = 36, b = 2;
+  const int64_t untiled = estimate_activation_bytes(base);
+  ActivationShape tiled = base;
+  tiled.tiled_mlp = true;
+  // Gone: gate, up, act kept by the layer being recomputed and the three MLP gradients of its backward, for
+  // every token, and the LoRA x·Aᵀ of gate and up; added: one chunk (auto: 128 chunks of 4096 rows) of the six.
+  const int64_t chunk_rows = N / 128;
+  EXPECT_EQ(untiled - estimate_activation_bytes(tiled), N * 6 * I * b + N * 2 * 16 * b - chunk_rows * 6 * I * b);
+  ActivationShape bigger_chunks = tiled;
+  bigger_chunks.tiled_mlp_num_shards = 16;
+  EXPECT_EQ(estimate_activation_bytes(bigger_chunks) - estimate_activation_bytes(tiled), (N / 16 - chunk_rows) * 6 * I * b);
+  // Offloading: K inputs leave the GPU (one comes back ahead of its layer) and go to host memory.
+  ActivationShape offloaded = tiled;
+  offloaded.offloaded_layers = 24;
+  EXPECT_EQ(estimate_offloaded_bytes(offloaded), 24 * N * H * b);
+  EXPECT_EQ(estimate_activation_bytes(tiled) - estimate_activation_bytes(offloaded), 23 * N * H * b);
+  EXPECT_EQ(estimate_offloaded_bytes(tiled), 0);
+  // Without gradient checkpointing there is nothing to offload.
+  ActivationShape whole = offloaded;
+  whole.gradient_checkpointing = false;
+  EXPECT_EQ(estimate_offloaded_bytes(whole), 0);
+  // All 36 inputs (144 GiB) are more than the GPU machine's 128 GiB of host memory: the plan says so.
+  offloaded.offloaded_layers = L;
+  EXPECT_NEAR(estimate_offloaded_bytes(offloaded) / GiB, 144.0, 1e-9);
+  // What remains on the GPU for 8B at 524k with 24 of 36 inputs offloaded fits an H200 beside ~16 GiB of state.
+  offloaded.offloaded_layers = 24;
+  MemoryPlan plan;
+  plan.state_bytes = static_cast<int64_t>(16.0 * GiB);
+  plan.activation_bytes = estimate_activation_bytes(offloaded);
+  plan.host_bytes = estimate_offloaded_bytes(offloaded);
+  plan.tokens = N;
+  plan.device_total_bytes = static_cast<int64_t>(139.8 * GiB);
+  EXPECT_FALSE(clearly_too_large(plan)) << describe(plan);
+  EXPECT_CONTAINS(describe(plan), "96.0 GiB of layer inputs offloaded to host memory");
+  plan.activation_bytes = untiled;  // neither: too large
+  EXPECT_TRUE(clearly_too_large(plan)) << describe(plan);
+  // The host: 96 GiB fits a 128 GiB node for one rank, not for two ranks offloading as much each.
+  plan.host_total_bytes = static_cast<int64_t>(128 * GiB);
+  EXPECT_FALSE(host_too_large(plan));
+  plan.host_ranks = 2;
+  EXPECT_TRUE(host_too_large(plan));
+  EXPECT_CONTAINS(describe(plan), "96.0 GiB of layer inputs offloaded to host memory (x 2 ranks on the node) of 128.0 GiB");
+  plan.host_total_bytes = 0;  // unknown: not refused
+  EXPECT_FALSE(host_too_large(plan));
 }
 
 TEST(MemoryPlan, OnlyAClearlyOversizedRunIsRefused) {

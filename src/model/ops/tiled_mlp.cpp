@@ -1,0 +1,82 @@
+#include "model/ops/tiled_mlp.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "model/ops/swiglu.h"
+
+namespace qft::model::ops {
+namespace {
+
+// The projection as one chunk uses it: its dropout mask drawn from a seed of its own (the chunk's first
+// row identifies it), the same in forward and in backward.
+Linear for_chunk(const Linear& linear, int64_t first_row) {
+  if (!linear.lora || linear.lora->dropout <= 0.0) return linear;
+  Linear out = linear;
+  out.lora->dropout_seed = dropout_seed_for(linear.lora->dropout_seed, first_row, /*projection=*/-1);
+  return out;
+}
+
+int64_t out_features(const Linear& linear) { return linear.weight->shape()[0]; }
+
+}  // namespace
+
+int64_t tiled_mlp_auto_shards(int64_t rows, int64_t hidden) {
+  QFT_CHECK(rows >= 0 && hidden > 0, "tiled MLP: {} rows, hidden size {}", rows, hidden);
+  return std::max<int64_t>(1, (rows + hidden - 1) / hidden);
+}
+
+int64_t tiled_mlp_chunk_rows(int64_t rows, int64_t num_shards) {
+  QFT_CHECK(num_shards >= 1, "tiled MLP: num_shards must be at least 1, got {}", num_shards);
+  return std::max<int64_t>(1, (rows + num_shards - 1) / num_shards);
+}
+
+at::Tensor tiled_mlp_forward(const Linear& gate, const Linear& up, const Linear& down, const at::Tensor& h,
+                             int64_t num_shards, at::Tensor* xa_down) {
+  const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
+  at::Tensor y = at::empty({N, out_features(down)}, h.options());
+  const bool keep_xa = xa_down != nullptr && down.lora.has_value();
+  if (keep_xa) *xa_down = at::empty({N, down.lora->A.size(0)}, h.options());
+  for (int64_t begin = 0; begin < N; begin += rows) {
+    const int64_t n = std::min(rows, N - begin);
+    const at::Tensor hc = h.narrow(0, begin, n);
+    const at::Tensor act =
+        swiglu_forward(linear_forward(for_chunk(gate, begin), hc, nullptr), linear_forward(for_chunk(up, begin), hc, nullptr));
+    at::Tensor xa;
+    y.narrow(0, begin, n).copy_(linear_forward(for_chunk(down, begin), act, keep_xa ? &xa : nullptr));
+    if (keep_xa) xa_down->narrow(0, begin, n).copy_(xa);
+  }
+  return y;
+}
+
+at::Tensor tiled_mlp_backward(const Linear& gate, const Linear& up, const Linear& down, const at::Tensor& dy,
+                              const at::Tensor& h, const at::Tensor& xa_down, int64_t num_shards,
+                              const TiledMlpGrads& grads) {
+  const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
+  QFT_CHECK(dy.size(0) == N, "tiled MLP backward: dy has {} rows, the input {}", dy.size(0), N);
+  QFT_CHECK(!down.lora || (xa_down.defined() && xa_down.size(0) == N),
+            "tiled MLP backward: down's LoRA input projection was not kept by the forward");
+  LinearGrads g_gate = grads.gate, g_up = grads.up, g_down = grads.down;
+  g_gate.need_dx = g_up.need_dx = g_down.need_dx = true;
+  at::Tensor dh = at::empty_like(h);
+  for (int64_t begin = 0; begin < N; begin += rows) {
+    const int64_t n = std::min(rows, N - begin);
+    const Linear gate_c = for_chunk(gate, begin), up_c = for_chunk(up, begin), down_c = for_chunk(down, begin);
+    const at::Tensor hc = h.narrow(0, begin, n);
+    // The chunk's forward again (bitwise the forward's values), then its backward in the order of the
+    // whole-sequence one (decoder_layer_backward).
+    at::Tensor xa_gate, xa_up;
+    const at::Tensor g = linear_forward(gate_c, hc, &xa_gate);
+    const at::Tensor u = linear_forward(up_c, hc, &xa_up);
+    const at::Tensor act = swiglu_forward(g, u);
+    const at::Tensor xa_d = down.lora ? xa_down.narrow(0, begin, n) : at::Tensor();
+    const at::Tensor dact = linear_backward(down_c, dy.narrow(0, begin, n), act, xa_d, g_down);
+    const auto [dgate, dup] = swiglu_backward(dact, g, u);
+    at::Tensor dhc = linear_backward(gate_c, dgate, hc, xa_gate, g_gate);
+    dhc.add_(linear_backward(up_c, dup, hc, xa_up, g_up));
+    dh.narrow(0, begin, n).copy_(dhc);
+  }
+  return dh;
+}
+
+}  // namespace qft::model::ops
