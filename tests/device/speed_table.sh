@@ -9,8 +9,13 @@
 # Needs .carry/ (the PCRE2 .deb; the liger-kernel wheel in .carry/wheels/, bitsandbytes' in .carry/qlora/wheels/).
 set -uo pipefail
 source tests/device/gpu_build.sh
-gpu_build qft-dist
+gpu_build qft-dist $([ "${FUSED_CHECK:-0}" = 1 ] && echo qft-fused-check)
 echo "built in $SECONDS s"
+# FUSED_CHECK=1: first the fused kernels against ATen in the model's steps (tests/device/fused_check.cpp).
+if [ "${FUSED_CHECK:-0}" = 1 ]; then
+  build-gpu/qft-fused-check all > "$OUT/fused_check.log" 2>&1; echo "fused check rc=$? at $SECONDS s"
+  grep -aE '^(FAIL|PASSED|FAILED)' "$OUT/fused_check.log"
+fi
 QFT=build-gpu/qft-dist
 W=/tmp/qft-speed
 mkdir -p $W
@@ -68,16 +73,19 @@ model: {model_name_or_path: $model, torch_dtype: bf16, device: cuda $four_bit}
 lora: {finetuning_type: $finetuning, r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}
 data: {pretokenized: $rows}
 training: {learning_rate: 1.0e-5, per_device_train_batch_size: $mb, max_steps: 8, logging_steps: 1,
-           gradient_checkpointing: $gc, shuffle: false}
+           gradient_checkpointing: $gc, shuffle: false $([ "${PROFILE:-0}" = 1 ] && echo ", profile_steps: [8, 8]")}
 output: {output_dir: $W/run_$case, overwrite_output_dir: true}
 YAML
   if $QFT $W/$case.yaml > "$OUT/qft_$case.log" 2>&1; then
     python3 - $W/run_$case/trainer_log.jsonl $case >> "$OUT/results.txt" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][2:]
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][2:7]  # steps 3-7 (8 may be profiled)
 print(f"{sys.argv[2]} qft {statistics.median(r['tokens_per_second'] for r in rows):.0f} "
       f"{max(r['peak_memory_bytes'] for r in rows) / 2**30:.1f}")
 PY
+    # PROFILE=1: where step 8's GPU time went (Kineto trace, tests/tools/profile_summary.py).
+    [ -f $W/run_$case/profile/trace_rank0.json ] &&
+      python3 tests/tools/profile_summary.py $W/run_$case/profile/trace_rank0.json --top 12 > "$OUT/profile_$case.md" 2>&1
   else
     echo "$case qft failed: $(grep -m1 -i error "$OUT/qft_$case.log" | cut -c1-200)"
   fi
