@@ -1,5 +1,6 @@
 // qft-dist init-model --preset NAME | --config FILE.json --output DIR [--seed N] [--dtype bf16|fp32]
 //                     [--tokenizer DIR] [--max-shard-size 5GB] [--save-4bit [--no-double-quant]]
+//                     [--device cpu|cuda]
 #include <cstdio>
 #include <string>
 
@@ -21,13 +22,18 @@ void print_init_model_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: qft-dist init-model (--preset NAME | --config FILE.json) --output DIR [--seed N]\n"
                "                           [--dtype bf16|fp16|fp32] [--tokenizer DIR] [--max-shard-size 5GB]\n"
-               "                           [--initializer-range STD] [--save-4bit [--no-double-quant]]\n\n"
+               "                           [--initializer-range STD] [--save-4bit [--no-double-quant]]\n"
+               "                           [--device cpu|cuda]\n\n"
                "Writes a random-init Hugging Face Qwen3 model directory (config.json + safetensors).\n"
                "--save-4bit writes the projections NF4 4-bit in bitsandbytes' layout with their\n"
                "quantization_config, as merge --save-4bit (a QLoRA base that qft and transformers +\n"
                "bitsandbytes load 4-bit): the --dtype model of the same seed, quantized, generated one\n"
                "tensor at a time so that neither memory nor disk ever holds the dense model.\n"
                "--no-double-quant: plain fp32 absmax (bnb_4bit_use_double_quant false).\n"
+               "--device cuda (or cuda:N): draw each tensor on the GPU with torch's CUDA generator (and\n"
+               "quantize it there with --save-4bit); only the results come to the host to be written.\n"
+               "Deterministic per --seed, but NOT the values of --device cpu (the default), whose CPU\n"
+               "generator is the one every other init-model run and test uses.\n"
                "presets: %s\n",
                fmt::format("{}", fmt::join(hf::init_model_preset_names(), ", ")).c_str());
 }
@@ -35,7 +41,7 @@ void print_init_model_usage(std::FILE* out) {
 }  // namespace
 
 int cmd_init_model(const Args& args) {
-  std::string preset, config_file, output, tokenizer, dtype = "bf16", shard = "5GB";
+  std::string preset, config_file, output, tokenizer, dtype = "bf16", shard = "5GB", device = "cpu";
   uint64_t seed = 0;
   double initializer_range = 0.02;  // transformers' Qwen3 default
   bool save_4bit = false, double_quant = true;
@@ -57,6 +63,7 @@ int cmd_init_model(const Args& args) {
     else if (a == "--tokenizer") tokenizer = value;
     else if (a == "--dtype") dtype = value;
     else if (a == "--max-shard-size") shard = value;
+    else if (a == "--device") device = value;
     else if (a == "--initializer-range") {
       try {
         size_t used = 0;
@@ -92,6 +99,12 @@ int cmd_init_model(const Args& args) {
   options.max_shard_bytes = hf::parse_byte_size(shard, "init-model --max-shard-size");
   options.save_4bit = save_4bit;
   options.double_quant = double_quant;
+  // at::Device accepts every torch device type; init_model refuses all but cpu and an available cuda.
+  try {
+    options.device = at::Device(device);
+  } catch (const std::exception&) {
+    fail("init-model: --device '{}' is not cpu, cuda or cuda:N", device);
+  }
   hf::init_model(options);
   if (tokenizer.empty()) {
     spdlog::warn("init-model: {} has no tokenizer files, and training and prepare need one: rerun with --tokenizer "

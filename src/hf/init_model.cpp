@@ -118,26 +118,45 @@ void check_weights_fit(const model::Qwen3Config& c, at::ScalarType dtype) {
 
 namespace {
 
-// init-model --save-4bit: each tensor drawn (the same draws as the dense init), its projection weights
-// quantized as merge --save-4bit quantizes them, and handed to a streaming shard writer, so host memory
-// holds one shard and one fp32 tensor, never the model. Returns the parameter count.
+// init-model --save-4bit: each tensor drawn on options.device (the same draws as the dense init), its
+// projection weights quantized there as merge --save-4bit quantizes them, and only the results copied to
+// the host for a streaming shard writer, so host memory holds one shard and one tensor, never the model.
+// Returns the parameter count.
 int64_t write_4bit_model_dir(const std::string& dir, const model::Qwen3Config& config, const InitModelOptions& options) {
   model::Nf4Options nf4;
   nf4.double_quant = options.double_quant;
   io::ShardedSafetensorsWriter writer(dir, options.max_shard_bytes);
   int64_t parameters = 0;
   model::Qwen3Weights::for_each_random(
-      config, options.seed, options.initializer_range, options.dtype, [&](const std::string& name, const at::Tensor& t) {
+      config, options.seed, options.initializer_range, options.dtype,
+      [&](const std::string& name, const at::Tensor& t) {
         parameters += t.numel();
         if (!model::is_projection_weight_key(name)) {
-          writer.add(name, t);
+          writer.add(name, t.cpu());
           return;
         }
-        for (const auto& [key, part] : model::bnb_4bit_tensors(name, model::nf4_quantize(t, nf4))) writer.add(key, part);
-      });
+        // bnb_4bit_tensors copies each part to the host; the offset is a host float already.
+        for (const auto& [key, part] : model::bnb_4bit_tensors(name, model::nf4_quantize(t, nf4)))
+          writer.add(key, part.cpu());
+      },
+      options.device);
   writer.finish();
   write_hf_config(dir, config);
   return parameters;
+}
+
+// CPU, or a CUDA device this process can use; anything else is refused before any file is made.
+void check_init_device(at::Device device) {
+  QFT_CHECK(device.is_cpu() || device.is_cuda(), "init-model: --device {} is not supported; use cpu or cuda",
+            device.str());
+  if (device.is_cpu()) return;
+  QFT_CHECK(at::hasCUDA(),
+            "init-model: --device {}: no CUDA device is available here (this libtorch has no CUDA, or no GPU is "
+            "visible); use --device cpu",
+            device.str());
+  const auto gpus = static_cast<int64_t>(at::getNumGPUs());
+  QFT_CHECK(!device.has_index() || device.index() < gpus, "init-model: --device {}: this machine has {} CUDA device{}",
+            device.str(), gpus, gpus == 1 ? "" : "s");
 }
 
 }  // namespace
@@ -146,6 +165,7 @@ void init_model(const InitModelOptions& options) {
   QFT_CHECK(!options.output_dir.empty(), "init-model: --output is required");
   QFT_CHECK(!fs::exists(options.output_dir), "init-model: --output {} already exists; choose a new directory",
             options.output_dir);
+  check_init_device(options.device);
   model::Qwen3Config config = options.config;
   config.torch_dtype = torch_dtype_name(options.dtype);
   if (options.save_4bit) {
@@ -159,10 +179,16 @@ void init_model(const InitModelOptions& options) {
     if (options.save_4bit) {
       parameters = write_4bit_model_dir(tmp_dir, config, options);
     } else {
-      const model::Qwen3Weights weights =
-          model::Qwen3Weights::random(config, options.seed, options.initializer_range, options.dtype);
-      write_hf_model_dir(tmp_dir, config, weights.named_tensors(config), options.max_shard_bytes);
-      for (const auto& [name, t] : weights.named_tensors(config)) parameters += t.numel();
+      // for_each_random gives random()'s tensors in named_tensors' order; each comes to the host as drawn.
+      io::NamedTensors tensors;
+      model::Qwen3Weights::for_each_random(
+          config, options.seed, options.initializer_range, options.dtype,
+          [&](const std::string& name, const at::Tensor& t) {
+            tensors.emplace_back(name, t.cpu());
+            parameters += t.numel();
+          },
+          options.device);
+      write_hf_model_dir(tmp_dir, config, tensors, options.max_shard_bytes);
     }
     if (!options.tokenizer_dir.empty()) {
       const int copied = copy_tokenizer_files(options.tokenizer_dir, tmp_dir);
@@ -170,8 +196,9 @@ void init_model(const InitModelOptions& options) {
                 options.tokenizer_dir);
     }
   });
-  spdlog::info("wrote {} ({} parameters, {}{}, seed {})", options.output_dir, parameters, config.torch_dtype,
-               options.save_4bit ? ", projections NF4 4-bit" : "", options.seed);
+  spdlog::info("wrote {} ({} parameters, {}{}, seed {}{})", options.output_dir, parameters, config.torch_dtype,
+               options.save_4bit ? ", projections NF4 4-bit" : "", options.seed,
+               options.device.is_cpu() ? "" : ", drawn on " + options.device.str());
 }
 
 }  // namespace qft::hf

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include "model/qwen3_config.h"
@@ -32,10 +33,13 @@ struct InitModelOptions {
   // bf16 checkpoint fits neither memory nor disk (Qwen3-32B: 64 GB) can be made as a QLoRA base.
   bool save_4bit = false;
   bool double_quant = true;  // with save_4bit: bnb_4bit_use_double_quant
+  // Where the values are drawn (and, with save_4bit, quantized); only the results come to the host to be
+  // written. CUDA draws with torch's CUDA generator: deterministic per seed, but not the CPU init's values.
+  at::Device device = at::kCPU;
 };
 
 // Writes config.json + safetensors (+ tokenizer files) through a temporary directory; refuses to
-// overwrite an existing output directory.
+// overwrite an existing output directory, and a device other than the CPU or an available CUDA device.
 void init_model(const InitModelOptions& options);
 
 }  // namespace qft::hf

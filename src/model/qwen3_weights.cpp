@@ -162,9 +162,18 @@ namespace {
 // One tensor of a random init, drawn from `gen` in checkpoint order: norms are ones; the rest are drawn in
 // fp32 so that a model is the same whatever dtype it is then stored in.
 at::Tensor random_tensor(const std::string& name, const std::vector<int64_t>& shape, at::Generator& gen,
-                         double initializer_range, at::ScalarType dtype) {
-  if (is_norm(name)) return at::ones(shape, at::TensorOptions().dtype(dtype));
-  return at::normal(0.0, initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype);
+                         double initializer_range, at::ScalarType dtype, at::Device device = at::kCPU) {
+  if (is_norm(name)) return at::ones(shape, at::TensorOptions().dtype(dtype).device(device));
+  return at::normal(0.0, initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat).device(device))
+      .to(dtype);
+}
+
+// A fresh generator of `device`'s type seeded with `seed` (the CPU one is mt19937, CUDA's Philox).
+at::Generator random_generator(at::Device device, uint64_t seed) {
+  if (device.is_cpu()) return at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Generator gen = at::globalContext().getAcceleratorHooksInterface(device.type()).getNewGenerator(device.index());
+  gen.set_current_seed(seed);
+  return gen;
 }
 
 }  // namespace
@@ -184,14 +193,15 @@ Qwen3Weights Qwen3Weights::random(const Qwen3Config& config, uint64_t seed, doub
 
 void Qwen3Weights::for_each_random(const Qwen3Config& config, uint64_t seed, double initializer_range,
                                    at::ScalarType dtype,
-                                   const std::function<void(const std::string&, const at::Tensor&)>& visit) {
-  // The same walk and draws as random(); each tensor is dropped once visited.
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+                                   const std::function<void(const std::string&, const at::Tensor&)>& visit,
+                                   at::Device device) {
+  // The same walk and draws as random() (on the CPU); each tensor is dropped once visited.
+  at::Generator gen = random_generator(device, seed);
   Qwen3Weights slots;
   slots.layers = empty_layers(config.num_hidden_layers);
   for_each_tensor(slots, config, config.tie_word_embeddings,
                   [&](const std::string& name, at::Tensor&, const std::vector<int64_t>& shape) {
-                    visit(name, random_tensor(name, shape, gen, initializer_range, dtype));
+                    visit(name, random_tensor(name, shape, gen, initializer_range, dtype, device));
                   });
 }
 

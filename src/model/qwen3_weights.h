@@ -50,8 +50,11 @@ struct Qwen3Weights {
   // The tensors random() makes (same seed, same values), one at a time in checkpoint order (named_tensors'
   // names, lm_head only when untied) without holding the model: init-model --save-4bit quantizes each
   // projection as it comes, so a model too large for memory or disk in bf16 can still be written 4-bit.
+  // On a CUDA `device` each tensor is drawn there by torch's CUDA generator seeded with `seed`: the same
+  // walk, deterministic per seed, but other values than the CPU generator's.
   static void for_each_random(const Qwen3Config& config, uint64_t seed, double initializer_range, at::ScalarType dtype,
-                              const std::function<void(const std::string& name, const at::Tensor& tensor)>& visit);
+                              const std::function<void(const std::string& name, const at::Tensor& tensor)>& visit,
+                              at::Device device = at::kCPU);
   // HF checkpoint names -> tensors (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> named_tensors(const Qwen3Config& config) const;
   Qwen3Weights to(at::ScalarType dtype, at::Device device) const;

@@ -226,3 +226,42 @@ output: {{output_dir: {tmp_path / 'run'}}}
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "trainer_log.jsonl").read_text().splitlines()
               if '"loss"' in line]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
+
+
+def test_init_model_device(tmp_path, qft_bin):
+    """init-model --device: cpu (the default) writes the very bytes of a run without the option, dense and
+    4-bit; cuda draws on the GPU (deterministic per seed, not the CPU values) where there is one, and fails
+    naming the reason, writing nothing, where there is none; any other device is refused."""
+    def files(model_dir):
+        return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir())}
+
+    common = ["init-model", "--preset", "tiny-untied", "--seed", "3", "--max-shard-size", "4MB"]
+    for variant in ([], ["--save-4bit"]):
+        name = "q4" if variant else "dense"
+        default_dir, cpu_dir = tmp_path / f"{name}-default", tmp_path / f"{name}-cpu"
+        run([qft_bin, *common, *variant, "--output", default_dir])
+        run([qft_bin, *common, *variant, "--device", "cpu", "--output", cpu_dir])
+        default_files = files(default_dir)
+        assert len(default_files) > 2 and files(cpu_dir) == default_files, name
+
+    assert "--device cpu|cuda" in run([qft_bin, "init-model", "--help"]).stdout
+    for device, reason in (("tpu", "--device 'tpu' is not cpu, cuda or cuda:N"),
+                           ("meta", "--device meta is not supported; use cpu or cuda")):
+        refused = run([qft_bin, *common, "--device", device, "--output", tmp_path / device], check=False)
+        assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
+        assert not (tmp_path / device).exists()
+
+    before = set(tmp_path.iterdir())
+    gpu_dir = tmp_path / "q4-cuda"
+    on_gpu = run([qft_bin, *common, "--save-4bit", "--device", "cuda", "--output", gpu_dir], check=False)
+    if torch.cuda.is_available():  # the GPU machine: drawn and quantized there, reproducibly
+        assert on_gpu.returncode == 0, on_gpu.stderr
+        again = tmp_path / "q4-cuda-again"
+        run([qft_bin, *common, "--save-4bit", "--device", "cuda", "--output", again])
+        gpu_files = files(gpu_dir)
+        assert gpu_files == files(again)
+        assert gpu_files.keys() == default_files.keys() and gpu_files != default_files
+    else:  # CI: no GPU, so a clear error and nothing written (not even the temporary directory)
+        assert on_gpu.returncode != 0
+        assert "init-model: --device cuda: no CUDA device is available here" in on_gpu.stderr, on_gpu.stderr
+        assert set(tmp_path.iterdir()) == before
