@@ -128,6 +128,12 @@ void check_model_steps() {
     compare_step("LoRA step " + d, model, batch, &lora, false, false, loss_tol, grad_tol);
     compare_step("LoRA step " + d + ", checkpointing", model, batch, &lora, false, true, loss_tol, grad_tol);
     compare_step("full fine-tuning step " + d, model, batch, nullptr, true, false, loss_tol, grad_tol);
+    if (bf16) {
+      // One sequence per row: the fused run's attention is cuDNN's, the ATen run's FlashAttention-2.
+      const Batch rows = packed_batch(2, 512, 1, c.vocab_size, 4);
+      compare_step("LoRA step bf16, a sequence per row (cuDNN vs FA2 attention)", model, rows, &lora, false, true,
+                   loss_tol, grad_tol);
+    }
   }
 }
 

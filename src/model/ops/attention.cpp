@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/ops/common.h"
+#include "model/ops/fused_kernels.h"
 
 namespace qft::model::ops {
 namespace {
@@ -129,12 +130,14 @@ AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64
   layout.max_seqlen = (layout.cu_seqlens.narrow(0, 1, starts.size(0)) - layout.cu_seqlens.narrow(0, 0, starts.size(0)))
                           .max()
                           .item<int64_t>();
+  layout.cudnn = fused::enabled() && fused::compiled() && starts.size(0) == B && layout.max_seqlen == T;
   return layout;
 }
 
 at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const AttentionLayout& layout, at::Tensor* lse) {
   if (!layout.flash) return attention_forward(q, k, v, layout.mask, lse);
+  if (layout.cudnn) return cudnn_attention_forward(q, k, v, lse);
   const int64_t B = q.size(0), T = q.size(1);
   const at::Tensor o = flash_attention_forward(q.reshape({B * T, q.size(2), q.size(3)}),
                                                k.reshape({B * T, k.size(2), k.size(3)}),
@@ -147,6 +150,7 @@ AttentionGrads attention_backward(const at::Tensor& dout, const at::Tensor& q, c
                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                   const AttentionLayout& layout) {
   if (!layout.flash) return attention_backward(dout, q, k, v, out, lse, layout.mask);
+  if (layout.cudnn) return cudnn_attention_backward(dout, q, k, v, out, lse);
   const int64_t B = q.size(0), T = q.size(1);
   auto flat = [&](const at::Tensor& t) { return t.reshape({B * T, t.size(2), t.size(3)}); };
   AttentionGrads g = flash_attention_backward(flat(dout), flat(q), flat(k), flat(v), flat(out), lse,

@@ -16,6 +16,10 @@ struct AttentionLayout {
   at::Tensor mask;        // math: bool [B|1, T, T], from attention_mask
   at::Tensor cu_seqlens;  // flash: int32 [S+1], offsets of the S sequences in the flattened B*T rows
   int64_t max_seqlen = 0;
+  // Flash path where every row is one whole sequence (no packing, no padding) and the fused kernels are
+  // on: cuDNN's dense causal attention, about 2x FlashAttention-2 on H200 (docs/PERF.md). Its variable-
+  // length form is not used: in ATen 2.11 it gave wrong gradients for packed sequences there.
+  bool cudnn = false;
 };
 
 // Picks the path: flash when `device` is CUDA, `dtype` is bf16/fp16, D is a multiple of 8 up to 256,
@@ -50,6 +54,12 @@ at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at:
 AttentionGrads attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                   const AttentionLayout& layout);
+
+// cuDNN's causal attention (attention_flash.cpp), one sequence per row: q [B, T, nH, D], k/v [B, T, nKV, D];
+// *lse is cuDNN's row statistics, only for cudnn_attention_backward.
+at::Tensor cudnn_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor* lse);
+AttentionGrads cudnn_attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse);
 
 // The flash path alone (attention_flash.cpp): flattened rows, q [N, nH, D], k/v [N, nKV, D].
 at::Tensor flash_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
