@@ -54,7 +54,7 @@ print("FP16 loss_scale", " ".join(f"{r.get('loss_scale', 0):g}" for r in f), "| 
 PY
 fi
 CASES=${CASES:-0.6b_mb8_rc 8b_mb2}
-PEERS=${PEERS:-eager liger compile}
+PEERS=${PEERS-eager liger compile}
 # name: preset micro-batch seq recompute kind
 declare -A SPEC=(
   [0.6b_mb8_rc]="0.6B 8 2048 1 lora" [1.7b_mb8_rc]="1.7B 8 2048 1 lora" [8b_mb2]="8B 2 2048 0 lora"

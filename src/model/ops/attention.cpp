@@ -1,7 +1,10 @@
 #include "model/ops/attention.h"
 
+#include <atomic>
 #include <cmath>
 #include <limits>
+
+#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "model/ops/common.h"
@@ -110,6 +113,17 @@ AttentionGrads attention_backward(const at::Tensor& dout, const at::Tensor& q, c
   return g;
 }
 
+namespace {
+std::atomic<bool> g_cudnn_attention_usable{true};
+}  // namespace
+
+bool cudnn_attention_usable() { return g_cudnn_attention_usable; }
+
+void disable_cudnn_attention(const std::string& why) {
+  if (g_cudnn_attention_usable.exchange(false))
+    spdlog::warn("cuDNN attention failed ({}); using FlashAttention-2 from now on", why.substr(0, 300));
+}
+
 AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64_t T, int64_t D, at::Device device,
                                  at::ScalarType dtype, bool allow_flash) {
   AttentionLayout layout;
@@ -137,7 +151,15 @@ AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64
 at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const AttentionLayout& layout, at::Tensor* lse) {
   if (!layout.flash) return attention_forward(q, k, v, layout.mask, lse);
-  if (layout.cudnn) return cudnn_attention_forward(q, k, v, lse);
+  if (layout.cudnn && cudnn_attention_usable()) {
+    try {
+      return cudnn_attention_forward(q, k, v, lse);
+    } catch (const c10::Error& e) {
+      // A shape or build cuDNN refuses: FlashAttention-2 from here on (backward tells the two apart by
+      // the statistics' shape).
+      disable_cudnn_attention(e.what_without_backtrace());
+    }
+  }
   const int64_t B = q.size(0), T = q.size(1);
   const at::Tensor o = flash_attention_forward(q.reshape({B * T, q.size(2), q.size(3)}),
                                                k.reshape({B * T, k.size(2), k.size(3)}),
@@ -150,7 +172,8 @@ AttentionGrads attention_backward(const at::Tensor& dout, const at::Tensor& q, c
                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                   const AttentionLayout& layout) {
   if (!layout.flash) return attention_backward(dout, q, k, v, out, lse, layout.mask);
-  if (layout.cudnn) return cudnn_attention_backward(dout, q, k, v, out, lse);
+  // cuDNN's statistics are [B, heads, T, 1]; FlashAttention-2's [heads, B*T].
+  if (layout.cudnn && lse.dim() == 4) return cudnn_attention_backward(dout, q, k, v, out, lse);
   const int64_t B = q.size(0), T = q.size(1);
   auto flat = [&](const at::Tensor& t) { return t.reshape({B * T, t.size(2), t.size(3)}); };
   AttentionGrads g = flash_attention_backward(flat(dout), flat(q), flat(k), flat(v), flat(out), lse,

@@ -5,6 +5,8 @@
 // attention, so a fused kernel can replace both functions without touching their callers.
 #pragma once
 
+#include <string>
+
 #include <ATen/ATen.h>
 
 namespace qft::model::ops {
@@ -54,6 +56,10 @@ at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at:
 AttentionGrads attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                   const AttentionLayout& layout);
+
+// False once cuDNN's attention has refused a call in this process (it warns once; FlashAttention-2 runs then).
+bool cudnn_attention_usable();
+void disable_cudnn_attention(const std::string& why);
 
 // cuDNN's causal attention (attention_flash.cpp), one sequence per row: q [B, T, nH, D], k/v [B, T, nKV, D];
 // *lse is cuDNN's row statistics, only for cudnn_attention_backward.
