@@ -53,7 +53,7 @@ print("FP16 loss_scale", " ".join(f"{r.get('loss_scale', 0):g}" for r in f), "| 
       sum(r["grad_norm"] is None for r in f))
 PY
 fi
-CASES=${CASES:-0.6b_mb8_rc 8b_mb2}
+CASES=${CASES-0.6b_mb8_rc 8b_mb2}
 PEERS=${PEERS-eager liger compile}
 # name: preset micro-batch seq recompute kind
 declare -A SPEC=(
@@ -121,7 +121,8 @@ import json, sys
 json.dump({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096,
            "intermediate_size": 12288, "num_hidden_layers": int(sys.argv[2]), "num_attention_heads": 32,
            "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-           "max_position_embeddings": 40960, "tie_word_embeddings": False, "torch_dtype": "bfloat16"},
+           "max_position_embeddings": 524288, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+           "rope_scaling": {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 32768}},
           open(sys.argv[1], "w"))
 PY
   $QFT init-model --config $W/long_config.json --dtype bf16 --seed 0 --output $W/model_long > "$W/init_long.log" 2>&1 ||
