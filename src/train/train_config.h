@@ -89,7 +89,8 @@ struct TrainingOptions {
   // (Megatron's recompute_granularity).
   std::string recompute_granularity = "full";
   // On CUDA, run the fused kernels of kernels/ (norms, q/k norm + RoPE, SwiGLU, cross-entropy, AdamW, NF4)
-  // instead of ATen's ops; no effect on CPU. Off: ATen everywhere (comparisons).
+  // instead of ATen's ops, and cuDNN's attention for one-sequence rows; no effect on CPU. Off: ATen and
+  // FlashAttention-2 everywhere (comparisons).
   bool use_fused_kernels = true;
   // Long sequences (docs/DESIGN.md § Long context). tiled_mlp: the MLP block in chunks of rows, never an
   // [N, intermediate] buffer for the whole sequence (axolotl / Arctic ALST's names); tiled_mlp_num_shards
