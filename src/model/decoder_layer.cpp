@@ -120,8 +120,7 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
   if (ctx.mlp_shards > 1) {
     at::Tensor* xa_down = acts != nullptr ? &a.xa[static_cast<int>(Projection::down)] : nullptr;
-    return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(projection(ctx, Projection::gate),
-                                                               projection(ctx, Projection::up),
+    return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(input_group(ctx, InputGroup::mlp),
                                                                projection(ctx, Projection::down), a.h_post,
                                                                ctx.mlp_shards, xa_down));
   }
@@ -166,9 +165,9 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
   if (ctx.mlp_shards > 1) {
     ops::TiledMlpGrads tg{linear_grads(ctx, Projection::gate, grads, true), linear_grads(ctx, Projection::up, grads, true),
                           linear_grads(ctx, Projection::down, grads, true)};
-    dh_post = ops::tiled_mlp_backward(projection(ctx, Projection::gate), projection(ctx, Projection::up),
-                                      projection(ctx, Projection::down), hook(s.row_output_grad, dy), a.h_post,
-                                      a.xa[static_cast<int>(Projection::down)], ctx.mlp_shards, tg);
+    dh_post = ops::tiled_mlp_backward(input_group(ctx, InputGroup::mlp), projection(ctx, Projection::down),
+                                      hook(s.row_output_grad, dy), a.h_post, a.xa[static_cast<int>(Projection::down)],
+                                      ctx.mlp_shards, tg);
   } else {
     const at::Tensor dact =
         project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);

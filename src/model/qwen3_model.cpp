@@ -64,7 +64,8 @@ const LoraCompute* lora_for_compute(const LoraWeights* lora, const LoraCompute* 
 }
 
 LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Qwen3Weights& w,
-                           const LoraCompute* lora, int64_t i, bool dropout, uint64_t dropout_seed) {
+                           const LoraCompute* lora, int64_t i, bool dropout, uint64_t dropout_seed,
+                           int64_t mlp_shards) {
   LayerContext ctx;
   ctx.config = &c;
   ctx.weights = &w.layers[i];
@@ -74,6 +75,7 @@ LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Q
                                             dropout ? lora->config.lora_dropout : 0.0, dropout_seed, i);
   if (lora != nullptr) ctx.lora_stacked_A = lora->stacked_A[i];
   ctx.layer = i;
+  ctx.mlp_shards = mlp_shards;
   ctx.B = p.B;
   ctx.T = p.T;
   ctx.cos = p.cos;
@@ -150,9 +152,7 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   const LoraCompute* compute = lora_for_compute(lora, options.lora_compute, w.embed_tokens.scalar_type(), own);
   const int64_t mlp_shards = tiled_mlp_shards(options, p.B * p.T, c.hidden_size);
   auto ctx_of = [&](int64_t i) {
-    LayerContext ctx = layer_context(p, c, w, compute, i, dropout, options.dropout_seed);
-    ctx.mlp_shards = mlp_shards;
-    return ctx;
+    return layer_context(p, c, w, compute, i, dropout, options.dropout_seed, mlp_shards);
   };
   ActivationOffload* offload = options.gradient_checkpointing ? options.activation_offload : nullptr;
 

@@ -100,9 +100,11 @@ const LoraCompute* lora_for_compute(const LoraWeights* lora, const LoraCompute* 
                                     std::optional<LoraCompute>& own);
 
 // Layer `layer`'s context for one micro-batch: its projections with the adapters of `lora` (null: none)
-// attached, the LoRA dropout on or off, masks seeded from `dropout_seed`.
+// attached, the LoRA dropout on or off, masks seeded from `dropout_seed`, its MLP in `mlp_shards` chunks of
+// rows (1: whole; tiled_mlp_shards below).
 LayerContext layer_context(const PreparedBatch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
-                           const LoraCompute* lora, int64_t layer, bool dropout, uint64_t dropout_seed);
+                           const LoraCompute* lora, int64_t layer, bool dropout, uint64_t dropout_seed,
+                           int64_t mlp_shards = 1);
 
 class Qwen3Model {
  public:

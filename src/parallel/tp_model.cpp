@@ -50,10 +50,8 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   // The MLP reads all rows (gathered under sequence parallelism): chunk them as one rank would.
   const int64_t mlp_shards = tiled_mlp_shards(options, p.B * p.T, config.hidden_size);
   auto ctx_of = [&](int64_t i) {
-    LayerContext ctx =
-        tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed), tp, sp);
-    ctx.mlp_shards = mlp_shards;
-    return ctx;
+    return tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed, mlp_shards),
+                                   tp, sp);
   };
   const bool save = grads != nullptr && !options.gradient_checkpointing;
   ActivationOffload* offload = grads != nullptr && options.gradient_checkpointing ? options.activation_offload : nullptr;

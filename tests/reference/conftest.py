@@ -43,6 +43,15 @@ def probe_bin():
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, qft_bin):
+    """A random tiny Qwen3 (fp32, seed 0) with the real tokenizer, written once per test module."""
+    model_dir = tmp_path_factory.mktemp("tiny") / "model"
+    run([qft_bin, "init-model", "--preset", "tiny", "--dtype", "fp32", "--seed", "0",
+         "--tokenizer", BUILD_DIR / "qwen3-tokenizer", "--output", model_dir])
+    return model_dir
+
+
+@pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     """The real Qwen3 tokenizer (the committed fixture), unpacked for transformers and tokenizers."""
     directory = tmp_path_factory.mktemp("qwen3-tokenizer")

@@ -5,19 +5,9 @@ or key (never "internal error"), and nothing left behind in the directory the co
 import json
 import struct
 
-import pytest
-
-from conftest import BUILD_DIR, run
+from conftest import run
 
 DEEP = "[" * 200_000
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, qft_bin):
-    model_dir = tmp_path_factory.mktemp("bad-inputs") / "model"
-    run([qft_bin, "init-model", "--preset", "tiny", "--dtype", "fp32", "--seed", "0",
-         "--tokenizer", BUILD_DIR / "qwen3-tokenizer", "--output", model_dir])
-    return model_dir
 
 
 def train_config(path, model_dir, data_line, output_dir, extra=""):

@@ -8,17 +8,9 @@ import sys
 
 import pytest
 
-from conftest import BUILD_DIR, SOURCE_DIR, run
+from conftest import SOURCE_DIR, run
 
 SUMMARY = SOURCE_DIR / "tests" / "tools" / "profile_summary.py"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, qft_bin):
-    model_dir = tmp_path_factory.mktemp("profiling") / "model"
-    run([qft_bin, "init-model", "--preset", "tiny", "--dtype", "fp32", "--seed", "0",
-         "--tokenizer", BUILD_DIR / "qwen3-tokenizer", "--output", model_dir])
-    return model_dir
 
 
 def write_config(tmp_path, model_dir, profile_steps):

@@ -17,6 +17,17 @@ Linear for_chunk(const Linear& linear, int64_t first_row) {
   return out;
 }
 
+// The group {gate, up} as one chunk uses it: each member through for_chunk; `members` owns the copies the
+// returned group points to.
+LinearGroup group_for_chunk(const LinearGroup& group, int64_t first_row, std::vector<Linear>& members) {
+  members.clear();
+  for (const Linear* linear : group.members) members.push_back(for_chunk(*linear, first_row));
+  LinearGroup out;
+  out.stacked_A = group.stacked_A;
+  for (const Linear& linear : members) out.members.push_back(&linear);
+  return out;
+}
+
 int64_t out_features(const Linear& linear) { return linear.weight->shape()[0]; }
 
 }  // namespace
@@ -31,17 +42,19 @@ int64_t tiled_mlp_chunk_rows(int64_t rows, int64_t num_shards) {
   return std::max<int64_t>(1, (rows + num_shards - 1) / num_shards);
 }
 
-at::Tensor tiled_mlp_forward(const Linear& gate, const Linear& up, const Linear& down, const at::Tensor& h,
-                             int64_t num_shards, at::Tensor* xa_down) {
+at::Tensor tiled_mlp_forward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& h, int64_t num_shards,
+                             at::Tensor* xa_down) {
+  QFT_CHECK(gate_up.members.size() == 2, "tiled MLP: the gate/up group has {} members", gate_up.members.size());
   const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
   at::Tensor y = at::empty({N, out_features(down)}, h.options());
   const bool keep_xa = xa_down != nullptr && down.lora.has_value();
   if (keep_xa) *xa_down = at::empty({N, down.lora->A.size(0)}, h.options());
+  std::vector<Linear> members;
   for (int64_t begin = 0; begin < N; begin += rows) {
     const int64_t n = std::min(rows, N - begin);
     const at::Tensor hc = h.narrow(0, begin, n);
-    const at::Tensor act =
-        swiglu_forward(linear_forward(for_chunk(gate, begin), hc, nullptr), linear_forward(for_chunk(up, begin), hc, nullptr));
+    const std::vector<at::Tensor> gu = lora_group_forward(group_for_chunk(gate_up, begin, members), hc, nullptr);
+    const at::Tensor act = swiglu_forward(gu[0], gu[1]);
     at::Tensor xa;
     y.narrow(0, begin, n).copy_(linear_forward(for_chunk(down, begin), act, keep_xa ? &xa : nullptr));
     if (keep_xa) xa_down->narrow(0, begin, n).copy_(xa);
@@ -49,32 +62,33 @@ at::Tensor tiled_mlp_forward(const Linear& gate, const Linear& up, const Linear&
   return y;
 }
 
-at::Tensor tiled_mlp_backward(const Linear& gate, const Linear& up, const Linear& down, const at::Tensor& dy,
-                              const at::Tensor& h, const at::Tensor& xa_down, int64_t num_shards,
-                              const TiledMlpGrads& grads) {
+at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& dy, const at::Tensor& h,
+                              const at::Tensor& xa_down, int64_t num_shards, const TiledMlpGrads& grads) {
+  QFT_CHECK(gate_up.members.size() == 2, "tiled MLP: the gate/up group has {} members", gate_up.members.size());
   const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
   QFT_CHECK(dy.size(0) == N, "tiled MLP backward: dy has {} rows, the input {}", dy.size(0), N);
   QFT_CHECK(!down.lora || (xa_down.defined() && xa_down.size(0) == N),
             "tiled MLP backward: down's LoRA input projection was not kept by the forward");
-  LinearGrads g_gate = grads.gate, g_up = grads.up, g_down = grads.down;
-  g_gate.need_dx = g_up.need_dx = g_down.need_dx = true;
+  LinearGrads g_down = grads.down;
+  g_down.need_dx = true;
+  const std::vector<LinearGrads> g_gate_up = {grads.gate, grads.up};
   at::Tensor dh = at::empty_like(h);
+  std::vector<Linear> members;
   for (int64_t begin = 0; begin < N; begin += rows) {
     const int64_t n = std::min(rows, N - begin);
-    const Linear gate_c = for_chunk(gate, begin), up_c = for_chunk(up, begin), down_c = for_chunk(down, begin);
+    const LinearGroup group = group_for_chunk(gate_up, begin, members);
+    const Linear down_c = for_chunk(down, begin);
     const at::Tensor hc = h.narrow(0, begin, n);
     // The chunk's forward again (bitwise the forward's values), then its backward in the order of the
     // whole-sequence one (decoder_layer_backward).
-    at::Tensor xa_gate, xa_up;
-    const at::Tensor g = linear_forward(gate_c, hc, &xa_gate);
-    const at::Tensor u = linear_forward(up_c, hc, &xa_up);
-    const at::Tensor act = swiglu_forward(g, u);
+    std::vector<at::Tensor> xa_gate_up(2);
+    const std::vector<at::Tensor*> xa_slots = {&xa_gate_up[0], &xa_gate_up[1]};
+    const std::vector<at::Tensor> gu = lora_group_forward(group, hc, &xa_slots);
+    const at::Tensor act = swiglu_forward(gu[0], gu[1]);
     const at::Tensor xa_d = down.lora ? xa_down.narrow(0, begin, n) : at::Tensor();
     const at::Tensor dact = linear_backward(down_c, dy.narrow(0, begin, n), act, xa_d, g_down);
-    const auto [dgate, dup] = swiglu_backward(dact, g, u);
-    at::Tensor dhc = linear_backward(gate_c, dgate, hc, xa_gate, g_gate);
-    dhc.add_(linear_backward(up_c, dup, hc, xa_up, g_up));
-    dh.narrow(0, begin, n).copy_(dhc);
+    const auto [dgate, dup] = swiglu_backward(dact, gu[0], gu[1]);
+    dh.narrow(0, begin, n).copy_(lora_group_backward(group, {dgate, dup}, hc, xa_gate_up, g_gate_up, true));
   }
   return dh;
 }
