@@ -91,7 +91,10 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
   return out;
 }
 
-at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
+namespace {
+
+// The forward; without `output` (the recompute before backward) it stops once the activations are saved.
+at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts, bool output) {
   const Qwen3Config& c = *ctx.config;
   const LayerWeights& w = *ctx.weights;
   const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
@@ -119,6 +122,8 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
   if (ctx.mlp_shards > 1) {
+    // A tiled MLP's backward makes each chunk again, down's LoRA product included: the recompute ends here.
+    if (!output) return at::Tensor();
     at::Tensor* xa_down = acts != nullptr ? &a.xa[static_cast<int>(Projection::down)] : nullptr;
     return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(input_group(ctx, InputGroup::mlp),
                                                                projection(ctx, Projection::down), a.h_post,
@@ -128,7 +133,23 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
   a.gate = gate_up[0];
   a.up = gate_up[1];
   a.act = ops::swiglu_forward(a.gate, a.up);
+  if (!output) {
+    // Backward reads down's input and LoRA product, never its output: its base GEMM (a quarter of the
+    // layer's forward FLOPs at 8B; a dequantization too under NF4) and the reduction after it are skipped.
+    a.xa[static_cast<int>(Projection::down)] = ops::lora_input_projection(projection(ctx, Projection::down), a.act);
+    return at::Tensor();
+  }
   return a.x_mid + hook(s.row_output, project(ctx, Projection::down, a.act, acts));
+}
+
+}  // namespace
+
+at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
+  return layer_forward(ctx, x, acts, /*output=*/true);
+}
+
+void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts) {
+  layer_forward(ctx, x, &acts, /*output=*/false);
 }
 
 void drop_recomputable(LayerActivations& a) {
@@ -152,13 +173,15 @@ void recompute_cheap(const LayerContext& ctx, LayerActivations& a) {
   if (a.gate.defined()) a.act = ops::swiglu_forward(a.gate, a.up);  // a tiled MLP keeps neither
 }
 
-at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& a,
-                                  const LayerGrads& grads, bool need_dx) {
+at::Tensor decoder_layer_backward(const LayerContext& ctx, at::Tensor dy, LayerActivations& a, const LayerGrads& grads,
+                                  bool need_dx) {
   const Qwen3Config& c = *ctx.config;
   const LayerWeights& w = *ctx.weights;
   const int64_t N = a.h_in.size(0), nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
   const ShardedLayerHooks& s = ctx.sharded;
   LayerWeights* gw = grads.weights;
+  // Each saved activation and each gradient is released as soon as nothing below reads it: at long
+  // context every [N, H] tensor is gigabytes, and the peak is where attention's backward runs.
 
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
   at::Tensor dh_post;
@@ -169,36 +192,55 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy,
                                       hook(s.row_output_grad, dy), a.h_post, a.xa[static_cast<int>(Projection::down)],
                                       ctx.mlp_shards, tg);
   } else {
-    const at::Tensor dact =
-        project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
-    const auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
-    dh_post = project_group_backward(ctx, InputGroup::mlp, {dgate, dup}, a.h_post, a, grads, true);
+    at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
+    a.act.reset();
+    auto [dgate, dup] = ops::swiglu_backward(dact, a.gate, a.up);
+    dact.reset();
+    a.gate.reset();
+    a.up.reset();
+    dh_post = project_group_backward(ctx, InputGroup::mlp, {std::move(dgate), std::move(dup)}, a.h_post, a, grads, true);
   }
+  a.h_post.reset();
   dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together
-  const at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
-                                                        gw ? &gw->post_attention_layernorm : nullptr);
+  at::Tensor dx_mid = dy + ops::rms_norm_backward(dh_post, a.x_mid, w.post_attention_layernorm, a.rstd_post,
+                                                  gw ? &gw->post_attention_layernorm : nullptr);
+  dh_post.reset();
+  dy.reset();
+  a.x_mid.reset();
 
   // Attention block: x_mid = x + o(attention(rope(qnorm(q(h))), rope(knorm(k(h))), v(h))), h = norm(x).
-  const at::Tensor do_out = hook(s.row_output_grad, dx_mid);
-  const at::Tensor dattn = project_backward(ctx, Projection::o, do_out, a.attn, a, grads, true);
-  const ops::AttentionGrads ag = ops::attention_backward(
+  at::Tensor dattn = project_backward(ctx, Projection::o, hook(s.row_output_grad, dx_mid), a.attn, a, grads, true);
+  ops::AttentionGrads ag = ops::attention_backward(
       dattn.view({ctx.B, ctx.T, nH, D}), a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
       a.v.view({ctx.B, ctx.T, nKV, D}), a.attn.view({ctx.B, ctx.T, nH, D}), a.lse, ctx.attention);
-  const at::Tensor dq = ops::qk_norm_rope_backward(ag.dq.view({N, nH, D}), a.q_pre, w.q_norm, a.rstd_q, ctx.cos,
-                                                   ctx.sin, gw ? &gw->q_norm : nullptr);
-  const at::Tensor dk = ops::qk_norm_rope_backward(ag.dk.view({N, nKV, D}), a.k_pre, w.k_norm, a.rstd_k, ctx.cos,
-                                                   ctx.sin, gw ? &gw->k_norm : nullptr);
+  dattn.reset();
+  for (at::Tensor* t : {&a.attn, &a.lse, &a.q, &a.k, &a.v}) t->reset();
+  at::Tensor dq = ops::qk_norm_rope_backward(ag.dq.view({N, nH, D}), a.q_pre, w.q_norm, a.rstd_q, ctx.cos, ctx.sin,
+                                             gw ? &gw->q_norm : nullptr);
+  ag.dq.reset();
+  a.q_pre.reset();
+  at::Tensor dk = ops::qk_norm_rope_backward(ag.dk.view({N, nKV, D}), a.k_pre, w.k_norm, a.rstd_k, ctx.cos, ctx.sin,
+                                             gw ? &gw->k_norm : nullptr);
+  ag.dk.reset();
+  a.k_pre.reset();
   // Without dx (first layer, frozen embedding) only the q/k/v weight gradients remain to be made,
   // unless the input norm is trained, whose gradient needs dh_in.
   const bool dh_needed = need_dx || gw != nullptr;
-  at::Tensor dh_in = project_group_backward(
-      ctx, InputGroup::attention, {dq.view({N, nH * D}), dk.view({N, nKV * D}), ag.dv.view({N, nKV * D})}, a.h_in, a,
-      grads, dh_needed);
+  std::vector<at::Tensor> dqkv{dq.view({N, nH * D}), dk.view({N, nKV * D}), ag.dv.view({N, nKV * D})};
+  dq.reset();
+  dk.reset();
+  ag.dv.reset();
+  at::Tensor dh_in = project_group_backward(ctx, InputGroup::attention, dqkv, a.h_in, a, grads, dh_needed);
+  dqkv.clear();
+  a.h_in.reset();
+  for (at::Tensor& t : a.xa) t.reset();
   if (!dh_needed) return at::Tensor();
   dh_in = hook(s.column_input_grad, std::move(dh_in));  // one reduction for q, k and v together
-  const at::Tensor dx = ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in,
-                                               gw ? &gw->input_layernorm : nullptr);
-  return need_dx ? dx_mid + dx : at::Tensor();
+  const at::Tensor dx =
+      ops::rms_norm_backward(dh_in, a.x, w.input_layernorm, a.rstd_in, gw ? &gw->input_layernorm : nullptr);
+  dh_in.reset();
+  a.x.reset();
+  return need_dx ? dx_mid.add_(dx) : at::Tensor();
 }
 
 }  // namespace qft::model

@@ -87,6 +87,11 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
 // y = layer(x). When `acts` is given, it is filled with what backward needs.
 at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts);
 
+// Gradient checkpointing's recompute before backward: fills `acts` as decoder_layer_forward does (the same
+// values) but makes no output, which backward never reads: the MLP's last GEMM is skipped, and a tiled MLP
+// (ctx.mlp_shards > 1) entirely, since its backward makes its chunks again anyway.
+void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts);
+
 // Selective recompute (Megatron's recompute_granularity: selective): after a saving forward, drop what is
 // cheap to make again — the two norms' outputs, q/k after their norms and RoPE, the SwiGLU activation —
 // and keep the outputs of the GEMMs and of attention, whose recompute would cost a forward. About 37% of
@@ -94,8 +99,10 @@ at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, L
 void drop_recomputable(LayerActivations& acts);
 void recompute_cheap(const LayerContext& ctx, LayerActivations& acts);
 
-// dx for dy (undefined when !need_dx), accumulating into `grads`.
-at::Tensor decoder_layer_backward(const LayerContext& ctx, const at::Tensor& dy, const LayerActivations& acts,
+// dx for dy (undefined when !need_dx), accumulating into `grads`. Consumes `acts`: each of its tensors is
+// released once backward no longer reads it (and `dy` too, when the caller moves it in), so the layer's
+// peak holds little more than attention's backward; pass a copy to run backward twice.
+at::Tensor decoder_layer_backward(const LayerContext& ctx, at::Tensor dy, LayerActivations& acts,
                                   const LayerGrads& grads, bool need_dx = true);
 
 }  // namespace qft::model

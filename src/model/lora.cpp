@@ -89,6 +89,14 @@ LoraCompute LoraCompute::make(const LoraWeights& masters, at::ScalarType dtype) 
   out.dtype = dtype;
   out.layers.resize(masters.layers.size());
   out.stacked_A.resize(masters.layers.size());
+  // Every cast is one multi-tensor copy at the end (_foreach_copy_: a few launches on CUDA, not two per
+  // adapter pair, which at 0.6B cost more than the copies themselves).
+  std::vector<at::Tensor> into, from;
+  auto cast_into = [&](at::Tensor destination, const at::Tensor& source) {
+    into.push_back(destination);
+    from.push_back(source);
+    return destination;
+  };
   for (size_t i = 0; i < masters.layers.size(); ++i) {
     const auto& pairs = masters.layers[i];
     auto& cast = out.layers[i];
@@ -114,17 +122,23 @@ LoraCompute LoraCompute::make(const LoraWeights& masters, at::ScalarType dtype) 
       int64_t row = 0;
       for (Projection p : adapted) {
         const at::Tensor& A = pairs[static_cast<int>(p)].A;
-        cast[static_cast<int>(p)].A = stacked.narrow(0, row, A.size(0)).copy_(A);
+        cast[static_cast<int>(p)].A = cast_into(stacked.narrow(0, row, A.size(0)), A);
         row += A.size(0);
       }
       out.stacked_A[i][g] = stacked;
     }
+    // A factor already in `dtype` is used as it is (as .to(dtype) would).
+    auto cast_of = [&](const at::Tensor& master) {
+      return master.scalar_type() == dtype ? master
+                                           : cast_into(at::empty_like(master, master.options().dtype(dtype)), master);
+    };
     for (int p = 0; p < kNumProjections; ++p) {
       if (!pairs[p].defined()) continue;
-      if (!cast[p].A.defined()) cast[p].A = pairs[p].A.to(dtype);  // o and down: in no group
-      cast[p].B = pairs[p].B.to(dtype);
+      if (!cast[p].A.defined()) cast[p].A = cast_of(pairs[p].A);  // o and down: in no group
+      cast[p].B = cast_of(pairs[p].B);
     }
   }
+  if (!into.empty()) at::_foreach_copy_(into, from);
   return out;
 }
 

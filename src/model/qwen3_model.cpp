@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "model/decoder_layer.h"
 #include "model/ops/attention.h"
+#include "model/ops/common.h"
 #include "model/ops/cross_entropy.h"
 #include "model/ops/embedding.h"
 #include "model/ops/rms_norm.h"
@@ -28,25 +29,28 @@ PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& c, const Qwen
   };
   // Labels of another shape would be shifted and matched against the wrong rows.
   if (batch.labels.defined()) check_shape(batch.labels, "labels");
-  p.ids = batch.input_ids.to(device, at::kLong).reshape({-1});
-  const auto [min_id, max_id] = at::aminmax(p.ids);  // one host sync for both
+  const at::Tensor ids = batch.input_ids.to(at::kCPU, at::kLong).reshape({-1});
+  const auto [min_id, max_id] = at::aminmax(ids);
   const int64_t lo = min_id.item<int64_t>(), hi = max_id.item<int64_t>();
   QFT_CHECK(lo >= 0 && hi < c.vocab_size, "batch: input_ids must be in [0, {}), got values in [{}, {}]", c.vocab_size,
             lo, hi);
+  p.ids = ops::host_to_device(ids, device);
   at::Tensor positions;
   if (batch.position_ids.defined()) {
     check_shape(batch.position_ids, "position_ids");
-    positions = batch.position_ids.to(device, at::kLong);
+    positions = ops::host_to_device(batch.position_ids.to(at::kLong).contiguous(), device);
   } else {
     positions = at::arange(p.T, at::TensorOptions().dtype(at::kLong).device(device)).expand({p.B, p.T});
   }
+  at::Tensor segments;
   if (batch.segment_ids.defined()) {
     check_shape(batch.segment_ids, "segment_ids");
-    p.segments = batch.segment_ids.to(device, at::kLong);
+    segments = batch.segment_ids.to(at::kCPU, at::kLong);
   }
   std::tie(p.cos, p.sin) = ops::rope_tables(positions.reshape({-1}), c.head_dim, c.rope_theta,
                                             w.embed_tokens.scalar_type(), c.rope_scaling);
-  p.attention = ops::attention_layout(p.segments, p.B, p.T, c.head_dim, device, w.embed_tokens.scalar_type(), flash);
+  p.attention = ops::attention_layout(segments, p.B, p.T, c.head_dim, device, w.embed_tokens.scalar_type(), flash);
+  if (batch.labels.defined()) p.loss = ops::loss_targets(batch.labels, segments, c.vocab_size, device);
   return p;
 }
 
@@ -171,23 +175,26 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
     }
   }
   at::Tensor rstd;
-  const at::Tensor hn = ops::rms_norm_forward(x, w.norm, c.rms_norm_eps, &rstd);
+  at::Tensor hn = ops::rms_norm_forward(x, w.norm, c.rms_norm_eps, &rstd);
 
   // Loss and its gradient, chunk by chunk; a tied lm_head sends its gradient to the embedding.
   at::Tensor* dlm = gw == nullptr ? nullptr : (w.tied() ? &gw->embed_tokens : &gw->lm_head);
   at::Tensor dh;
   const ops::CrossEntropyResult ce =
-      ops::lm_head_cross_entropy(hn, w.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),
-                                 options.loss_chunk_tokens, options.loss_denominator, &dh, dlm);
+      ops::lm_head_cross_entropy(hn, w.lm_head, p.loss, options.loss_chunk_tokens, options.loss_denominator, &dh, dlm);
+  hn.reset();  // [tokens, hidden] each, like dh and x below: gigabytes at long context
 
   // Backward through the final norm and the layers, last to first.
   at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
+  dh.reset();
+  x.reset();
   for (int64_t i = L - 1; i >= 0; --i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
-      const at::Tensor input = offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x;
-      decoder_layer_forward(ctx, input, &acts[i]);  // same dropout masks: they derive from the seed
+      // Same dropout masks: they derive from the seed. The input is held by acts[i] alone, which
+      // backward releases.
+      decoder_layer_recompute(ctx, offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x, acts[i]);
     } else if (options.selective_recompute) {
       recompute_cheap(ctx, acts[i]);
     }
@@ -195,14 +202,13 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
     lg.weights = gw ? &gw->layers[i] : nullptr;
     lg.lora = grads.lora ? &grads.lora->layers[i] : nullptr;
     const bool need_dx = i > 0 || gw != nullptr;
-    dx = decoder_layer_backward(ctx, dx, acts[i], lg, need_dx);
-    acts[i].clear();
+    dx = decoder_layer_backward(ctx, std::move(dx), acts[i], lg, need_dx);
     if (hooks.after_backward) hooks.after_backward(i);
   }
   if (gw != nullptr) ops::embedding_backward(dx, p.ids, gw->embed_tokens);
 
   LossSum r;
-  r.loss_sum = ce.loss_sum;
+  r.loss_sum = ce.loss_sum.item<double>();  // the step's only wait for the GPU, once all of it is queued
   r.target_tokens = ce.target_tokens;
   return r;
 }
@@ -216,10 +222,9 @@ LossSum Qwen3Model::forward_loss(const Batch& batch, const LoraWeights* lora, in
   const at::Tensor x = forward_hidden(p, config_, weights_, lora, hooks);
   const at::Tensor hn = ops::rms_norm_forward(x, weights_.norm, config_.rms_norm_eps, nullptr);
   const ops::CrossEntropyResult ce =
-      ops::lm_head_cross_entropy(hn, weights_.lm_head, ops::shift_targets(batch.labels.to(hn.device()), p.segments),
-                                 loss_chunk_tokens, 1.0, nullptr, nullptr);
+      ops::lm_head_cross_entropy(hn, weights_.lm_head, p.loss, loss_chunk_tokens, 1.0, nullptr, nullptr);
   LossSum r;
-  r.loss_sum = ce.loss_sum;
+  r.loss_sum = ce.loss_sum.item<double>();
   r.target_tokens = ce.target_tokens;
   return r;
 }

@@ -81,15 +81,16 @@ struct Gradients {
   std::optional<Qwen3Weights> weights;  // full fine-tuning; accumulated (+=)
 };
 
-// A batch's tensors on the weights' device (ids checked against the vocabulary), with what every layer
-// shares. Public for the tensor-parallel step (src/parallel/tp_model.h), which runs the same stack on
-// shards with a local config.
+// A batch's tensors on the weights' device (ids and labels checked against the vocabulary), with what
+// every layer shares. Public for the tensor-parallel step (src/parallel/tp_model.h), which runs the same
+// stack on shards with a local config. A batch on the host (the trainer's) is checked and indexed there
+// and sent with non-blocking copies, so preparing it never waits for the GPU's queued work.
 struct PreparedBatch {
   int64_t B = 0, T = 0;
-  at::Tensor ids;       // [B*T]
-  at::Tensor segments;  // [B, T] or undefined
-  at::Tensor cos, sin;  // [B*T, D]
+  at::Tensor ids;         // [B*T]
+  at::Tensor cos, sin;    // [B*T, D]
   ops::AttentionLayout attention;
+  ops::LossTargets loss;  // when the batch has labels
 };
 PreparedBatch prepare_batch(const Batch& batch, const Qwen3Config& config, const Qwen3Weights& weights,
                             bool flash = true);

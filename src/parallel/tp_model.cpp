@@ -66,41 +66,44 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     if (save && options.selective_recompute) drop_recomputable(acts[i]);
   }
   at::Tensor rstd;
-  const at::Tensor hn = ops::rms_norm_forward(x, w.norm, config.rms_norm_eps, &rstd);
+  at::Tensor hn = ops::rms_norm_forward(x, w.norm, config.rms_norm_eps, &rstd);
 
   at::Tensor* dlm = gw == nullptr ? nullptr : (w.tied() ? &gw->embed_tokens : &gw->lm_head);
   at::Tensor dh;
-  const at::Tensor targets = ops::shift_targets(batch.labels.to(hn.device()), p.segments);
   const ops::CrossEntropyResult ce =
-      vocab_parallel_cross_entropy(sp ? gather_from_sp_forward(hn, tp) : hn, w.lm_head, vocab, targets,
+      vocab_parallel_cross_entropy(sp ? gather_from_sp_forward(hn, tp) : hn, w.lm_head, vocab, p.loss,
                                    options.loss_chunk_tokens, options.loss_denominator,
                                    grads != nullptr ? &dh : nullptr, dlm, tp);
+  hn.reset();
   LossSum r;
-  r.loss_sum = ce.loss_sum;
   r.target_tokens = ce.target_tokens;
-  if (grads == nullptr) return r;
+  if (grads == nullptr) {
+    r.loss_sum = ce.loss_sum.item<double>();
+    return r;
+  }
   // dh is already summed over the group (copy_to_tp inside the loss), so gather_from_sp's backward is
   // the split of a duplicated gradient: keep the own rows.
   if (sp) dh = split_along(dh, 0, tp.rank(), tp.size(), "sequence-parallel lm_head input gradient");
 
   at::Tensor dx = ops::rms_norm_backward(dh, x, w.norm, rstd, gw ? &gw->norm : nullptr);
+  dh.reset();
+  x.reset();
   for (int64_t i = L - 1; i >= 0; --i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
     if (options.gradient_checkpointing) {
-      const at::Tensor input = offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x;
-      decoder_layer_forward(ctx, input, &acts[i]);
+      decoder_layer_recompute(ctx, offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x, acts[i]);
     } else if (options.selective_recompute) {
       recompute_cheap(ctx, acts[i]);
     }
     LayerGrads lg;
     lg.weights = gw ? &gw->layers[i] : nullptr;
     lg.lora = gl ? &gl->layers[i] : nullptr;
-    dx = decoder_layer_backward(ctx, dx, acts[i], lg, i > 0 || gw != nullptr);
-    acts[i].clear();
+    dx = decoder_layer_backward(ctx, std::move(dx), acts[i], lg, i > 0 || gw != nullptr);
     if (hooks.after_backward) hooks.after_backward(i);
   }
   if (gw != nullptr) vocab_parallel_embedding_backward(dx, vocab, p.ids, gw->embed_tokens, tp, sp);
+  r.loss_sum = ce.loss_sum.item<double>();  // read once the whole step is queued
   return r;
 }
 

@@ -50,7 +50,8 @@ void vocab_parallel_embedding_backward(const at::Tensor& dy, const VocabShard& s
 }
 
 model::ops::CrossEntropyResult vocab_parallel_cross_entropy(const at::Tensor& h, const at::Tensor& W_shard,
-                                                            const VocabShard& shard, const at::Tensor& targets,
+                                                            const VocabShard& shard,
+                                                            const model::ops::LossTargets& targets,
                                                             int64_t chunk_tokens, double denominator, at::Tensor* dh,
                                                             at::Tensor* dW_shard, Communicator& tp) {
   using model::ops::acc_type;
@@ -59,15 +60,10 @@ model::ops::CrossEntropyResult vocab_parallel_cross_entropy(const at::Tensor& h,
   check_shard(W_shard, shard, "vocab-parallel cross-entropy");
   if (dh != nullptr) *dh = at::zeros_like(h);
   // Every rank has the same targets, so the same rows, chunks and collectives.
-  const at::Tensor rows = (targets != -100).nonzero().squeeze(1);
+  const at::Tensor& rows = targets.rows;
+  const at::Tensor& all_targets = targets.tokens;
   model::ops::CrossEntropyResult result;
-  result.target_tokens = rows.size(0);
-  if (result.target_tokens == 0) return result;
-  const at::Tensor all_targets = targets.index_select(0, rows);
-  const auto [min_t, max_t] = at::aminmax(all_targets);
-  const int64_t lo = min_t.item<int64_t>(), hi = max_t.item<int64_t>();
-  QFT_CHECK(lo >= 0 && hi < shard.vocab_size, "labels must be -100 or in [0, {}), got values in [{}, {}]",
-            shard.vocab_size, lo, hi);
+  result.target_tokens = targets.count;
 
   const double inv = 1.0 / denominator;
   const at::ScalarType acc = acc_type(h.scalar_type());
@@ -99,7 +95,7 @@ model::ops::CrossEntropyResult vocab_parallel_cross_entropy(const at::Tensor& h,
     if (dW_shard != nullptr) model::ops::accumulate(*dW_shard, at::mm(dlogits.t(), hc), inv);
   }
   if (dh != nullptr) *dh = copy_to_tp_backward(*dh, tp);
-  result.loss_sum = loss.item<double>();
+  result.loss_sum = loss;
   return result;
 }
 

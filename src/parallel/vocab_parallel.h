@@ -31,7 +31,8 @@ void vocab_parallel_embedding_backward(const at::Tensor& dy, const VocabShard& s
 // ops::lm_head_cross_entropy's contract with W_shard [V/T, H] (collective over `tp`): the same loss and
 // target count on every rank, *dh the whole input gradient, *dW_shard the own rows' gradient.
 model::ops::CrossEntropyResult vocab_parallel_cross_entropy(const at::Tensor& h, const at::Tensor& W_shard,
-                                                            const VocabShard& shard, const at::Tensor& targets,
+                                                            const VocabShard& shard,
+                                                            const model::ops::LossTargets& targets,
                                                             int64_t chunk_tokens, double denominator, at::Tensor* dh,
                                                             at::Tensor* dW_shard, Communicator& tp);
 

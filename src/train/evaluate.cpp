@@ -14,7 +14,7 @@
 
 namespace qft::train {
 
-LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size, at::Device device,
+LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size,
                       const std::function<model::LossSum(const model::Batch&)>& loss_of, int64_t min_batches) {
   std::vector<int64_t> mine;
   for (int64_t r = first; r < rows.size(); r += stride) mine.push_back(r);
@@ -25,7 +25,7 @@ LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, i
         std::vector<int64_t>(mine.begin() + b, mine.begin() + std::min(mine.size(), b + static_cast<size_t>(batch_size))));
     std::vector<const TokenRow*> micro;
     for (const TokenRow& row : micro_rows) micro.push_back(&row);
-    const model::LossSum result = loss_of(collate_rows(micro, device));
+    const model::LossSum result = loss_of(collate_rows(micro));
     totals.loss_sum += result.loss_sum;
     totals.target_tokens += result.target_tokens;
     for (const TokenRow* row : micro) {
@@ -36,7 +36,7 @@ LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, i
               : std::count_if(row->segment_ids.begin(), row->segment_ids.end(), [](int64_t s) { return s >= 0; });
     }
   }
-  for (; batches < min_batches; ++batches) loss_of(filler_batch(device));
+  for (; batches < min_batches; ++batches) loss_of(filler_batch());
   return totals;
 }
 
@@ -58,7 +58,7 @@ EvalResult evaluate(const TrainConfig& config, const std::string& adapter_dir, p
 
   // This rank's rows only: r, r + world, r + 2 world, ...
   const LossTotals mine = sum_losses(*rows, world.rank(), world.size(), config.training.per_device_train_batch_size,
-                                     device, [&](const model::Batch& batch) {
+                                     [&](const model::Batch& batch) {
                                        return model.forward_loss(batch, lora ? &*lora : nullptr,
                                                                  config.training.loss_chunk_tokens);
                                      });

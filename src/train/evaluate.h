@@ -29,7 +29,7 @@ struct LossTotals {
   int64_t target_tokens = 0;
   int64_t input_tokens = 0;  // non-padding
 };
-LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size, at::Device device,
+LossTotals sum_losses(const TrainingRows& rows, int64_t first, int64_t stride, int64_t batch_size,
                       const std::function<model::LossSum(const model::Batch&)>& loss_of, int64_t min_batches = 0);
 
 // `adapter_dir` overrides lora.adapter_name_or_path ("" = use it, or none: the base model alone).

@@ -96,7 +96,7 @@ std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t v
   return rows;
 }
 
-model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device, int64_t length_multiple) {
+model::Batch collate_rows(const std::vector<const TokenRow*>& rows, int64_t length_multiple) {
   QFT_CHECK(!rows.empty(), "collate_rows: empty micro-batch");
   size_t max_length = 0;
   bool uniform = true;
@@ -127,18 +127,17 @@ model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device d
       segments_a[b][t] = r.segment_ids.empty() ? 0 : r.segment_ids[t];
     }
   }
-  if (uniform && !packed) return model::Batch::causal(input_ids.to(device), labels.to(device));
+  if (uniform && !packed) return model::Batch::causal(input_ids, labels);
   model::Batch out;
-  out.input_ids = input_ids.to(device);
-  out.labels = labels.to(device);
-  out.position_ids = position_ids.to(device);
-  out.segment_ids = segment_ids.to(device);
+  out.input_ids = input_ids;
+  out.labels = labels;
+  out.position_ids = position_ids;
+  out.segment_ids = segment_ids;
   return out;
 }
 
-model::Batch filler_batch(at::Device device, int64_t tokens) {
-  const auto ids = at::TensorOptions().dtype(at::kLong).device(device);
-  return model::Batch::causal(at::zeros({1, tokens}, ids), at::full({1, tokens}, -100, ids));
+model::Batch filler_batch(int64_t tokens) {
+  return model::Batch::causal(at::zeros({1, tokens}, at::kLong), at::full({1, tokens}, -100, at::kLong));
 }
 
 }  // namespace qft::train

@@ -26,15 +26,15 @@ struct TokenRow {
 // and positions below it: the model's max_position_embeddings); errors name file:line.
 std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size, int64_t max_positions);
 
-// Stacks rows into one micro-batch on `device`, padding shorter rows at the end (segment -1, label
-// -100). Rows of one length without packing information become a plain causal batch.
+// Stacks rows into one micro-batch in host memory (the model sends it to its device without waiting for
+// the GPU), padding shorter rows at the end (segment -1, label -100). Rows of one length without packing information become a plain causal batch.
 // `length_multiple`: the padded length is rounded up to a multiple of it (sequence parallelism splits the
 // tokens evenly over the tensor-parallel ranks); the extra positions are padding (segment -1, label -100).
-model::Batch collate_rows(const std::vector<const TokenRow*>& rows, at::Device device, int64_t length_multiple = 1);
+model::Batch collate_rows(const std::vector<const TokenRow*>& rows, int64_t length_multiple = 1);
 // One token and no target: a micro-batch that contributes nothing to losses or gradients. Under ZeRO-2/3
 // every data-parallel rank must run as many micro-batches as the others (each runs the per-layer
 // collectives), so a rank with fewer rows runs these.
 // `tokens`: its length (sequence parallelism needs a multiple of the tensor-parallel size).
-model::Batch filler_batch(at::Device device, int64_t tokens = 1);
+model::Batch filler_batch(int64_t tokens = 1);
 
 }  // namespace qft::train

@@ -632,9 +632,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
       std::vector<const TokenRow*> rows;
       for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
       // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
-      batch = collate_rows(rows, device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
+      batch = collate_rows(rows, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     } else {
-      batch = filler_batch(device_, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
+      batch = filler_batch(config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     }
     model::StepOptions options;
     const bool selective = t.recompute_granularity == "selective";
@@ -673,12 +673,15 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   StepMetrics out;
   out.loss = data_scalars.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
   out.input_tokens = data_scalars.all_reduce_sum(local_tokens);
-  QFT_CHECK(std::isfinite(out.loss),
+  // fp16: a non-finite loss is an overflow like a non-finite gradient (GradScaler finds the gradients
+  // of such a loss non-finite): the step is skipped and the scale backs off. Without loss scaling it ends
+  // the run. Every rank holds the same summed loss, so all take the same branch.
+  QFT_CHECK(loss_scaler_ || std::isfinite(out.loss),
             "step {}: the loss is {}; training stopped and no final adapter or model was written "
-            "(lower training.learning_rate, check the data, or use bf16/fp32 instead of fp16)",
+            "(lower training.learning_rate or check the data)",
             step + 1, out.loss);
 
-  if (loss_scaler_ && unscale_gradients_found_inf()) {
+  if (loss_scaler_ && (!std::isfinite(out.loss) || unscale_gradients_found_inf())) {
     // The skipped step: no clipping or update (every rank agreed on found_inf).
     out.learning_rate = schedule_->learning_rate(scheduler_step(step));
     out.grad_norm = std::numeric_limits<double>::quiet_NaN();  // none: trainer_log.jsonl shows null
@@ -943,7 +946,10 @@ TrainSummary Trainer::train() {
       const StepMetrics result = run_step(step);
       profiler.after_step(step + 1);
       recorder_->on_step(step + 1, result.input_tokens);
-      interval_loss_sum_ += result.loss;
+      // HF's logging_nan_inf_filter (on by default): a non-finite step loss (an fp16 overflow, skipped)
+      // counts as the logging window's sum so far over its steps including this one.
+      interval_loss_sum_ += std::isfinite(result.loss) ? result.loss
+                                                       : interval_loss_sum_ / static_cast<double>(interval_steps_ + 1);
       interval_steps_ += 1;
       interval_tokens_ += result.input_tokens;
       const int64_t global_step = step + 1;

@@ -28,7 +28,7 @@ double Trainer::evaluate_held_out() {
   const int64_t dp = groups_.data->size(), batch_size = config_.training.per_device_eval_batch_size;
   const int64_t most_batches = ((eval_rows_->size() + dp - 1) / dp + batch_size - 1) / batch_size;
   const LossTotals mine = sum_losses(
-      *eval_rows_, groups_.data->rank(), groups_.data->size(), config_.training.per_device_eval_batch_size, device_,
+      *eval_rows_, groups_.data->rank(), groups_.data->size(), config_.training.per_device_eval_batch_size,
       [&](const model::Batch& batch) {
         return tensor_parallel() ? parallel::tensor_parallel_forward_loss(model_config_, model_->weights(), batch,
                                                                           adapters, chunk, *tensor_)

@@ -6,6 +6,7 @@
 # LoRA-MFU = (4 x linear params + 6 x seq x hidden x layers) x tokens/s / 989 TFLOP/s.
 # A whole table does not fit one 10-minute call (torch.compile warms up 2-3 minutes per case): pick with
 #   CASES="0.6b_mb8_rc 8b_mb2" PEERS="eager liger compile qlora" bash tests/device/speed_table.sh
+# (PEERS_<case>, dots as underscores, picks another set for one case: PEERS_0_6b_full_mb8_rc=eager).
 # Optional parts: FUSED_CHECK=1 (qft-fused-check first), PROFILE=1 (step 8 of each qft case profiled and
 # summarised), LONG_SEQ=N [LONG_LAYERS=4] (one long sequence), QLORA32=1 (Qwen3-32B QLoRA), DEADLINE=s.
 # Needs .carry/ (the PCRE2 .deb; the liger-kernel wheel in .carry/wheels/, bitsandbytes' in .carry/qlora/wheels/).
@@ -55,11 +56,12 @@ PY
 fi
 CASES=${CASES-0.6b_mb8_rc 8b_mb2}
 PEERS=${PEERS-eager liger compile}
-# name: preset micro-batch seq recompute kind
+# name: preset micro-batch seq recompute kind; a name ending in _off also offloads the checkpointed layer
+# inputs to pinned host memory (training.activation_offloading).
 declare -A SPEC=(
   [0.6b_mb8_rc]="0.6B 8 2048 1 lora" [1.7b_mb8_rc]="1.7B 8 2048 1 lora" [8b_mb2]="8B 2 2048 0 lora"
   [8b_mb4_rc]="8B 4 2048 1 lora" [8b_seq32k_rc]="8B 1 32768 1 lora" [0.6b_full_mb8_rc]="0.6B 8 2048 1 full"
-  [8b_qlora_mb4_rc]="8B 4 2048 1 qlora")
+  [8b_qlora_mb4_rc]="8B 4 2048 1 qlora" [8b_mb4_rc_off]="8B 4 2048 1 lora" [8b_qlora_mb4_rc_off]="8B 4 2048 1 qlora")
 : > "$OUT/results.txt"
 # Logs stay in $W (the device tool returns at most 8 files); results.txt grows line by line and is
 # echoed as it grows. DEADLINE (s): cases and parts not started by then are skipped.
@@ -74,12 +76,13 @@ for case in $CASES; do
   gc=$([ $rc = 1 ] && echo true || echo false)
   finetuning=$([ $kind = full ] && echo full || echo lora)
   four_bit=$([ $kind = qlora ] && echo ", load_in_4bit: true" || echo "")
+  offload=$([[ $case == *_off ]] && echo ", activation_offloading: true" || echo "")
   cat > $W/$case.yaml <<YAML
 model: {model_name_or_path: $model, torch_dtype: bf16, device: cuda $four_bit}
 lora: {finetuning_type: $finetuning, r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}
 data: {pretokenized: $rows}
 training: {learning_rate: 1.0e-5, per_device_train_batch_size: $mb, max_steps: 8, logging_steps: 1,
-           gradient_checkpointing: $gc, shuffle: false $([ "${PROFILE:-0}" = 1 ] && echo ", profile_steps: [8, 8]")}
+           gradient_checkpointing: $gc, shuffle: false $offload $([ "${PROFILE:-0}" = 1 ] && echo ", profile_steps: [8, 8]")}
 output: {output_dir: $W/run_$case, overwrite_output_dir: true}
 YAML
   if $QFT $W/$case.yaml > "$W/qft_$case.log" 2>&1; then
@@ -95,7 +98,9 @@ PY
   else
     echo "$case qft failed:"; grep -m3 -iE "error|out of memory" "$W/qft_$case.log" | cut -c1-300
   fi
-  for peer in $PEERS; do
+  # PEERS_<case> (dots as underscores), when set, replaces PEERS for that case.
+  peers_var="PEERS_${case//./_}"
+  for peer in ${!peers_var-$PEERS}; do
     [ $kind = qlora ] && [ $peer != qlora ] && continue
     [ $kind != qlora ] && [ $peer = qlora ] && continue
     [ $kind = full ] && [ $peer != eager ] && continue
@@ -179,7 +184,8 @@ python3 - "$OUT/results.txt" <<'PY'
 import collections, sys
 SHAPES = {"0.6B": (1024, 3072, 28, 16, 8, 128), "1.7B": (2048, 6144, 28, 16, 8, 128), "8B": (4096, 12288, 36, 32, 8, 128)}
 SPEC = {"0.6b_mb8_rc": ("0.6B", 2048), "1.7b_mb8_rc": ("1.7B", 2048), "8b_mb2": ("8B", 2048), "8b_mb4_rc": ("8B", 2048),
-        "8b_seq32k_rc": ("8B", 32768), "0.6b_full_mb8_rc": ("0.6B", 2048), "8b_qlora_mb4_rc": ("8B", 2048)}
+        "8b_seq32k_rc": ("8B", 32768), "0.6b_full_mb8_rc": ("0.6B", 2048), "8b_qlora_mb4_rc": ("8B", 2048),
+        "8b_mb4_rc_off": ("8B", 2048), "8b_qlora_mb4_rc_off": ("8B", 2048)}
 res = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
     case, who, tps, peak = line.split()

@@ -461,6 +461,30 @@ TEST(Model, LabelsOfAnotherShapeAreAnError) {
   EXPECT_THROW(model.forward_loss(b, nullptr), qft::Error);
 }
 
+// The batch is checked on the host before anything reaches the device: ids and labels outside the
+// vocabulary are errors that say which values, not an index error inside a kernel.
+TEST(Model, TokensOutsideTheVocabularyAreNamedErrors) {
+  const Qwen3Config c = tiny_config(false);
+  Qwen3Model model(c, tiny_weights(c, 55));
+  const auto message = [&](const Batch& b) {
+    try {
+      model.forward_loss(b, nullptr);
+    } catch (const qft::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Batch ids = tiny_batch(c.vocab_size, 56);
+  ids.input_ids[0][3] = c.vocab_size;
+  EXPECT_NE(message(ids).find(fmt::format("input_ids must be in [0, {})", c.vocab_size)), std::string::npos)
+      << message(ids);
+  Batch labels = tiny_batch(c.vocab_size, 57);
+  labels.labels[1][2] = c.vocab_size + 4;  // predicted by position 1 of the same sample
+  EXPECT_NE(message(labels).find(fmt::format("labels must be -100 or in [0, {}), got values in [", c.vocab_size)),
+            std::string::npos)
+      << message(labels);
+}
+
 TEST(Model, Float32AgreesWithFloat64) {
   const Qwen3Config c = tiny_config(false);
   const Qwen3Weights w = tiny_weights(c, 61);
@@ -565,7 +589,10 @@ void check_layer_against_autograd(const LayerCase& k) {
   LayerGrads grads;
   grads.lora = &lg.layers[0];
   if (k.full) grads.weights = &gw.layers[0];
+  LayerActivations acts_again = acts;  // backward consumes what it is given
   const at::Tensor dx = decoder_layer_backward(ctx, dy, acts, grads);
+  for (const at::Tensor& t : {acts.x, acts.h_in, acts.q, acts.attn, acts.x_mid, acts.h_post, acts.act})
+    EXPECT_FALSE(t.defined());
   std::vector<std::string> names;
   for (const auto& [n, t] : lg.named_tensors()) names.push_back(n);
   EXPECT_EQ(names.size(), 2 * k.targets.size());
@@ -589,7 +616,7 @@ void check_layer_against_autograd(const LayerCase& k) {
   LoraWeights lg2 = lora.zeros_like();
   LayerGrads g2;
   g2.lora = &lg2.layers[0];
-  EXPECT_FALSE(decoder_layer_backward(ctx, dy, acts, g2, /*need_dx=*/false).defined());
+  EXPECT_FALSE(decoder_layer_backward(ctx, dy, acts_again, g2, /*need_dx=*/false).defined());
   auto l2 = lg2.named_tensors();
   for (size_t i = 0; i < names.size(); ++i) EXPECT_TRUE(at::allclose(l2[i].second, lnamed[i].second, 1e-12, 0));
 }
@@ -811,14 +838,16 @@ LoraWeights as_float(LoraWeights lora) {
 
 struct LayerRun {
   at::Tensor y, dx;
-  LayerActivations acts;
+  bool saved_mlp = false;  // the forward saved any of gate, up, act (backward then releases them)
+  int saving_gemms = 0;    // GEMMs of the pass that saved the activations backward read
   LoraWeights lora_grads;
   Qwen3Weights weight_grads;
 };
 
 // One layer's forward (saving) and backward with `mlp_shards` MLP chunks.
+// recompute: as gradient checkpointing, a forward that saves nothing, then decoder_layer_recompute.
 LayerRun run_layer(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeights& lora, double dropout,
-                   const at::Tensor& x, const at::Tensor& dy, int64_t mlp_shards, bool full) {
+                   const at::Tensor& x, const at::Tensor& dy, int64_t mlp_shards, bool full, bool recompute = false) {
   const Batch batch = tiny_batch(c.vocab_size, 73);
   const at::ScalarType dt = x.scalar_type();
   const auto [cos, sin] = ops::rope_tables(batch.position_ids.reshape(-1), c.head_dim, c.rope_theta, dt);
@@ -833,13 +862,24 @@ LayerRun run_layer(const Qwen3Config& c, const Qwen3Weights& w, const LoraWeight
   ctx.attention = ops::attention_layout(batch.segment_ids, 2, 10, c.head_dim, at::kCPU, dt);
   ctx.mlp_shards = mlp_shards;
   LayerRun r;
-  r.y = decoder_layer_forward(ctx, x, &r.acts);
+  LayerActivations acts;
+  if (recompute) {
+    r.y = decoder_layer_forward(ctx, x, nullptr);
+    const qft::test::OpCounter counter;
+    decoder_layer_recompute(ctx, x, acts);
+    r.saving_gemms = counter.gemms();
+  } else {
+    const qft::test::OpCounter counter;
+    r.y = decoder_layer_forward(ctx, x, &acts);
+    r.saving_gemms = counter.gemms();
+  }
+  r.saved_mlp = acts.gate.defined() || acts.up.defined() || acts.act.defined();
   r.lora_grads = lora.zeros_like();
   r.weight_grads = w.zeros_like();
   LayerGrads grads;
   grads.lora = &r.lora_grads.layers[0];
   if (full) grads.weights = &r.weight_grads.layers[0];
-  r.dx = decoder_layer_backward(ctx, dy, r.acts, grads);
+  r.dx = decoder_layer_backward(ctx, dy, acts, grads);
   return r;
 }
 
@@ -857,12 +897,12 @@ TEST(DecoderLayer, TiledMlpEqualsTheWholeSequenceInFloat32) {
   constexpr double kFloatTol = 2e-6;
   for (const bool full : {false, true}) {
     const LayerRun whole = run_layer(c, w, lora, 0.0, x, dy, 1, full);
-    EXPECT_TRUE(whole.acts.gate.defined());
+    EXPECT_TRUE(whole.saved_mlp);
     // 2 and 4 divide the 20 rows; 3 (7 + 7 + 6) and 6 (4 x 5) do not; 64 > 20 gives one row per chunk.
     for (const int64_t shards : {2, 3, 4, 6, 64}) {
       SCOPED_TRACE(fmt::format("full {} shards {}", full, shards));
       const LayerRun tiled = run_layer(c, w, lora, 0.0, x, dy, shards, full);
-      EXPECT_FALSE(tiled.acts.gate.defined() || tiled.acts.up.defined() || tiled.acts.act.defined());
+      EXPECT_FALSE(tiled.saved_mlp);
       EXPECT_LE(qft::test::rel_err(tiled.y, whole.y), kFloatTol);
       EXPECT_LE(qft::test::rel_err(tiled.dx, whole.dx), kFloatTol);
       const auto a = tiled.lora_grads.named_tensors(), b = whole.lora_grads.named_tensors();
@@ -874,6 +914,36 @@ TEST(DecoderLayer, TiledMlpEqualsTheWholeSequenceInFloat32) {
         if (!full) EXPECT_EQ(wa[i].second.abs().max().item<double>(), 0.0) << wa[i].first;
         EXPECT_LE(qft::test::rel_err(wa[i].second, wb[i].second), kFloatTol) << wa[i].first;
       }
+    }
+  }
+}
+
+// Gradient checkpointing's recompute skips what backward never reads (down's base GEMM; a tiled MLP
+// entirely) and backward from it is bitwise backward from the saving forward, LoRA dropout included.
+TEST(DecoderLayer, RecomputeSkipsTheUnreadOutputAndGivesTheSameGradients) {
+  const Qwen3Config c = tiny_config(false, 1, 4, 2);
+  const Qwen3Weights w = tiny_weights(c, 95);
+  const LoraWeights lora = tiny_lora(c, 0.3, false, 96);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(97);
+  const at::Tensor x = at::normal(0.0, 1.0, {20, c.hidden_size}, gen, f64);
+  const at::Tensor dy = at::normal(0.0, 1.0, {20, c.hidden_size}, gen, f64);
+  for (const int64_t shards : {int64_t{1}, int64_t{3}}) {
+    for (const bool full : {false, true}) {
+      SCOPED_TRACE(fmt::format("shards {} full {}", shards, full));
+      const LayerRun saved = run_layer(c, w, lora, 0.3, x, dy, shards, full);
+      const LayerRun again = run_layer(c, w, lora, 0.3, x, dy, shards, full, /*recompute=*/true);
+      EXPECT_TRUE(at::equal(again.y, saved.y));
+      EXPECT_TRUE(at::equal(again.dx, saved.dx));
+      const auto a = again.lora_grads.named_tensors(), b = saved.lora_grads.named_tensors();
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+      const auto wa = again.weight_grads.named_tensors(c), wb = saved.weight_grads.named_tensors(c);
+      for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, wb[i].second)) << wa[i].first;
+      // Attention's GEMMs always: base, LoRA A and LoRA B of q, k, v and o (dropout masks differ per
+      // projection, so no stacked A). Untiled, the MLP's too but down's base GEMM and LoRA B product;
+      // tiled, none of the MLP's.
+      if (shards == 1) EXPECT_EQ(saved.saving_gemms - again.saving_gemms, 2);
+      EXPECT_EQ(again.saving_gemms, shards == 1 ? 4 * 3 + 2 * 3 + 1 : 4 * 3);
     }
   }
 }

@@ -514,18 +514,30 @@ TEST(Ops, CrossEntropyMatchesAutogradInEveryChunking) {
   for (const int64_t chunk : {1, 3, 4, 1000}) {
     SCOPED_TRACE(chunk);
     at::Tensor dh, dW = at::zeros({V, H}, f64);
-    const auto r = ops::lm_head_cross_entropy(h.detach(), W.detach(), targets, chunk, denominator, &dh, &dW);
+    const ops::LossTargets selected = ops::loss_targets_of_shifted(targets, V, at::kCPU);
+    EXPECT_EQ(selected.count, 9);
+    const auto r = ops::lm_head_cross_entropy(h.detach(), W.detach(), selected, chunk, denominator, &dh, &dW);
     EXPECT_EQ(r.target_tokens, 9);
-    EXPECT_NEAR(r.loss_sum, ref_sum.item<double>(), 1e-10 * ref_sum.item<double>());
+    EXPECT_NEAR(r.loss_sum.item<double>(), ref_sum.item<double>(), 1e-10 * ref_sum.item<double>());
     QFT_EXPECT_CLOSE(dh, g[0], "ce_dh");
     QFT_EXPECT_CLOSE(dW, g[1], "ce_dW");
     // Loss only.
-    const auto lo = ops::lm_head_cross_entropy(h.detach(), W.detach(), targets, chunk, 1.0, nullptr, nullptr);
-    EXPECT_EQ(lo.loss_sum, r.loss_sum);
+    const auto lo = ops::lm_head_cross_entropy(h.detach(), W.detach(), selected, chunk, 1.0, nullptr, nullptr);
+    EXPECT_EQ(lo.loss_sum.item<double>(), r.loss_sum.item<double>());
   }
-  // Labels outside the vocabulary are an error, not a crash.
+  // Labels outside the vocabulary are an error, not a crash; so are negative ones other than -100.
   at::Tensor bad = targets.clone();
   bad[1] = V;
-  EXPECT_THROW(ops::lm_head_cross_entropy(h.detach(), W.detach(), bad, 4, 1.0, nullptr, nullptr), qft::Error);
+  EXPECT_THROW(ops::loss_targets_of_shifted(bad, V, at::kCPU), qft::Error);
+  bad[1] = -2;
+  EXPECT_THROW(ops::loss_targets_of_shifted(bad, V, at::kCPU), qft::Error);
+  // No target at all: a zero loss and a zero input gradient.
+  at::Tensor dh;
+  const auto none = ops::lm_head_cross_entropy(h.detach(), W.detach(),
+                                               ops::loss_targets_of_shifted(at::full({N}, -100, at::kLong), V, at::kCPU),
+                                               4, 1.0, &dh, nullptr);
+  EXPECT_EQ(none.target_tokens, 0);
+  EXPECT_EQ(none.loss_sum.item<double>(), 0.0);
+  EXPECT_EQ(at::count_nonzero(dh).item<int64_t>(), 0);
 }
 

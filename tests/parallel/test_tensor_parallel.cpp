@@ -563,22 +563,18 @@ TEST(VocabParallel, CrossEntropyMatchesTheWholeLmHeadWithoutGatheringLogits) {
     for (int64_t chunk : {int64_t{4}, int64_t{1024}}) {
       SCOPED_TRACE(chunk);
       at::Tensor dh, dW = at::zeros_like(W), dh_l, dW_l = at::zeros_like(W_l);
-      const auto ce = ops::lm_head_cross_entropy(h, W, targets, chunk, 7.0, &dh, &dW);
-      const auto ce_l = vocab_parallel_cross_entropy(h, W_l, shard, targets, chunk, 7.0, &dh_l, &dW_l, tp);
+      const ops::LossTargets selected = ops::loss_targets_of_shifted(targets, c.vocab_size, at::kCPU);
+      const auto ce = ops::lm_head_cross_entropy(h, W, selected, chunk, 7.0, &dh, &dW);
+      const auto ce_l = vocab_parallel_cross_entropy(h, W_l, shard, selected, chunk, 7.0, &dh_l, &dW_l, tp);
       EXPECT_EQ(ce_l.target_tokens, 10);
       EXPECT_EQ(ce_l.target_tokens, ce.target_tokens);
-      EXPECT_NEAR(ce_l.loss_sum, ce.loss_sum, kTol * std::abs(ce.loss_sum));
+      const double loss = ce.loss_sum.item<double>();
+      EXPECT_NEAR(ce_l.loss_sum.item<double>(), loss, kTol * std::abs(loss));
       EXPECT_CLOSE(dh_l, dh, "dh");
       EXPECT_CLOSE(dW_l, dW.narrow(0, shard.begin, shard.size()), "dW");
-      const auto loss_only = vocab_parallel_cross_entropy(h, W_l, shard, targets, chunk, 7.0, nullptr, nullptr, tp);
-      EXPECT_EQ(loss_only.loss_sum, ce_l.loss_sum);
+      const auto loss_only = vocab_parallel_cross_entropy(h, W_l, shard, selected, chunk, 7.0, nullptr, nullptr, tp);
+      EXPECT_EQ(loss_only.loss_sum.item<double>(), ce_l.loss_sum.item<double>());
     }
-    // Labels outside the whole vocabulary are named as in the unsharded op.
-    at::Tensor bad = targets.clone();
-    bad.index_put_({3}, 96);
-    const std::string e =
-        error_of([&] { vocab_parallel_cross_entropy(h, W_l, shard, bad, 4, 1.0, nullptr, nullptr, tp); });
-    EXPECT_NE(e.find("labels must be -100 or in [0, 96)"), std::string::npos) << e;
   }
 }
 

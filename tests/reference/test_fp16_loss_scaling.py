@@ -9,6 +9,7 @@ the defaults, which factor goes where, the skip count, the fp32 reciprocal used 
 """
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -116,3 +117,35 @@ output: {{output_dir: {out}, overwrite_output_dir: true}}
         assert abs(a["loss"] - b["loss"]) <= 2e-2 * abs(a["loss"]), (reference, other)
         if a["grad_norm"] is not None:
             assert abs(a["grad_norm"] - b["grad_norm"]) <= 2e-2 * a["grad_norm"], (reference, other)
+
+
+def test_fp16_overflowing_loss_skips_the_step_instead_of_stopping(setup, qft_bin, tmp_path):
+    """As HF Trainer with fp16 (GradScaler): a forward that overflows fp16 (here every step: lm_head scaled so
+    its logits pass 65504) makes a non-finite loss; the step is skipped and the scale backs off instead of the
+    run stopping, and the logged loss goes through HF's logging_nan_inf_filter (the window's sum so far
+    over its steps: 0 when every step overflows). Nothing is updated: the saved adapter's B stays zero."""
+    from safetensors.torch import load_file, save_file
+    model = tmp_path / "model"
+    shutil.copytree(setup / "model", model)
+    weights = load_file(model / "model.safetensors")
+    head = "lm_head.weight" if "lm_head.weight" in weights else "model.embed_tokens.weight"
+    weights[head] = weights[head] * 1e5
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "run"
+    config = tmp_path / "overflow.yaml"
+    config.write_text(f"""
+model: {{model_name_or_path: {model}, torch_dtype: fp16, device: cpu}}
+lora: {{finetuning_type: lora, r: 4, lora_alpha: 8, target_modules: all-linear}}
+data: {{pretokenized: {setup / 'rows.jsonl'}}}
+training: {{learning_rate: 1.0e-2, per_device_train_batch_size: 2, max_steps: 3, logging_steps: 1, save_steps: 0}}
+output: {{output_dir: {out}, overwrite_output_dir: true}}
+""")
+    run([qft_bin, config])
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "grad_norm" in r]
+    assert [r["grad_norm"] for r in steps] == [None, None, None], steps
+    assert [r["loss_scale"] for r in steps] == [32768.0, 16384.0, 8192.0], steps
+    assert [r["loss"] for r in steps] == [0.0, 0.0, 0.0], steps
+    adapter = load_file(out / "adapter_model.safetensors")
+    b_factors = [t for name, t in adapter.items() if "lora_B" in name]
+    assert b_factors and all(torch.count_nonzero(t) == 0 for t in b_factors)

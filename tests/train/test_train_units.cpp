@@ -488,7 +488,7 @@ TEST(Pretokenized, ReadsRowsAndNamesBadLines) {
   EXPECT_EQ(rows[1].target_tokens, 2);
   EXPECT_EQ(rows[1].position_ids, (std::vector<int64_t>{0, 1, 0, 1}));
 
-  const model::Batch batch = collate_rows({&rows[0], &rows[1]}, at::kCPU);
+  const model::Batch batch = collate_rows({&rows[0], &rows[1]});
   EXPECT_EQ(batch.input_ids.sizes(), (std::vector<int64_t>{2, 4}));
   EXPECT_EQ(batch.segment_ids[0][3].item<int64_t>(), -1);  // padding
   EXPECT_EQ(batch.labels[0][3].item<int64_t>(), -100);

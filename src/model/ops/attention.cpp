@@ -133,17 +133,18 @@ AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64
     layout.mask = attention_mask(segment_ids, T, device);
     return layout;
   }
-  const auto i64 = at::TensorOptions().dtype(at::kLong).device(device);
+  // The sequence boundaries come from the host copy of the segment ids (the trainer's batches are on
+  // the host): no synchronisation with the GPU for them or for the longest sequence.
   at::Tensor starts;  // flattened row index where each sequence begins
   if (segment_ids.defined()) {
-    starts = sample_starts(segment_ids.to(device, at::kLong)).reshape({-1}).nonzero().squeeze(1);
+    starts = sample_starts(segment_ids.to(at::kCPU, at::kLong)).reshape({-1}).nonzero().squeeze(1);
   } else {
-    starts = at::arange(0, B * T, T, i64);
+    starts = at::arange(0, B * T, T, at::kLong);
   }
-  layout.cu_seqlens = at::cat({starts, at::full({1}, B * T, i64)}).to(at::kInt);
-  layout.max_seqlen = (layout.cu_seqlens.narrow(0, 1, starts.size(0)) - layout.cu_seqlens.narrow(0, 0, starts.size(0)))
-                          .max()
-                          .item<int64_t>();
+  const at::Tensor cu_seqlens = at::cat({starts, at::full({1}, B * T, at::kLong)}).to(at::kInt);
+  layout.max_seqlen =
+      (cu_seqlens.narrow(0, 1, starts.size(0)) - cu_seqlens.narrow(0, 0, starts.size(0))).max().item<int64_t>();
+  layout.cu_seqlens = host_to_device(cu_seqlens, device);
   layout.cudnn = fused::enabled() && fused::compiled() && starts.size(0) == B && layout.max_seqlen == T;
   return layout;
 }

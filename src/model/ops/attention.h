@@ -27,7 +27,7 @@ struct AttentionLayout {
 // Picks the path: flash when `device` is CUDA, `dtype` is bf16/fp16, D is a multiple of 8 up to 256,
 // and `allow_flash`. Sequences are maximal runs of equal segment id within a row (samples are
 // packed contiguously); a padding run (-1) becomes a sequence of its own, which only pads attend to.
-// One host sync (the longest sequence) when flash is chosen.
+// Host segment ids (or none) cost no synchronisation with the GPU; device ones are copied to the host.
 AttentionLayout attention_layout(const at::Tensor& segment_ids, int64_t B, int64_t T, int64_t D, at::Device device,
                                  at::ScalarType dtype, bool allow_flash = true);
 

@@ -18,4 +18,13 @@ inline void accumulate(at::Tensor& grad, const at::Tensor& update, double alpha 
     grad.add_(update.to(grad.scalar_type()), alpha);
 }
 
+// A host tensor on `device` without a host synchronisation: on CUDA it goes through pinned memory as a
+// non-blocking copy (ATen's pinned-memory cache keeps the staging block until the copy has run), so the
+// host keeps queueing work while the GPU is busy. A tensor already on `device` is returned as is.
+inline at::Tensor host_to_device(const at::Tensor& t, at::Device device) {
+  if (t.device() == device) return t;
+  if (!t.device().is_cpu() || !device.is_cuda()) return t.to(device);
+  return t.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 }  // namespace qft::model::ops

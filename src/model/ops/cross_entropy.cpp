@@ -35,23 +35,41 @@ at::Tensor shift_targets(const at::Tensor& labels, const at::Tensor& segment_ids
   return targets.reshape({-1});
 }
 
-CrossEntropyResult lm_head_cross_entropy(const at::Tensor& h, const at::Tensor& W, const at::Tensor& targets,
+LossTargets loss_targets(const at::Tensor& labels, const at::Tensor& segment_ids, int64_t vocab_size,
+                         at::Device device) {
+  return loss_targets_of_shifted(
+      shift_targets(labels.to(at::kCPU), segment_ids.defined() ? segment_ids.to(at::kCPU) : at::Tensor()), vocab_size,
+      device);
+}
+
+LossTargets loss_targets_of_shifted(const at::Tensor& targets, int64_t vocab_size, at::Device device) {
+  const at::Tensor shifted = targets.to(at::kCPU, at::kLong).reshape({-1});
+  const at::Tensor rows = (shifted != -100).nonzero().squeeze(1);
+  LossTargets out;
+  out.count = rows.size(0);
+  const at::Tensor tokens = shifted.index_select(0, rows);
+  if (out.count > 0) {
+    const auto [min_t, max_t] = at::aminmax(tokens);
+    const int64_t lo = min_t.item<int64_t>(), hi = max_t.item<int64_t>();
+    QFT_CHECK(lo >= 0 && hi < vocab_size, "labels must be -100 or in [0, {}), got values in [{}, {}]", vocab_size, lo,
+              hi);
+  }
+  out.rows = host_to_device(rows, device);
+  out.tokens = host_to_device(tokens, device);
+  return out;
+}
+
+CrossEntropyResult lm_head_cross_entropy(const at::Tensor& h, const at::Tensor& W, const LossTargets& targets,
                                          int64_t chunk_tokens, double denominator, at::Tensor* dh, at::Tensor* dW) {
   QFT_CHECK(chunk_tokens > 0, "loss_chunk_tokens must be positive, got {}", chunk_tokens);
   QFT_CHECK(denominator > 0, "loss_denominator must be positive, got {}", denominator);
-  const int64_t V = W.size(0);
   if (dh != nullptr) *dh = at::zeros_like(h);
-  const at::Tensor rows = (targets != -100).nonzero().squeeze(1);  // one host sync per micro-batch
+  const at::Tensor& rows = targets.rows;
+  const at::Tensor& all_targets = targets.tokens;
   CrossEntropyResult result;
-  result.target_tokens = rows.size(0);
-  if (result.target_tokens == 0) return result;
-  const at::Tensor all_targets = targets.index_select(0, rows);
-  const auto [min_t, max_t] = at::aminmax(all_targets);
-  const int64_t lo = min_t.item<int64_t>(), hi = max_t.item<int64_t>();
-  QFT_CHECK(lo >= 0 && hi < V, "labels must be -100 or in [0, {}), got values in [{}, {}]", V, lo, hi);
-
-  const double inv = 1.0 / denominator;
+  result.target_tokens = targets.count;
   at::Tensor loss = at::zeros({}, h.options().dtype(acc_type(h.scalar_type())));
+  const double inv = 1.0 / denominator;
   for (int64_t c0 = 0; c0 < result.target_tokens; c0 += chunk_tokens) {
     const int64_t n = std::min(chunk_tokens, result.target_tokens - c0);
     const at::Tensor idx = rows.narrow(0, c0, n);
@@ -77,7 +95,7 @@ CrossEntropyResult lm_head_cross_entropy(const at::Tensor& h, const at::Tensor& 
     if (dh != nullptr) dh->index_copy_(0, idx, at::mm(dlogits, W).mul_(inv));
     if (dW != nullptr) accumulate(*dW, at::mm(dlogits.t(), hc), inv);
   }
-  result.loss_sum = loss.item<double>();
+  result.loss_sum = loss;
   return result;
 }
 

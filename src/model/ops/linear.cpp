@@ -58,6 +58,12 @@ at::Tensor linear_forward(const Linear& linear, const at::Tensor& x, at::Tensor*
   return y;
 }
 
+at::Tensor lora_input_projection(const Linear& linear, const at::Tensor& x) {
+  if (!linear.lora) return at::Tensor();
+  check_lora_dtype(linear, x);
+  return at::mm(apply_dropout(x, *linear.lora), linear.lora->A.t());
+}
+
 at::Tensor linear_backward(const Linear& linear, const at::Tensor& dy, const at::Tensor& x, const at::Tensor& xa,
                            const LinearGrads& grads) {
   const LoraBranch* lora = linear.lora ? &*linear.lora : nullptr;

@@ -21,6 +21,10 @@ at::Tensor dropout_keep_mask(at::IntArrayRef shape, double p, uint64_t seed, at:
 // x [N, in] -> y [N, out]. With LoRA, *xa = dropout(x) A^T [N, r] is saved for backward.
 at::Tensor linear_forward(const Linear& linear, const at::Tensor& x, at::Tensor* xa);
 
+// Only what linear_forward saves for backward: dropout(x) A^T [N, r] (undefined without LoRA), the same
+// values. A recompute whose output nobody reads needs no more (decoder_layer_recompute).
+at::Tensor lora_input_projection(const Linear& linear, const at::Tensor& x);
+
 struct LinearGrads {
   at::Tensor* dW = nullptr;  // += dy^T x when the base weight is trained
   at::Tensor* dA = nullptr;  // += LoRA gradients (fp32 buffers)

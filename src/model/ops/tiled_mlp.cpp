@@ -67,8 +67,8 @@ at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, co
   QFT_CHECK(gate_up.members.size() == 2, "tiled MLP: the gate/up group has {} members", gate_up.members.size());
   const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
   QFT_CHECK(dy.size(0) == N, "tiled MLP backward: dy has {} rows, the input {}", dy.size(0), N);
-  QFT_CHECK(!down.lora || (xa_down.defined() && xa_down.size(0) == N),
-            "tiled MLP backward: down's LoRA input projection was not kept by the forward");
+  QFT_CHECK(!xa_down.defined() || xa_down.size(0) == N, "tiled MLP backward: down's LoRA input projection has {} rows, "
+            "the input {}", xa_down.defined() ? xa_down.size(0) : 0, N);
   LinearGrads g_down = grads.down;
   g_down.need_dx = true;
   const std::vector<LinearGrads> g_gate_up = {grads.gate, grads.up};
@@ -85,7 +85,9 @@ at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, co
     const std::vector<at::Tensor*> xa_slots = {&xa_gate_up[0], &xa_gate_up[1]};
     const std::vector<at::Tensor> gu = lora_group_forward(group, hc, &xa_slots);
     const at::Tensor act = swiglu_forward(gu[0], gu[1]);
-    const at::Tensor xa_d = down.lora ? xa_down.narrow(0, begin, n) : at::Tensor();
+    const at::Tensor xa_d = !down.lora            ? at::Tensor()
+                            : xa_down.defined() ? xa_down.narrow(0, begin, n)
+                                                : lora_input_projection(down_c, act);
     const at::Tensor dact = linear_backward(down_c, dy.narrow(0, begin, n), act, xa_d, g_down);
     const auto [dgate, dup] = swiglu_backward(dact, gu[0], gu[1]);
     dh.narrow(0, begin, n).copy_(lora_group_backward(group, {dgate, dup}, hc, xa_gate_up, g_gate_up, true));

@@ -42,7 +42,8 @@ struct TiledMlpGrads {
 };
 
 // dh [N, H] (before the column hook) for dy, the gradient at down's output (after the row hook),
-// accumulating the requested weight and LoRA gradients.
+// accumulating the requested weight and LoRA gradients. `xa_down`: what the forward kept, or undefined
+// (a recompute that skipped the MLP): each chunk's is then made again with the chunk, the same values.
 at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& dy, const at::Tensor& h,
                               const at::Tensor& xa_down, int64_t num_shards, const TiledMlpGrads& grads);
 
