@@ -83,6 +83,28 @@ LoraWeights LoraWeights::zeros_like() const {
   return z;
 }
 
+namespace {
+
+// Where each master factor's values live, in a fixed order: what refresh() checks it was made from.
+std::vector<const void*> storage_of(const LoraWeights& masters) {
+  std::vector<const void*> out;
+  for (const auto& pairs : masters.layers)
+    for (const LoraPair& pair : pairs)
+      if (pair.defined()) {
+        out.push_back(pair.A.const_data_ptr());
+        out.push_back(pair.B.const_data_ptr());
+      }
+  return out;
+}
+
+}  // namespace
+
+bool LoraCompute::refresh(const LoraWeights& masters) {
+  if (masters.layers.size() != layers.size() || storage_of(masters) != master_storage_) return false;
+  if (!cast_into_.empty()) at::_foreach_copy_(cast_into_, cast_from_);
+  return true;
+}
+
 LoraCompute LoraCompute::make(const LoraWeights& masters, at::ScalarType dtype) {
   LoraCompute out;
   out.config = masters.config;
@@ -139,6 +161,9 @@ LoraCompute LoraCompute::make(const LoraWeights& masters, at::ScalarType dtype) 
     }
   }
   if (!into.empty()) at::_foreach_copy_(into, from);
+  out.cast_into_ = std::move(into);
+  out.cast_from_ = std::move(from);
+  out.master_storage_ = storage_of(masters);
   return out;
 }
 

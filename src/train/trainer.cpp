@@ -585,10 +585,11 @@ void Trainer::restore_checkpoint(const std::string& resume_dir) {
   if (rank_ == 0) spdlog::info("resumed from {} at step {}", resume_dir, start_step_);
 }
 
-std::vector<at::Tensor> Trainer::gradient_views() const {
-  std::vector<at::Tensor> out;
-  for (size_t i = 0; i < flat_->entries().size(); ++i) out.push_back(flat_->grad(i));
-  return out;
+const std::vector<at::Tensor>& Trainer::gradient_views() {
+  // The gradient buffer never moves: its views are made once (at 8B, 504 of them cost ~1.5 ms a step).
+  if (gradient_views_.empty())
+    for (size_t i = 0; i < flat_->entries().size(); ++i) gradient_views_.push_back(flat_->grad(i));
+  return gradient_views_;
 }
 
 Trainer::StepMetrics Trainer::run_step(int64_t step) {
@@ -615,9 +616,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   if (flat_->has_gradients()) flat_->grads().zero_();
   reducer_->start_step();
   // The adapters in the compute dtype, cast once for every micro-batch of the step: the fp32 masters
-  // change only in the optimizer update at its end.
-  std::optional<model::LoraCompute> lora_compute;
-  if (!full_finetuning_) lora_compute = model::LoraCompute::make(*lora_, compute_dtype_);
+  // change only in the optimizer update at its end. The cast buffers are made once and refreshed.
+  if (!full_finetuning_ && !(lora_compute_ && lora_compute_->refresh(*lora_)))
+    lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
   // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
   // epoch's last step) runs filler ones that add nothing.
   const size_t micro_batch_count =
@@ -654,7 +655,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     options.activation_offload = activation_offload_.get();
     reducer_->start_micro_batch(m + 1 == micro_batch_count);
     options.hooks = layer_hooks(/*training=*/true);
-    options.lora_compute = lora_compute ? &*lora_compute : nullptr;
+    options.lora_compute = full_finetuning_ ? nullptr : &*lora_compute_;
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
         tensor_parallel() ? parallel::tensor_parallel_forward_backward(model_config_, model_->weights(), batch,

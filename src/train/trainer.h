@@ -98,8 +98,8 @@ class Trainer {
   // Rank 0: the adapter, or for full fine-tuning the model from `masters` (gathered_masters).
   void save_trainable(const std::string& dir, const model::LoraWeights* adapter, const io::NamedTensors& masters) const;
   void save_final();
-  // Every entry's gradient (views of the flat gradient buffer), for the clipping norm.
-  std::vector<at::Tensor> gradient_views() const;
+  // Every entry's gradient (views of the flat gradient buffer, made once), for the clipping norm.
+  const std::vector<at::Tensor>& gradient_views();
   // ZeRO (src/parallel/zero.h): the flat buffer's entries by decoder layer; the hooks a step (or an
   // evaluation: `training` false) gives the model.
   parallel::LayerLayout trainable_layout() const;
@@ -162,6 +162,9 @@ class Trainer {
   // rank's shard of the masters (weight_shard_ is its compute copy, gathered per layer).
   std::unique_ptr<FlatParameters> flat_;
   std::optional<model::LoraWeights> lora_;
+  // lora_ cast for compute: made at the first step, refreshed in place at each later one (LoraCompute::refresh).
+  std::optional<model::LoraCompute> lora_compute_;
+  std::vector<at::Tensor> gradient_views_;  // gradient_views()
   model::Gradients grads_;  // views of flat_->grads() (ZeRO-2/3: of gradient_slots_)
   std::unique_ptr<AdamW> optimizer_;
   std::optional<LossScaler> loss_scaler_;  // fp16 compute only (dynamic loss scaling)

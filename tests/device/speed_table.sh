@@ -94,7 +94,7 @@ print(f"{sys.argv[2]} qft {statistics.median(r['tokens_per_second'] for r in row
 PY
     # PROFILE=1: where step 8's GPU time went (Kineto trace, tests/tools/profile_summary.py).
     [ -f $W/run_$case/profile/trace_rank0.json ] &&
-      python3 tests/tools/profile_summary.py $W/run_$case/profile/trace_rank0.json --top 12 > "$OUT/profile_$case.md" 2>&1
+      python3 tests/tools/profile_summary.py $W/run_$case/profile/trace_rank0.json --top 8 --gaps 12 > "$OUT/profile_$case.md" 2>&1
   else
     echo "$case qft failed:"; grep -m3 -iE "error|out of memory" "$W/qft_$case.log" | cut -c1-300
   fi

@@ -392,6 +392,36 @@ TEST(Model, AdaptersCastOncePerStepGiveTheSameStep) {
   }
 }
 
+// The trainer refreshes one LoraCompute per step: after the masters change in place, refresh() gives
+// what make() would, in the same buffers; other masters are refused.
+TEST(Model, LoraComputeRefreshEqualsANewCast) {
+  const Qwen3Config c = tiny_config(false);
+  LoraWeights lora = tiny_lora(c, 0.0, false, 35);
+  LoraCompute compute = LoraCompute::make(lora, at::kBFloat16);
+  const void* stacked = compute.stacked_A[0][0].const_data_ptr();
+  for (auto& layer : lora.layers)
+    for (auto& pair : layer)
+      if (pair.defined()) {
+        pair.A.mul_(-3.0);
+        pair.B.add_(0.25);
+      }
+  ASSERT_TRUE(compute.refresh(lora));
+  EXPECT_EQ(compute.stacked_A[0][0].const_data_ptr(), stacked);
+  const LoraCompute fresh = LoraCompute::make(lora, at::kBFloat16);
+  for (size_t i = 0; i < lora.layers.size(); ++i) {
+    for (int p = 0; p < kNumProjections; ++p) {
+      if (!lora.layers[i][p].defined()) continue;
+      EXPECT_TRUE(at::equal(compute.layers[i][p].A, fresh.layers[i][p].A)) << i << " " << p;
+      EXPECT_TRUE(at::equal(compute.layers[i][p].B, fresh.layers[i][p].B)) << i << " " << p;
+    }
+    for (int g = 0; g < kNumInputGroups; ++g)
+      if (fresh.stacked_A[i][g].defined()) EXPECT_TRUE(at::equal(compute.stacked_A[i][g], fresh.stacked_A[i][g]));
+  }
+  LoraWeights other = lora;
+  other.layers[0][0].A = other.layers[0][0].A.clone();
+  EXPECT_FALSE(compute.refresh(other));
+}
+
 TEST(Model, AccumulationOverMicroBatchesEqualsOneBatch) {
   const Qwen3Config c = tiny_config(true);
   const Qwen3Weights w = tiny_weights(c, 31);

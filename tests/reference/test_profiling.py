@@ -116,6 +116,25 @@ def test_summary_of_a_gpu_trace(tmp_path):
     assert "| `nvjet_hsh_256x128_64x4_2x1_v_bz_coopA_TNT` | GEMM | 0.020 | 1 |" in out
 
 
+def test_summary_says_which_cpu_op_the_gpu_waited_on(tmp_path):
+    # Window 0..100 us. Kernels 0-10, 30-40, 45-100: gaps 10-30 (during aten::item, inside aten::mm's
+    # caller) and 40-45 (no CPU op).
+    events = [
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "pid": 1, "tid": 1, "ts": 0, "dur": 100},
+        kernel("gemm_a", 0, 10), kernel("gemm_b", 30, 10), kernel("rms_norm_forward_kernel2", 45, 55),
+        {"ph": "X", "cat": "cpu_op", "name": "aten::_local_scalar_dense_outer", "pid": 1, "tid": 1, "ts": 5, "dur": 30},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::item", "pid": 1, "tid": 1, "ts": 8, "dur": 20},
+    ]
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    out = subprocess.run([sys.executable, SUMMARY, trace, "--gaps", "1"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "GPU idle gaps: 2, 0.025 ms in all." in out, out
+    assert "| `aten::item` | 0.020 | 1 |" in out and "| `(no CPU op: between ops)` | 0.005 | 1 |" in out, out
+    assert "| 0.010 | 20 | `aten::item` | `gemm_a` | `gemm_b` |" in out, out
+    assert "| 0.040 |" not in out  # only the longest
+
+
 def test_summary_rejects_a_file_that_is_not_a_trace(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{\"traceEvents\": 3}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the time of profiled training steps goes: a summary of a trace from training.profile_steps.
 
-usage: profile_summary.py TRACE [--top N]
+usage: profile_summary.py TRACE [--top N] [--gaps N]
 
 TRACE is output_dir/profile/trace_rank<r>.json (a Chrome trace written by libtorch's Kineto profiler).
 With GPU activity in the trace it prints, as a markdown table, the GPU kernel time per category
@@ -10,8 +10,11 @@ other elementwise, by kernel name), its share of the summed kernel time and the 
 GPU's busy and idle fractions over the profiled window: the span of the ProfilerStep#<n> ranges (else
 from the first to the last GPU event), busy = the union of kernel/memcpy/memset intervals per device.
 A large idle fraction with short kernels means the step is launch-bound (the CPU cannot issue kernels
-as fast as the GPU runs them). A CPU-only trace (a CPU run) gets the same table over the ATen ops' self
-time (time in the op minus the ops it called) instead.
+as fast as the GPU runs them). --gaps N says where that idle time comes from: the GPU's idle gaps of the
+first device grouped by the innermost CPU op running when each began (aten::item waiting for a result, a
+pinned-memory copy, the optimizer's launches...), and the N longest with the kernels on either side.
+A CPU-only trace (a CPU run) gets the same table over the ATen ops' self time (time in the op minus the
+ops it called) instead.
 """
 import argparse
 import json
@@ -100,6 +103,68 @@ def self_times(ops):
     return result
 
 
+def idle_gaps(kernels, lo, hi):
+    """[(start, end, kernel before, kernel after)] where none of `kernels` ([(start, end, name)]) runs,
+    inside [lo, hi)."""
+    gaps, cursor, last = [], lo, None
+    for start, end, name in sorted(kernels):
+        if start >= hi:
+            if cursor < hi:
+                gaps.append((cursor, hi, last, name))
+            cursor = hi
+            break
+        if start > cursor:
+            gaps.append((cursor, start, last, name))
+        if end > cursor:
+            cursor, last = end, name
+    if cursor < hi:
+        gaps.append((cursor, hi, last, None))
+    return gaps
+
+
+def innermost_ops(events, times):
+    """For each of the sorted `times`, the innermost CPU op of the busiest thread running then (one sweep:
+    a thread's ops nest)."""
+    by_thread = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "cpu_op":
+            by_thread[(e.get("pid"), e.get("tid"))].append((float(e["ts"]), float(e["ts"]) + float(e["dur"]),
+                                                              e.get("name", "")))
+    ops = sorted(max(by_thread.values(), key=len, default=[]), key=lambda o: (o[0], -o[1]))
+    result, stack, i = [], [], 0
+    for t in times:
+        while i < len(ops) and ops[i][0] <= t:
+            while stack and stack[-1][1] <= ops[i][0]:
+                stack.pop()
+            stack.append(ops[i])
+            i += 1
+        while stack and stack[-1][1] <= t:
+            stack.pop()
+        result.append(stack[-1][2] if stack else "(no CPU op: between ops)")
+    return result
+
+
+def gap_report(events, kernels, lo, hi, count):
+    """Markdown: the idle gaps of `kernels` ([(start, end, name)], one device) in [lo, hi), by the innermost
+    CPU op running at each gap's start, and the `count` longest."""
+    gaps = idle_gaps(kernels, lo, hi)
+    ops = innermost_ops(events, [g[0] for g in gaps])
+    by_op = defaultdict(lambda: [0.0, 0])
+    for (start, end, _, _), op in zip(gaps, ops):
+        by_op[op][0] += end - start
+        by_op[op][1] += 1
+    short = lambda name: "—" if name is None else (name if len(name) <= 60 else name[:57] + "...")
+    out = ["", f"GPU idle gaps: {len(gaps)}, {sum(g[1] - g[0] for g in gaps) / 1000:.3f} ms in all. By the CPU op "
+           "running when each began:", "", "| CPU op | idle ms | gaps |", "|---|---:|---:|"]
+    for name, (micros, n) in sorted(by_op.items(), key=lambda kv: -kv[1][0])[:15]:
+        out.append(f"| `{name}` | {micros / 1000:.3f} | {n} |")
+    out += ["", f"The {count} longest:", "", "| at ms | idle us | CPU op | kernel before | kernel after |",
+            "|---:|---:|---|---|---|"]
+    for (start, end, before, after), op in sorted(zip(gaps, ops), key=lambda g: g[0][0] - g[0][1])[:count]:
+        out.append(f"| {(start - lo) / 1000:.3f} | {end - start:.0f} | `{op}` | `{short(before)}` | `{short(after)}` |")
+    return out
+
+
 def table(rows, total_label, unit_label, count_label):
     """rows: (category, microseconds, count). Markdown, sorted by time."""
     total = sum(t for _, t, _ in rows) or 1.0
@@ -110,7 +175,7 @@ def table(rows, total_label, unit_label, count_label):
     return "\n".join(lines)
 
 
-def summarize(path, top=0):
+def summarize(path, top=0, gaps=0):
     events = load_events(path)
     # The CPU-side step ranges (Kineto also mirrors user ranges onto the GPU timeline as gpu_user_annotation).
     steps = sorted((int(m.group(1)), float(e["ts"]), float(e["ts"]) + float(e["dur"]))
@@ -134,6 +199,7 @@ def summarize(path, top=0):
         per_category = defaultdict(lambda: [0.0, 0])
         per_kernel = defaultdict(lambda: [0.0, 0])
         per_device = defaultdict(list)
+        named = defaultdict(list)  # device -> (start, end, kernel name)
         for e in gpu:
             start, dur = float(e["ts"]), float(e["dur"])
             category = category_of(e.get("name", ""))
@@ -143,6 +209,7 @@ def summarize(path, top=0):
             per_kernel[e.get("name", "")][1] += 1
             device = (e.get("args") or {}).get("device", e.get("pid"))
             per_device[device].append((start, start + dur))
+            named[device].append((start, start + dur, e.get("name", "")))
         rows = [(c, t, n) for c, (t, n) in per_category.items()]
         out.append(table(rows, "all GPU kernels", "GPU kernel time", "launches"))
         window = hi - lo
@@ -161,6 +228,8 @@ def summarize(path, top=0):
             for name, (t, n) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
                 short = name if len(name) <= 100 else name[:97] + "..."
                 out.append(f"| `{short}` | {category_of(name)} | {t / 1000:.3f} | {n} |")
+        if gaps:
+            out += gap_report(events, named[min(named, key=str)], lo, hi, gaps)
     else:
         ops = [e for e in events if e.get("cat") == "cpu_op"]
         if not ops:
@@ -185,8 +254,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trace", help="output_dir/profile/trace_rank<r>.json")
     parser.add_argument("--top", type=int, default=0, help="also list the N kernels that take the most time")
+    parser.add_argument("--gaps", type=int, default=0,
+                        help="also say where the GPU's idle time comes from, with its N longest gaps")
     args = parser.parse_args()
-    print(summarize(args.trace, args.top))
+    print(summarize(args.trace, args.top, args.gaps))
 
 
 if __name__ == "__main__":
