@@ -198,7 +198,8 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, at::Tensor dy, LayerA
     dact.reset();
     a.gate.reset();
     a.up.reset();
-    dh_post = project_group_backward(ctx, InputGroup::mlp, {std::move(dgate), std::move(dup)}, a.h_post, a, grads, true);
+    dh_post =
+        project_group_backward(ctx, InputGroup::mlp, {std::move(dgate), std::move(dup)}, a.h_post, a, grads, true);
   }
   a.h_post.reset();
   dh_post = hook(s.column_input_grad, std::move(dh_post));  // one reduction for gate and up together

@@ -27,7 +27,8 @@ struct TokenRow {
 std::vector<TokenRow> read_pretokenized_jsonl(const std::string& path, int64_t vocab_size, int64_t max_positions);
 
 // Stacks rows into one micro-batch in host memory (the model sends it to its device without waiting for
-// the GPU), padding shorter rows at the end (segment -1, label -100). Rows of one length without packing information become a plain causal batch.
+// the GPU), padding shorter rows at the end (segment -1, label -100). Rows of one length without packing
+// information become a plain causal batch.
 // `length_multiple`: the padded length is rounded up to a multiple of it (sequence parallelism splits the
 // tokens evenly over the tensor-parallel ranks); the extra positions are padding (segment -1, label -100).
 model::Batch collate_rows(const std::vector<const TokenRow*>& rows, int64_t length_multiple = 1);
