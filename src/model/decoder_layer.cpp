@@ -122,12 +122,12 @@ at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActi
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
   if (ctx.mlp_shards > 1) {
-    // A tiled MLP's backward makes each chunk again, down's LoRA product included: the recompute ends here.
+    // A tiled MLP keeps nothing: its backward makes each chunk again, down's LoRA product included, so
+    // the recompute ends here.
     if (!output) return at::Tensor();
-    at::Tensor* xa_down = acts != nullptr ? &a.xa[static_cast<int>(Projection::down)] : nullptr;
     return a.x_mid + hook(s.row_output, ops::tiled_mlp_forward(input_group(ctx, InputGroup::mlp),
                                                                projection(ctx, Projection::down), a.h_post,
-                                                               ctx.mlp_shards, xa_down));
+                                                               ctx.mlp_shards));
   }
   const std::vector<at::Tensor> gate_up = project_group(ctx, InputGroup::mlp, a.h_post, acts);
   a.gate = gate_up[0];
@@ -186,11 +186,11 @@ at::Tensor decoder_layer_backward(const LayerContext& ctx, at::Tensor dy, LayerA
   // MLP block: y = x_mid + down(swiglu(gate(h), up(h))), h = norm(x_mid).
   at::Tensor dh_post;
   if (ctx.mlp_shards > 1) {
-    ops::TiledMlpGrads tg{linear_grads(ctx, Projection::gate, grads, true), linear_grads(ctx, Projection::up, grads, true),
+    ops::TiledMlpGrads tg{linear_grads(ctx, Projection::gate, grads, true),
+                          linear_grads(ctx, Projection::up, grads, true),
                           linear_grads(ctx, Projection::down, grads, true)};
     dh_post = ops::tiled_mlp_backward(input_group(ctx, InputGroup::mlp), projection(ctx, Projection::down),
-                                      hook(s.row_output_grad, dy), a.h_post, a.xa[static_cast<int>(Projection::down)],
-                                      ctx.mlp_shards, tg);
+                                      hook(s.row_output_grad, dy), a.h_post, ctx.mlp_shards, tg);
   } else {
     at::Tensor dact = project_backward(ctx, Projection::down, hook(s.row_output_grad, dy), a.act, a, grads, true);
     a.act.reset();

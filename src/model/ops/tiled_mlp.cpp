@@ -42,33 +42,27 @@ int64_t tiled_mlp_chunk_rows(int64_t rows, int64_t num_shards) {
   return std::max<int64_t>(1, (rows + num_shards - 1) / num_shards);
 }
 
-at::Tensor tiled_mlp_forward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& h, int64_t num_shards,
-                             at::Tensor* xa_down) {
+at::Tensor tiled_mlp_forward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& h,
+                             int64_t num_shards) {
   QFT_CHECK(gate_up.members.size() == 2, "tiled MLP: the gate/up group has {} members", gate_up.members.size());
   const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
   at::Tensor y = at::empty({N, out_features(down)}, h.options());
-  const bool keep_xa = xa_down != nullptr && down.lora.has_value();
-  if (keep_xa) *xa_down = at::empty({N, down.lora->A.size(0)}, h.options());
   std::vector<Linear> members;
   for (int64_t begin = 0; begin < N; begin += rows) {
     const int64_t n = std::min(rows, N - begin);
     const at::Tensor hc = h.narrow(0, begin, n);
     const std::vector<at::Tensor> gu = lora_group_forward(group_for_chunk(gate_up, begin, members), hc, nullptr);
     const at::Tensor act = swiglu_forward(gu[0], gu[1]);
-    at::Tensor xa;
-    y.narrow(0, begin, n).copy_(linear_forward(for_chunk(down, begin), act, keep_xa ? &xa : nullptr));
-    if (keep_xa) xa_down->narrow(0, begin, n).copy_(xa);
+    y.narrow(0, begin, n).copy_(linear_forward(for_chunk(down, begin), act, nullptr));
   }
   return y;
 }
 
 at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& dy, const at::Tensor& h,
-                              const at::Tensor& xa_down, int64_t num_shards, const TiledMlpGrads& grads) {
+                              int64_t num_shards, const TiledMlpGrads& grads) {
   QFT_CHECK(gate_up.members.size() == 2, "tiled MLP: the gate/up group has {} members", gate_up.members.size());
   const int64_t N = h.size(0), rows = tiled_mlp_chunk_rows(N, num_shards);
   QFT_CHECK(dy.size(0) == N, "tiled MLP backward: dy has {} rows, the input {}", dy.size(0), N);
-  QFT_CHECK(!xa_down.defined() || xa_down.size(0) == N, "tiled MLP backward: down's LoRA input projection has {} rows, "
-            "the input {}", xa_down.defined() ? xa_down.size(0) : 0, N);
   LinearGrads g_down = grads.down;
   g_down.need_dx = true;
   const std::vector<LinearGrads> g_gate_up = {grads.gate, grads.up};
@@ -85,9 +79,7 @@ at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, co
     const std::vector<at::Tensor*> xa_slots = {&xa_gate_up[0], &xa_gate_up[1]};
     const std::vector<at::Tensor> gu = lora_group_forward(group, hc, &xa_slots);
     const at::Tensor act = swiglu_forward(gu[0], gu[1]);
-    const at::Tensor xa_d = !down.lora            ? at::Tensor()
-                            : xa_down.defined() ? xa_down.narrow(0, begin, n)
-                                                : lora_input_projection(down_c, act);
+    const at::Tensor xa_d = lora_input_projection(down_c, act);  // undefined without LoRA
     const at::Tensor dact = linear_backward(down_c, dy.narrow(0, begin, n), act, xa_d, g_down);
     const auto [dgate, dup] = swiglu_backward(dact, gu[0], gu[1]);
     dh.narrow(0, begin, n).copy_(lora_group_backward(group, {dgate, dup}, hc, xa_gate_up, g_gate_up, true));

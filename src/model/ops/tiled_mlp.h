@@ -31,20 +31,18 @@ int64_t tiled_mlp_chunk_rows(int64_t rows, int64_t num_shards);
 
 // h [N, H] (as gate/up read it: after the column hook) -> down's output [N, H] (before the row hook).
 // `gate_up` is the group {gate, up} (lora_group.h: their LoRA A stacked), run on each chunk as the
-// untiled layer runs it on all rows. When down has a LoRA branch and `xa_down` is given, it receives
-// down's dropout(act) A^T [N, r] (small), which backward reads for down's B gradient instead of making it
-// again.
-at::Tensor tiled_mlp_forward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& h, int64_t num_shards,
-                             at::Tensor* xa_down);
+// untiled layer runs it on all rows. Nothing is kept: backward makes each chunk again, down's LoRA
+// product dropout(act) A^T included.
+at::Tensor tiled_mlp_forward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& h,
+                             int64_t num_shards);
 
 struct TiledMlpGrads {
   LinearGrads gate, up, down;  // their need_dx is ignored: dh is always made
 };
 
 // dh [N, H] (before the column hook) for dy, the gradient at down's output (after the row hook),
-// accumulating the requested weight and LoRA gradients. `xa_down`: what the forward kept, or undefined
-// (a recompute that skipped the MLP): each chunk's is then made again with the chunk, the same values.
+// accumulating the requested weight and LoRA gradients.
 at::Tensor tiled_mlp_backward(const LinearGroup& gate_up, const Linear& down, const at::Tensor& dy, const at::Tensor& h,
-                              const at::Tensor& xa_down, int64_t num_shards, const TiledMlpGrads& grads);
+                              int64_t num_shards, const TiledMlpGrads& grads);
 
 }  // namespace qft::model::ops
