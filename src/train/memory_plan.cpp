@@ -33,9 +33,9 @@ int64_t estimate_activation_bytes(const ActivationShape& s) {
   // The residual stream (x, x_mid) holds 1/T of the rows under sequence parallelism; the norms' outputs
   // as q/k/v and gate/up read them (h_in, h_post) hold all rows.
   const int64_t residual = residual_width(s);
-  // A tiled MLP keeps none of gate, up, act, nor the LoRA x·Aᵀ of gate and up, for any row.
+  // A tiled MLP keeps none of gate, up, act, nor the LoRA x·Aᵀ of gate, up and down, for any row.
   const int64_t mlp = s.tiled_mlp ? 0 : 3 * i;
-  const int64_t lora_kept = s.tiled_mlp ? 5 : 7;
+  const int64_t lora_kept = s.tiled_mlp ? 4 : 7;
   // LayerActivations per token: x, h_in, q_pre, k_pre, v, q, k, attn, x_mid, h_post, gate, up, act (compute
   // dtype), the attention's log-sum-exp (fp32 per head) and the LoRA x·Aᵀ of seven projections.
   const int64_t per_layer = (2 * residual + 2 * h + 3 * q + 3 * kv + mlp) * b + c.num_attention_heads * 4 +

@@ -796,9 +796,10 @@ TEST(MemoryPlan, TiledMlpAndOffloadingShrinkTheLongContextEstimate) {
   ActivationShape tiled = base;
   tiled.tiled_mlp = true;
   // Gone: gate, up, act kept by the layer being recomputed and the three MLP gradients of its backward, for
-  // every token, and the LoRA x·Aᵀ of gate and up; added: one chunk (auto: 128 chunks of 4096 rows) of the six.
+  // every token, and the LoRA x·Aᵀ of gate, up and down; added: one chunk (auto: 128 chunks of 4096 rows) of
+  // the six.
   const int64_t chunk_rows = N / 128;
-  EXPECT_EQ(untiled - estimate_activation_bytes(tiled), N * 6 * I * b + N * 2 * 16 * b - chunk_rows * 6 * I * b);
+  EXPECT_EQ(untiled - estimate_activation_bytes(tiled), N * 6 * I * b + N * 3 * 16 * b - chunk_rows * 6 * I * b);
   ActivationShape bigger_chunks = tiled;
   bigger_chunks.tiled_mlp_num_shards = 16;
   EXPECT_EQ(estimate_activation_bytes(bigger_chunks) - estimate_activation_bytes(tiled), (N / 16 - chunk_rows) * 6 * I * b);
