@@ -69,12 +69,16 @@ at::Tensor allocate_host(int64_t bytes, bool pinned) {
   return at::empty({bytes}, bytes_options);
 }
 
+const char* part_name(ActivationOffload::Part part) {
+  return part == ActivationOffload::Part::input ? "input" : "mid residual";
+}
+
 }  // namespace
 
 ActivationOffload::ActivationOffload(int64_t offloaded_layers)
     : offloaded_layers_(offloaded_layers), streams_(std::make_unique<Streams>()) {
   QFT_CHECK(offloaded_layers >= 0, "activation offloading: {} layers", offloaded_layers);
-  for (int64_t i = 0; i < offloaded_layers; ++i) slots_.push_back(std::make_unique<Slot>());
+  for (int64_t i = 0; i < offloaded_layers * kParts; ++i) slots_.push_back(std::make_unique<Slot>());
 }
 
 ActivationOffload::~ActivationOffload() {
@@ -92,17 +96,16 @@ int64_t ActivationOffload::host_bytes() const {
   return total;
 }
 
-at::Tensor ActivationOffload::host_view(int64_t layer) {
-  Slot& s = *slots_[layer];
+at::Tensor ActivationOffload::host_view(const Slot& s) {
   int64_t numel = 1;
   for (int64_t d : s.shape) numel *= d;
   return s.host.narrow(0, 0, numel * static_cast<int64_t>(c10::elementSize(s.dtype))).view(s.dtype).view(s.shape);
 }
 
-at::Tensor ActivationOffload::save(int64_t layer, const at::Tensor& x) {
+at::Tensor ActivationOffload::save(int64_t layer, const at::Tensor& x, Part part) {
   if (!offloads(layer)) return x;
-  QFT_CHECK(x.is_contiguous(), "activation offloading: layer {}'s input is not contiguous", layer);
-  Slot& s = *slots_[layer];
+  QFT_CHECK(x.is_contiguous(), "activation offloading: layer {}'s {} is not contiguous", layer, part_name(part));
+  Slot& s = slot(layer, part);
   const int64_t bytes = static_cast<int64_t>(x.nbytes());
   if (!s.host.defined() || s.host.numel() < bytes) {
     streams_->synchronize();  // an earlier step's copy may still use the old buffer
@@ -114,7 +117,7 @@ at::Tensor ActivationOffload::save(int64_t layer, const at::Tensor& x) {
   s.device = x.device();
   s.restored = at::Tensor();
   s.restoring = false;
-  at::Tensor dst = host_view(layer);
+  at::Tensor dst = host_view(s);
   if (x.is_cuda()) {
 #ifdef QFT_CUDA
     c10::cuda::CUDAStream side = streams_->for_device(x.device());
@@ -136,10 +139,10 @@ at::Tensor ActivationOffload::save(int64_t layer, const at::Tensor& x) {
   return at::Tensor();
 }
 
-void ActivationOffload::start_restore(int64_t layer) {
-  Slot& s = *slots_[layer];
+void ActivationOffload::start_restore(int64_t layer, Part part) {
+  Slot& s = slot(layer, part);
   if (s.restoring) return;
-  QFT_CHECK(s.saved, "activation offloading: layer {}'s input was not saved in this step", layer);
+  QFT_CHECK(s.saved, "activation offloading: layer {}'s {} was not saved in this step", layer, part_name(part));
   s.restored = at::empty(s.shape, at::TensorOptions().dtype(s.dtype).device(s.device));
   if (s.device.is_cuda()) {
 #ifdef QFT_CUDA
@@ -150,24 +153,30 @@ void ActivationOffload::start_restore(int64_t layer) {
     allocated.block(side);
     {
       c10::cuda::CUDAStreamGuard guard(side);
-      s.restored.copy_(host_view(layer), /*non_blocking=*/true);
+      s.restored.copy_(host_view(s), /*non_blocking=*/true);
     }
     s.arrived.record(side);
     c10::cuda::CUDACachingAllocator::recordStream(s.restored.storage().data_ptr(), side);
 #endif
   } else {
-    s.restored.copy_(host_view(layer));
+    s.restored.copy_(host_view(s));
   }
   s.restoring = true;
 }
 
-at::Tensor ActivationOffload::restore(int64_t layer, const at::Tensor& kept) {
+at::Tensor ActivationOffload::restore(int64_t layer, const at::Tensor& kept, Part part) {
   // This layer's copy first (already under way unless it is the highest offloaded layer): the side stream
   // runs the copies in order, and this one is waited for now.
-  if (offloads(layer)) start_restore(layer);
-  if (offloads(layer - 1)) start_restore(layer - 1);  // arrives during this layer's backward
+  if (offloads(layer)) start_restore(layer, part);
+  // Then the rest of what this layer saved, then what layer-1 saved (arriving during this layer's backward).
+  auto start_saved = [&](int64_t l) {
+    for (const Part p : {Part::input, Part::mid_residual})
+      if (slot(l, p).saved) start_restore(l, p);
+  };
+  if (offloads(layer)) start_saved(layer);
+  if (offloads(layer - 1)) start_saved(layer - 1);
   if (!offloads(layer)) return kept;
-  Slot& s = *slots_[layer];
+  Slot& s = slot(layer, part);
 #ifdef QFT_CUDA
   if (s.device.is_cuda()) s.arrived.block(c10::cuda::getCurrentCUDAStream(s.device.index()));
 #endif

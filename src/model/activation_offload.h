@@ -10,6 +10,8 @@
 //
 // The first layers are the ones offloaded because their inputs wait longest (their backward comes last);
 // the last layers' inputs stay on the GPU, where their backward needs them right after the forward.
+// With training.checkpoint_residuals a layer keeps a second tensor of the same shape, its residual after
+// attention (Part::mid_residual), offloaded and brought back with its input.
 #pragma once
 
 #include <cstdint>
@@ -31,23 +33,28 @@ class ActivationOffload {
   int64_t offloaded_layers() const { return offloaded_layers_; }
   bool offloads(int64_t layer) const { return layer >= 0 && layer < offloaded_layers_; }
 
-  // Forward, when layer `layer` is about to run on input `x`: what the step keeps for it — `x` itself,
-  // or an undefined tensor when the input went to host memory (the copy may still be running; `x`'s
-  // device memory is not reused before it finished).
-  at::Tensor save(int64_t layer, const at::Tensor& x);
+  // What of a layer is kept: its input, or its residual after attention.
+  enum class Part { input = 0, mid_residual = 1 };
 
-  // Backward, before layer `layer`'s recompute: its input again, on the device it came from (`kept` is
-  // what save returned). Starts bringing back the input of layer-1 so that it arrives during this
-  // layer's backward.
-  at::Tensor restore(int64_t layer, const at::Tensor& kept);
+  // Forward, when layer `layer` is about to run on input `x` (or has made its mid residual `x`): what the
+  // step keeps for it — `x` itself, or an undefined tensor when it went to host memory (the copy may
+  // still be running; `x`'s device memory is not reused before it finished).
+  at::Tensor save(int64_t layer, const at::Tensor& x, Part part = Part::input);
+
+  // Backward, before layer `layer`'s recompute: its input (or mid residual) again, on the device it came
+  // from (`kept` is what save returned). Starts bringing back what layer-1 saved so that it arrives
+  // during this layer's backward.
+  at::Tensor restore(int64_t layer, const at::Tensor& kept, Part part = Part::input);
 
   // Page-locked (GPU) or plain (CPU) host bytes held for the offloaded inputs.
   int64_t host_bytes() const;
 
  private:
   struct Slot;
-  void start_restore(int64_t layer);
-  at::Tensor host_view(int64_t layer);
+  static constexpr int64_t kParts = 2;
+  Slot& slot(int64_t layer, Part part) { return *slots_[layer * kParts + static_cast<int64_t>(part)]; }
+  void start_restore(int64_t layer, Part part);
+  static at::Tensor host_view(const Slot& s);
 
   int64_t offloaded_layers_ = 0;
   std::vector<std::unique_ptr<Slot>> slots_;

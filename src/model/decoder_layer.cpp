@@ -94,7 +94,10 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
 namespace {
 
 // The forward; without `output` (the recompute before backward) it stops once the activations are saved.
-at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts, bool output) {
+// `kept_mid` (recompute only): the residual after attention, kept since forward, so that o's GEMM (and
+// its tensor-parallel reduction) is not run again. `mid_out` (forward): where to leave that residual.
+at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts, bool output,
+                         const at::Tensor& kept_mid = at::Tensor(), at::Tensor* mid_out = nullptr) {
   const Qwen3Config& c = *ctx.config;
   const LayerWeights& w = *ctx.weights;
   const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = c.head_dim;
@@ -117,7 +120,14 @@ at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActi
   a.attn = ops::attention_forward(a.q.view({ctx.B, ctx.T, nH, D}), a.k.view({ctx.B, ctx.T, nKV, D}),
                                   a.v.view({ctx.B, ctx.T, nKV, D}), ctx.attention, &a.lse)
                .view({N, nH * D});
-  a.x_mid = x + hook(s.row_output, project(ctx, Projection::o, a.attn, acts));
+  if (kept_mid.defined()) {
+    // Backward reads o's input and LoRA product, not its output.
+    a.xa[static_cast<int>(Projection::o)] = ops::lora_input_projection(projection(ctx, Projection::o), a.attn);
+    a.x_mid = kept_mid;
+  } else {
+    a.x_mid = x + hook(s.row_output, project(ctx, Projection::o, a.attn, acts));
+  }
+  if (mid_out != nullptr) *mid_out = a.x_mid;
 
   // MLP block.
   a.h_post = hook(s.column_input, ops::rms_norm_forward(a.x_mid, w.post_attention_layernorm, eps, &a.rstd_post));
@@ -144,12 +154,14 @@ at::Tensor layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActi
 
 }  // namespace
 
-at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts) {
-  return layer_forward(ctx, x, acts, /*output=*/true);
+at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts,
+                                 at::Tensor* mid_residual) {
+  return layer_forward(ctx, x, acts, /*output=*/true, at::Tensor(), mid_residual);
 }
 
-void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts) {
-  layer_forward(ctx, x, &acts, /*output=*/false);
+void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts,
+                             const at::Tensor& mid_residual) {
+  layer_forward(ctx, x, &acts, /*output=*/false, mid_residual);
 }
 
 void drop_recomputable(LayerActivations& a) {

@@ -84,13 +84,17 @@ std::array<Linear, kNumProjections> layer_projections(const LayerWeights& weight
                                                       const std::array<LoraPair, kNumProjections>* lora, double scaling,
                                                       double dropout, uint64_t dropout_seed, int64_t layer);
 
-// y = layer(x). When `acts` is given, it is filled with what backward needs.
-at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts);
+// y = layer(x). When `acts` is given, it is filled with what backward needs; `mid_residual`, when given,
+// receives the residual after attention (x_mid), which gradient checkpointing may keep beside x.
+at::Tensor decoder_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations* acts,
+                                 at::Tensor* mid_residual = nullptr);
 
 // Gradient checkpointing's recompute before backward: fills `acts` as decoder_layer_forward does (the same
 // values) but makes no output, which backward never reads: the MLP's last GEMM is skipped, and a tiled MLP
-// (ctx.mlp_shards > 1) entirely, since its backward makes its chunks again anyway.
-void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts);
+// (ctx.mlp_shards > 1) entirely, since its backward makes its chunks again anyway. Given the kept
+// `mid_residual` (training.checkpoint_residuals), o's GEMM is skipped too: backward reads only its input.
+void decoder_layer_recompute(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts,
+                             const at::Tensor& mid_residual = at::Tensor());
 
 // Selective recompute (Megatron's recompute_granularity: selective): after a saving forward, drop what is
 // cheap to make again — the two norms' outputs, q/k after their norms and RoPE, the SwiGLU activation —

@@ -1,5 +1,6 @@
 #include "model/qwen3_model.h"
 
+#include <limits>
 #include <vector>
 
 #include <c10/core/GradMode.h>
@@ -88,6 +89,35 @@ LayerContext layer_context(const PreparedBatch& p, const Qwen3Config& c, const Q
   return ctx;
 }
 
+LayerRecompute layer_recompute(const StepOptions& options, int64_t layer) {
+  if (options.gradient_checkpointing)
+    return options.recompute_num_layers < 0 || layer < options.recompute_num_layers ? LayerRecompute::full
+                                                                                    : LayerRecompute::cheap;
+  return options.selective_recompute ? LayerRecompute::cheap : LayerRecompute::none;
+}
+
+at::Tensor checkpointed_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts,
+                                      const StepOptions& options, ActivationOffload* offload) {
+  using Part = ActivationOffload::Part;
+  acts.x = offload != nullptr ? offload->save(ctx.layer, x) : x;
+  at::Tensor mid;
+  at::Tensor y = decoder_layer_forward(ctx, x, nullptr, options.checkpoint_residuals ? &mid : nullptr);
+  if (options.checkpoint_residuals)
+    acts.x_mid = offload != nullptr ? offload->save(ctx.layer, mid, Part::mid_residual) : mid;
+  return y;
+}
+
+void checkpointed_layer_recompute(const LayerContext& ctx, LayerActivations& acts, const StepOptions& options,
+                                  ActivationOffload* offload) {
+  using Part = ActivationOffload::Part;
+  // Held by acts alone, which backward releases. Same dropout masks: they derive from the seed.
+  at::Tensor x = std::move(acts.x), mid = std::move(acts.x_mid);
+  if (offload != nullptr) x = offload->restore(ctx.layer, x);
+  if (options.checkpoint_residuals && offload != nullptr)
+    mid = offload->restore(ctx.layer, mid, Part::mid_residual);
+  decoder_layer_recompute(ctx, x, acts, mid);
+}
+
 int64_t tiled_mlp_shards(const StepOptions& options, int64_t rows, int64_t hidden_size) {
   if (!options.tiled_mlp) return 1;
   return options.tiled_mlp_num_shards > 0 ? options.tiled_mlp_num_shards
@@ -166,12 +196,12 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   const LayerHooks& hooks = options.hooks;
   for (int64_t i = 0; i < L; ++i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
-    if (options.gradient_checkpointing) {
-      acts[i].x = offload != nullptr ? offload->save(i, x) : x;
-      x = decoder_layer_forward(ctx_of(i), x, nullptr);
+    const LayerRecompute recompute = layer_recompute(options, i);
+    if (recompute == LayerRecompute::full) {
+      x = checkpointed_layer_forward(ctx_of(i), x, acts[i], options, offload);
     } else {
       x = decoder_layer_forward(ctx_of(i), x, &acts[i]);
-      if (options.selective_recompute) drop_recomputable(acts[i]);
+      if (recompute == LayerRecompute::cheap) drop_recomputable(acts[i]);
     }
   }
   at::Tensor rstd;
@@ -191,11 +221,10 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   for (int64_t i = L - 1; i >= 0; --i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
-    if (options.gradient_checkpointing) {
-      // Same dropout masks: they derive from the seed. The input is held by acts[i] alone, which
-      // backward releases.
-      decoder_layer_recompute(ctx, offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x, acts[i]);
-    } else if (options.selective_recompute) {
+    const LayerRecompute recompute = layer_recompute(options, i);
+    if (recompute == LayerRecompute::full) {
+      checkpointed_layer_recompute(ctx, acts[i], options, offload);
+    } else if (recompute == LayerRecompute::cheap) {
       recompute_cheap(ctx, acts[i]);
     }
     LayerGrads lg;
@@ -208,7 +237,9 @@ LossSum Qwen3Model::forward_backward(const Batch& batch, const LoraWeights* lora
   if (gw != nullptr) ops::embedding_backward(dx, p.ids, gw->embed_tokens);
 
   LossSum r;
-  r.loss_sum = ce.loss_sum.item<double>();  // the step's only wait for the GPU, once all of it is queued
+  r.loss = ce.loss_sum;
+  // The step's only wait for the GPU, once all of it is queued (or the caller's, later).
+  r.loss_sum = options.read_loss ? ce.loss_sum.item<double>() : std::numeric_limits<double>::quiet_NaN();
   r.target_tokens = ce.target_tokens;
   return r;
 }

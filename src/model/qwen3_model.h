@@ -45,6 +45,14 @@ struct StepOptions {
   // Without gradient_checkpointing: save each layer's activations but drop the cheap ones, made again in
   // backward (decoder_layer.h drop_recomputable / recompute_cheap).
   bool selective_recompute = false;
+  // With gradient_checkpointing: only layers [0, recompute_num_layers) keep just their input and re-run
+  // their forward in backward; the later ones keep their activations but the cheap ones, as under
+  // selective_recompute (Megatron's recompute_method: block). The last layers' backward comes first, so
+  // their activations are held the shortest. -1: every layer.
+  int64_t recompute_num_layers = -1;
+  // With gradient_checkpointing: a checkpointed layer keeps its residual after attention beside its input
+  // (twice the kept [tokens, hidden] tensors, offloaded alike), so that its recompute skips o's GEMM.
+  bool checkpoint_residuals = false;
   // Loss and gradients are sums over target tokens divided by this: the number of target tokens in
   // the whole optimizer step (all micro-batches, later all ranks), so accumulation == one big batch.
   double loss_denominator = 1.0;
@@ -64,7 +72,23 @@ struct StepOptions {
   // all stay on the device. Owned by the caller, which keeps its host buffers from step to step.
   ActivationOffload* activation_offload = nullptr;
   LayerHooks hooks;
+  // false: forward_backward leaves LossSum::loss_sum unread (NaN) and returns the sum in LossSum::loss, on
+  // the device, so that the caller can queue more work (the optimizer's update) before waiting for the GPU.
+  bool read_loss = true;
 };
+
+// How a layer keeps what its backward reads: everything, everything but the cheap activations (made again
+// before its backward), or only its input (its forward made again).
+enum class LayerRecompute { none, cheap, full };
+LayerRecompute layer_recompute(const StepOptions& options, int64_t layer);
+
+// A checkpointed layer (LayerRecompute::full): its forward, keeping in `acts` only its input (and with
+// options.checkpoint_residuals its mid residual), each moved to host memory where `offload` says; returns
+// the layer's output. Then, before its backward, the recompute that brings them back and refills `acts`.
+at::Tensor checkpointed_layer_forward(const LayerContext& ctx, const at::Tensor& x, LayerActivations& acts,
+                                      const StepOptions& options, ActivationOffload* offload);
+void checkpointed_layer_recompute(const LayerContext& ctx, LayerActivations& acts, const StepOptions& options,
+                                  ActivationOffload* offload);
 
 // The number of MLP chunks (LayerContext::mlp_shards) for a micro-batch of `rows` tokens.
 int64_t tiled_mlp_shards(const StepOptions& options, int64_t rows, int64_t hidden_size);
@@ -73,6 +97,7 @@ int64_t tiled_mlp_shards(const StepOptions& options, int64_t rows, int64_t hidde
 struct LossSum {
   double loss_sum = 0.0;       // sum of per-token losses over targets in this micro-batch (unscaled)
   int64_t target_tokens = 0;   // number of labels != -100 after the shift
+  at::Tensor loss;             // loss_sum as a 0-dim tensor on the weights' device (forward_backward)
 };
 
 // Trainable state: either LoRA adapters (base frozen) or the base weights themselves (full fine-tune).

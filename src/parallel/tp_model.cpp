@@ -1,5 +1,7 @@
 #include "parallel/tp_model.h"
 
+#include <limits>
+
 #include <c10/core/GradMode.h>
 
 #include "core/error.h"
@@ -53,7 +55,6 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     return tensor_parallel_context(layer_context(p, local, w, compute, i, dropout, options.dropout_seed, mlp_shards),
                                    tp, sp);
   };
-  const bool save = grads != nullptr && !options.gradient_checkpointing;
   ActivationOffload* offload = grads != nullptr && options.gradient_checkpointing ? options.activation_offload : nullptr;
   std::vector<LayerActivations> acts(L);
   // Under sequence parallelism the residual stream (x, the final norm) holds this rank's rows only.
@@ -61,9 +62,15 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   const LayerHooks& hooks = options.hooks;
   for (int64_t i = 0; i < L; ++i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::forward);
-    if (grads != nullptr && !save) acts[i].x = offload != nullptr ? offload->save(i, x) : x;
-    x = decoder_layer_forward(ctx_of(i), x, save ? &acts[i] : nullptr);
-    if (save && options.selective_recompute) drop_recomputable(acts[i]);
+    const LayerRecompute recompute = layer_recompute(options, i);
+    if (grads == nullptr) {
+      x = decoder_layer_forward(ctx_of(i), x, nullptr);
+    } else if (recompute == LayerRecompute::full) {
+      x = checkpointed_layer_forward(ctx_of(i), x, acts[i], options, offload);
+    } else {
+      x = decoder_layer_forward(ctx_of(i), x, &acts[i]);
+      if (recompute == LayerRecompute::cheap) drop_recomputable(acts[i]);
+    }
   }
   at::Tensor rstd;
   at::Tensor hn = ops::rms_norm_forward(x, w.norm, config.rms_norm_eps, &rstd);
@@ -91,9 +98,10 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
   for (int64_t i = L - 1; i >= 0; --i) {
     if (hooks.before_layer) hooks.before_layer(i, LayerPass::backward);
     const LayerContext ctx = ctx_of(i);
-    if (options.gradient_checkpointing) {
-      decoder_layer_recompute(ctx, offload != nullptr ? offload->restore(i, acts[i].x) : acts[i].x, acts[i]);
-    } else if (options.selective_recompute) {
+    const LayerRecompute recompute = layer_recompute(options, i);
+    if (recompute == LayerRecompute::full) {
+      checkpointed_layer_recompute(ctx, acts[i], options, offload);
+    } else if (recompute == LayerRecompute::cheap) {
       recompute_cheap(ctx, acts[i]);
     }
     LayerGrads lg;
@@ -103,7 +111,9 @@ LossSum run(const Qwen3Config& config, const Qwen3Weights& w, const Batch& batch
     if (hooks.after_backward) hooks.after_backward(i);
   }
   if (gw != nullptr) vocab_parallel_embedding_backward(dx, vocab, p.ids, gw->embed_tokens, tp, sp);
-  r.loss_sum = ce.loss_sum.item<double>();  // read once the whole step is queued
+  r.loss = ce.loss_sum;
+  // Read once the whole step is queued (or by the caller, later).
+  r.loss_sum = options.read_loss ? ce.loss_sum.item<double>() : std::numeric_limits<double>::quiet_NaN();
   return r;
 }
 

@@ -89,8 +89,8 @@ void AdamW::step_owned(at::Tensor p, const at::Tensor& grads_owned, double lr) {
   }
 }
 
-double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm) {
-  if (grads.empty()) return 0.0;
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm) {
+  if (grads.empty()) return at::zeros({}, at::kFloat);
   // torch.nn.utils.clip_grad_norm_ as HF calls it (foreach): one multi-tensor kernel for the norms and one
   // for the scaling on CUDA, the per-tensor loop it falls back to on the CPU — not two launches per
   // adapter factor, which at 0.6B cost more than the kernels themselves.
@@ -99,7 +99,7 @@ double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm) {
     const at::Tensor clip_coef = max_norm / (total + 1e-6);
     at::_foreach_mul_(grads, at::clamp_max(clip_coef, 1.0));
   }
-  return total.item<double>();
+  return total;
 }
 
 }  // namespace qft::train

@@ -57,7 +57,8 @@ class AdamW {
 
 // torch.nn.utils.clip_grad_norm_ (foreach=False, error_if_nonfinite=False): total = L2 norm of the
 // per-tensor L2 norms; every gradient is multiplied by min(1, max_norm / (total + 1e-6)). Returns the
-// total norm before clipping (what HF logs as grad_norm). `max_norm` <= 0: only the norm is computed.
-double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm);
+// total norm before clipping (what HF logs as grad_norm) as a 0-dim fp32 tensor on the gradients' device,
+// unread: nothing here waits for the GPU. `max_norm` <= 0: only the norm is computed.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm);
 
 }  // namespace qft::train

@@ -15,14 +15,21 @@ int64_t residual_width(const ActivationShape& s) {
   return s.sequence_parallel ? s.config.hidden_size / s.tensor_parallel_size : s.config.hidden_size;
 }
 
-int64_t offloaded(const ActivationShape& s) {
-  return s.gradient_checkpointing ? std::clamp<int64_t>(s.offloaded_layers, 0, s.config.num_hidden_layers) : 0;
+int64_t checkpointed(const ActivationShape& s) {
+  const int64_t L = s.config.num_hidden_layers;
+  if (!s.gradient_checkpointing) return 0;
+  return s.recompute_num_layers < 0 ? L : std::min(s.recompute_num_layers, L);
 }
+
+int64_t offloaded(const ActivationShape& s) { return std::clamp<int64_t>(s.offloaded_layers, 0, checkpointed(s)); }
+
+// The [tokens, hidden] tensors a checkpointed layer keeps: its input, and its mid residual.
+int64_t kept_per_layer(const ActivationShape& s) { return s.checkpoint_residuals ? 2 : 1; }
 
 }  // namespace
 
 int64_t estimate_offloaded_bytes(const ActivationShape& s) {
-  return offloaded(s) * s.tokens * residual_width(s) * s.activation_bytes;
+  return offloaded(s) * kept_per_layer(s) * s.tokens * residual_width(s) * s.activation_bytes;
 }
 
 int64_t estimate_activation_bytes(const ActivationShape& s) {
@@ -46,8 +53,14 @@ int64_t estimate_activation_bytes(const ActivationShape& s) {
   // Offloaded layer inputs leave the GPU; one of them is on its way back during the backward of the layer
   // above it.
   const int64_t K = offloaded(s);
-  const int64_t inputs_on_device = L - K + (K > 0 ? 1 : 0);
-  const int64_t saved = s.gradient_checkpointing ? inputs_on_device * residual * b + per_layer
+  // Checkpointing keeps the inputs of its layers; the layers above them recompute selectively, and are
+  // all released by the time the first checkpointed layer is recomputed.
+  const int64_t C = checkpointed(s);
+  const int64_t inputs_on_device = C - K + (K > 0 ? 1 : 0);
+  // Besides the kept inputs: the layers above the checkpointed ones, or the one layer being recomputed.
+  const int64_t layer_activations =
+      C < L ? std::max(per_layer, (L - C) * (per_layer - dropped) + dropped) : per_layer;
+  const int64_t saved = s.gradient_checkpointing ? inputs_on_device * kept_per_layer(s) * residual * b + layer_activations
                         : s.selective_recompute  ? L * (per_layer - dropped) + dropped
                                                  : L * per_layer;
   // Backward of one layer: the MLP gradients and a few hidden-size ones, flash attention's fp32 dq.

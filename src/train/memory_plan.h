@@ -23,12 +23,16 @@ struct ActivationShape {
   bool sequence_parallel = false;
   bool gradient_checkpointing = false;
   bool selective_recompute = false;  // every layer's activations but the cheap ones (decoder_layer.h)
+  // With gradient_checkpointing: the layers checkpointed (the first ones; the others recompute selectively).
+  // -1: all.
+  int64_t recompute_num_layers = -1;
+  bool checkpoint_residuals = false;  // a checkpointed layer keeps two [tokens, hidden] tensors, not one
   int64_t lora_r = 0;              // 0: no adapters
   int64_t activation_bytes = 2;    // of the compute dtype
   int64_t loss_chunk_tokens = 1024;
   bool tiled_mlp = false;            // model/ops/tiled_mlp.h
   int64_t tiled_mlp_num_shards = 0;  // 0: ceil(tokens / hidden_size)
-  int64_t offloaded_layers = 0;      // with gradient_checkpointing: layer inputs kept in host memory
+  int64_t offloaded_layers = 0;      // with gradient_checkpointing: layers whose kept inputs are in host memory
 };
 
 // Estimated peak bytes of one micro-batch's activations and backward transients on the device.

@@ -201,6 +201,21 @@ TrainingOptions read_training_section(ConfigReader section) {
   t.recompute_granularity = section.get_string("recompute_granularity", t.recompute_granularity);
   require(t.recompute_granularity == "full" || t.recompute_granularity == "selective", section,
           "recompute_granularity", "full or selective", t.recompute_granularity);
+  // The keys that shape what full recompute keeps: set (or on) without it, an error naming it.
+  const bool full_recompute = t.gradient_checkpointing && t.recompute_granularity == "full";
+  auto require_full_recompute = [&](bool set, const char* key, const char* what) {
+    QFT_CHECK(!set || full_recompute,
+              "{}: {} {}: it needs gradient_checkpointing: true with recompute_granularity: full",
+              section.where(key), key, what);
+  };
+  t.recompute_num_layers = section.get_int("recompute_num_layers", t.recompute_num_layers);
+  require(t.recompute_num_layers == -1 || t.recompute_num_layers >= 0, section, "recompute_num_layers",
+          "a number of layers (0 or more), or -1 (all)", t.recompute_num_layers);
+  require_full_recompute(section.has("recompute_num_layers"), "recompute_num_layers",
+                         "picks how many layers full recompute checkpoints");
+  t.checkpoint_residuals = section.get_bool("checkpoint_residuals", t.checkpoint_residuals);
+  require_full_recompute(t.checkpoint_residuals, "checkpoint_residuals",
+                         "keeps a second tensor per checkpointed layer");
   t.use_fused_kernels = section.get_bool("use_fused_kernels", t.use_fused_kernels);
   t.tiled_mlp = section.get_bool("tiled_mlp", t.tiled_mlp);
   t.tiled_mlp_num_shards = section.get_int("tiled_mlp_num_shards", t.tiled_mlp_num_shards);
@@ -210,10 +225,8 @@ TrainingOptions read_training_section(ConfigReader section) {
             "{}: tiled_mlp_num_shards applies only with tiled_mlp: true (it is false)",
             section.where("tiled_mlp_num_shards"));
   t.activation_offloading = section.get_bool("activation_offloading", t.activation_offloading);
-  QFT_CHECK(!t.activation_offloading || (t.gradient_checkpointing && t.recompute_granularity == "full"),
-            "{}: activation_offloading moves the layer inputs that gradient checkpointing keeps: it needs "
-            "gradient_checkpointing: true with recompute_granularity: full",
-            section.where("activation_offloading"));
+  require_full_recompute(t.activation_offloading, "activation_offloading",
+                         "moves the layer inputs that gradient checkpointing keeps");
   t.activation_offloading_layers = section.get_int("activation_offloading_layers", t.activation_offloading_layers);
   require(t.activation_offloading_layers == -1 || t.activation_offloading_layers >= 1, section,
           "activation_offloading_layers", "a positive number of layers, or -1 (all)", t.activation_offloading_layers);
@@ -412,7 +425,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
-                          "gradient_checkpointing", "recompute_granularity", "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
+                          "gradient_checkpointing", "recompute_granularity", "recompute_num_layers", "checkpoint_residuals",
+                          "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
                           "tiled_mlp", "tiled_mlp_num_shards", "activation_offloading",
                           "activation_offloading_layers",
                           "eval_steps",
@@ -542,6 +556,10 @@ nlohmann::json TrainConfig::to_json() const {
   // Written only where they apply: set without their switch they are an error.
   if (t.tiled_mlp) j["training"]["tiled_mlp_num_shards"] = t.tiled_mlp_num_shards;
   if (t.activation_offloading) j["training"]["activation_offloading_layers"] = t.activation_offloading_layers;
+  if (t.gradient_checkpointing && t.recompute_granularity == "full") {
+    j["training"]["recompute_num_layers"] = t.recompute_num_layers;
+    j["training"]["checkpoint_residuals"] = t.checkpoint_residuals;
+  }
   j["distributed"] = {{"tensor_parallel_size", distributed.tensor_parallel_size},
                       {"zero_stage", distributed.zero_stage},
                       {"sequence_parallel", distributed.sequence_parallel},

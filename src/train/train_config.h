@@ -88,6 +88,13 @@ struct TrainingOptions {
   // "selective" keeps the GEMM and attention outputs and recomputes only norms, RoPE and SwiGLU
   // (Megatron's recompute_granularity).
   std::string recompute_granularity = "full";
+  // With gradient_checkpointing and "full": only the first recompute_num_layers layers are checkpointed; the
+  // others keep their activations but the cheap ones, as "selective" does (Megatron's recompute_method:
+  // block with recompute_num_layers). Spends spare memory on fewer recomputed layers. -1: every layer.
+  int64_t recompute_num_layers = -1;
+  // With gradient_checkpointing and "full": a checkpointed layer also keeps its residual after attention,
+  // so that its recompute skips the attention output projection (o_proj) GEMM.
+  bool checkpoint_residuals = false;
   // On CUDA, run the fused kernels of kernels/ (norms, q/k norm + RoPE, SwiGLU, cross-entropy, AdamW, NF4)
   // instead of ATen's ops, and cuDNN's attention for one-sequence rows; no effect on CPU. Off: ATen and
   // FlashAttention-2 everywhere (comparisons).

@@ -201,11 +201,15 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
                        : "");
     }
   }
+  const int64_t checkpointed = checkpointed_layers();
   if (config_.training.activation_offloading) {
-    const int64_t L = model_config_.num_hidden_layers, asked = config_.training.activation_offloading_layers;
-    QFT_CHECK(asked <= L, "{}: training.activation_offloading_layers is {}, but the model has {} layers",
-              config_.source, asked, L);
-    activation_offload_ = std::make_unique<model::ActivationOffload>(asked == -1 ? L : asked);
+    const int64_t asked = config_.training.activation_offloading_layers;
+    QFT_CHECK(asked <= checkpointed, "{}: training.activation_offloading_layers is {}, but {} {} layers",
+              config_.source, asked,
+              config_.training.recompute_num_layers >= 0 ? "training.recompute_num_layers checkpoints only"
+                                                         : "the model has",
+              checkpointed);
+    activation_offload_ = std::make_unique<model::ActivationOffload>(asked == -1 ? checkpointed : asked);
   }
   check_memory(world_.all_reduce_sum(longest_row));
   // Only now that everything loaded and fits: overwrite_output_dir deletes the previous run's files.
@@ -309,6 +313,15 @@ void Trainer::prepare_output_dir() {
   world_.barrier();
 }
 
+int64_t Trainer::checkpointed_layers() const {
+  const TrainingOptions& t = config_.training;
+  const int64_t L = model_config_.num_hidden_layers;
+  if (!t.gradient_checkpointing || t.recompute_granularity != "full") return 0;
+  QFT_CHECK(t.recompute_num_layers <= L, "{}: training.recompute_num_layers is {}, but the model has {} layers",
+            config_.source, t.recompute_num_layers, L);
+  return t.recompute_num_layers < 0 ? L : t.recompute_num_layers;
+}
+
 void Trainer::check_memory(int64_t longest_row) {
   const TrainingOptions& t = config_.training;
   ActivationShape shape;
@@ -320,6 +333,8 @@ void Trainer::check_memory(int64_t longest_row) {
   shape.sequence_parallel = config_.distributed.sequence_parallel;
   shape.gradient_checkpointing = t.gradient_checkpointing && t.recompute_granularity == "full";
   shape.selective_recompute = t.gradient_checkpointing && t.recompute_granularity == "selective";
+  shape.recompute_num_layers = checkpointed_layers();
+  shape.checkpoint_residuals = t.checkpoint_residuals;
   shape.lora_r = full_finetuning_ ? 0 : lora_->config.r;
   shape.activation_bytes = at::elementSize(compute_dtype_);
   shape.loss_chunk_tokens = t.loss_chunk_tokens;
@@ -592,55 +607,67 @@ const std::vector<at::Tensor>& Trainer::gradient_views() {
   return gradient_views_;
 }
 
-Trainer::StepMetrics Trainer::run_step(int64_t step) {
-  const TrainingOptions& t = config_.training;
+Trainer::StepInput Trainer::read_step_input(int64_t step) {
   const auto micro_batches = plan_->micro_batches(step, groups_.data->rank());
   // This rank reads only the rows of its own micro-batches.
   std::vector<int64_t> wanted;
   for (const auto& rows : micro_batches) wanted.insert(wanted.end(), rows.begin(), rows.end());
   const std::vector<TokenRow> step_rows = rows_->read(wanted);
 
+  StepInput in;
+  in.step = step;
   // The loss of a step is the mean over all its target tokens, so the denominator is known before the
   // first micro-batch: count on every rank, sum over ranks.
-  int64_t local_targets = 0;
-  int64_t local_tokens = 0;
   for (const TokenRow& row : step_rows) {
-    local_targets += row.target_tokens;
-    local_tokens += static_cast<int64_t>(row.input_ids.size());
+    in.local_targets += row.target_tokens;
+    in.local_tokens += static_cast<int64_t>(row.input_ids.size());
   }
   // Sums over the data-parallel ranks: tensor-parallel peers see the same rows and the same loss.
+  in.global_targets = groups_.data->all_reduce_sum(in.local_targets);
+  size_t next_row = 0;
+  for (const auto& micro : micro_batches) {
+    std::vector<const TokenRow*> rows;
+    for (size_t i = 0; i < micro.size(); ++i) rows.push_back(&step_rows[next_row++]);
+    // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
+    in.micro_batches.push_back(
+        collate_rows(rows, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1));
+  }
+  return in;
+}
+
+Trainer::StepMetrics Trainer::run_step(int64_t step) {
+  const TrainingOptions& t = config_.training;
+  StepInput in = next_input_ && next_input_->step == step ? std::move(*next_input_) : read_step_input(step);
+  next_input_.reset();
   parallel::Communicator& data_scalars = *groups_.data;
-  const int64_t global_targets = data_scalars.all_reduce_sum(local_targets);
+  const int64_t global_targets = in.global_targets;
   QFT_CHECK(global_targets > 0, "step {}: no target tokens in the step's rows (every label is -100)", step + 1);
 
   if (flat_->has_gradients()) flat_->grads().zero_();
   reducer_->start_step();
   // The adapters in the compute dtype, cast once for every micro-batch of the step: the fp32 masters
-  // change only in the optimizer update at its end. The cast buffers are made once and refreshed.
-  if (!full_finetuning_ && !(lora_compute_ && lora_compute_->refresh(*lora_)))
-    lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
+  // change only in the optimizer update at its end. The cast buffers are made once and refreshed (by the
+  // previous step, right after its update).
+  if (!full_finetuning_ && !lora_compute_current_) refresh_lora_compute();
   // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
   // epoch's last step) runs filler ones that add nothing.
   const size_t micro_batch_count =
-      zero_stage() >= 2 ? static_cast<size_t>(plan_->max_micro_batches(step)) : micro_batches.size();
+      zero_stage() >= 2 ? static_cast<size_t>(plan_->max_micro_batches(step)) : in.micro_batches.size();
 
-  double local_loss_sum = 0.0;
+  // The step's loss stays on the device until its update is queued.
+  at::Tensor local_loss_sum;
   int64_t model_targets = 0;
-  size_t next_row = 0;
   for (size_t m = 0; m < micro_batch_count; ++m) {
-    model::Batch batch;
-    if (m < micro_batches.size()) {
-      std::vector<const TokenRow*> rows;
-      for (size_t i = 0; i < micro_batches[m].size(); ++i) rows.push_back(&step_rows[next_row++]);
-      // Sequence parallelism splits the micro-batch's tokens evenly over the tensor-parallel ranks.
-      batch = collate_rows(rows, config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
-    } else {
-      batch = filler_batch(config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
-    }
+    const model::Batch batch =
+        m < in.micro_batches.size()
+            ? std::move(in.micro_batches[m])
+            : filler_batch(config_.distributed.sequence_parallel ? grid_->tensor_parallel_size() : 1);
     model::StepOptions options;
     const bool selective = t.recompute_granularity == "selective";
     options.gradient_checkpointing = t.gradient_checkpointing && !selective;
     options.selective_recompute = t.gradient_checkpointing && selective;
+    options.recompute_num_layers = t.recompute_num_layers;
+    options.checkpoint_residuals = t.checkpoint_residuals;
     // fp16: dividing the denominator by the loss scale multiplies every gradient by it.
     options.loss_denominator = static_cast<double>(global_targets) / (loss_scaler_ ? loss_scaler_->scale() : 1.0);
     options.train_lora_dropout = true;
@@ -655,6 +682,7 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
     options.activation_offload = activation_offload_.get();
     reducer_->start_micro_batch(m + 1 == micro_batch_count);
     options.hooks = layer_hooks(/*training=*/true);
+    options.read_loss = false;
     options.lora_compute = full_finetuning_ ? nullptr : &*lora_compute_;
     const model::LoraWeights* adapters = full_finetuning_ ? nullptr : &*lora_;
     const model::LossSum result =
@@ -662,26 +690,28 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
                                                                        adapters, grads_, options, *tensor_,
                                                                        config_.distributed.sequence_parallel)
                           : model_->forward_backward(batch, adapters, grads_, options);
-    local_loss_sum += result.loss_sum;
+    // A filler micro-batch has no targets (and a zero loss).
+    local_loss_sum = local_loss_sum.defined() ? local_loss_sum + result.loss : result.loss;
     model_targets += result.target_tokens;
   }
-  QFT_CHECK(model_targets == local_targets,
+  QFT_CHECK(model_targets == in.local_targets,
             "step {}: the model counted {} target tokens, the data {} (labels at packed-segment starts must be -100)",
-            step + 1, model_targets, local_targets);
+            step + 1, model_targets, in.local_targets);
   // The data-parallel sums (most of them already started during backward).
   reducer_->finish();
 
   StepMetrics out;
-  out.loss = data_scalars.all_reduce_sum(local_loss_sum) / static_cast<double>(global_targets);
-  out.input_tokens = data_scalars.all_reduce_sum(local_tokens);
+  out.input_tokens = data_scalars.all_reduce_sum(in.local_tokens);
+  // The step's mean loss: the sum read from the device (waiting for it), summed over the ranks.
+  auto read_loss = [&] {
+    const double local = local_loss_sum.defined() ? local_loss_sum.item<double>() : 0.0;  // none: no micro-batch
+    return data_scalars.all_reduce_sum(local) / static_cast<double>(global_targets);
+  };
   // fp16: a non-finite loss is an overflow like a non-finite gradient (GradScaler finds the gradients
-  // of such a loss non-finite): the step is skipped and the scale backs off. Without loss scaling it ends
-  // the run. Every rank holds the same summed loss, so all take the same branch.
-  QFT_CHECK(loss_scaler_ || std::isfinite(out.loss),
-            "step {}: the loss is {}; training stopped and no final adapter or model was written "
-            "(lower training.learning_rate or check the data)",
-            step + 1, out.loss);
-
+  // of such a loss non-finite): the step is skipped and the scale backs off. Every rank holds the same
+  // summed loss, so all take the same branch. Loss scaling decides before the update, so it reads the
+  // loss now; without it the loss is read once the update is queued.
+  if (loss_scaler_) out.loss = read_loss();
   if (loss_scaler_ && (!std::isfinite(out.loss) || unscale_gradients_found_inf())) {
     // The skipped step: no clipping or update (every rank agreed on found_inf).
     out.learning_rate = schedule_->learning_rate(scheduler_step(step));
@@ -694,17 +724,17 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   out.learning_rate = schedule_->learning_rate(scheduler_step(step));
   if (loss_scaler_) loss_scaler_->update(false);  // the scale is not read again this step
   const int stage = zero_stage();
+  at::Tensor grad_norm;  // on the device, read after the update is queued (ZeRO-0 without tensor parallelism)
   if (stage == 0 && tensor_parallel()) {
     // The replicated adapter factors hold partial sums on each tensor-parallel rank: sum them too.
     parallel::sum_partial_gradients(parallel::partial_gradients(grads_, config_.distributed.sequence_parallel),
                                     *tensor_);
     out.grad_norm = std::sqrt(parallel::tensor_parallel_grad_norm_squared(grads_, *tensor_));
-    check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) flat_->grads().mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   } else if (stage == 0) {
-    out.grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
-    check_grad_norm(out.grad_norm, out.loss, step);
+    // Norm and clip on the device: the update is queued without waiting for the GPU.
+    grad_norm = clip_grad_norm(gradient_views(), t.max_grad_norm);
     optimizer_->step(flat_->params(), flat_->grads(), out.learning_rate);
   } else {
     // Each data-parallel rank holds the summed gradients of its own slice and updates that slice of the
@@ -729,13 +759,24 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
       squares = data_->all_reduce_sum(squared_norm(own));
     }
     out.grad_norm = std::sqrt(squares);
-    check_grad_norm(out.grad_norm, out.loss, step);
     if (t.max_grad_norm > 0) own.mul_(std::min(1.0, t.max_grad_norm / (out.grad_norm + 1e-6)));
     optimizer_->step_owned(owned_params(), own, out.learning_rate);
     // The updated slices gathered back, unless each rank keeps only its own (ZeRO-3 full fine-tuning).
     if (flat_->stored().size() == flat_->numel()) data_->all_gather(flat_->params(), shards_);
   }
   if (full_finetuning_) refresh_compute_weights();
+  if (!full_finetuning_) refresh_lora_compute();  // queued now, while the GPU is busy
+  // The next step's rows are read and collated while the GPU works through this step's queue.
+  if (step + 1 < total_steps_) next_input_ = read_step_input(step + 1);
+  if (!loss_scaler_) out.loss = read_loss();
+  if (grad_norm.defined()) out.grad_norm = grad_norm.item<double>();
+  // A non-finite loss or gradient ends the run (fp16 skipped such steps above). The update already
+  // queued is never saved: the run stops here.
+  QFT_CHECK(std::isfinite(out.loss),
+            "step {}: the loss is {}; training stopped and no final adapter or model was written "
+            "(lower training.learning_rate or check the data)",
+            step + 1, out.loss);
+  check_grad_norm(out.grad_norm, out.loss, step);
   return out;
 }
 
@@ -755,6 +796,11 @@ int64_t Trainer::scheduler_step(int64_t step) const {
   // global_step advances on every step: a skipped step counts for logging, saving, evaluation and the
   // run length, but the schedule (and AdamW's bias-correction step count) lags by the skipped steps.
   return loss_scaler_ ? step - loss_scaler_->skipped_steps() : step;
+}
+
+void Trainer::refresh_lora_compute() {
+  if (!(lora_compute_ && lora_compute_->refresh(*lora_))) lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
+  lora_compute_current_ = true;
 }
 
 void Trainer::refresh_compute_weights() {
@@ -973,6 +1019,7 @@ TrainSummary Trainer::train() {
     if (best_params_.defined()) {
       // load_best_model_at_end: the final adapter/model is the one of the best evaluation.
       flat_->params().copy_(best_params_);
+      lora_compute_current_ = false;
       if (full_finetuning_) refresh_compute_weights();
       if (rank_ == 0) {
         spdlog::info("load_best_model_at_end: the final {} is the one of step {} (eval_loss {:.4f})",

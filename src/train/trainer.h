@@ -70,10 +70,24 @@ class Trainer {
   void set_collective_timeout(double seconds);
   void prepare_output_dir();
   void create_trainable_state(const std::string& resume_dir);
+  // Layers that gradient checkpointing keeps only the input of (training.recompute_num_layers).
+  int64_t checkpointed_layers() const;
   // Logs the memory plan (memory_plan.h) and refuses a run whose largest micro-batch clearly cannot fit.
   void check_memory(int64_t longest_row);
   void restore_checkpoint(const std::string& resume_dir);
+  // A step's rows, read and collated on the host. The trainer reads the next step's while the GPU still
+  // runs the current one (after its update is queued, before its loss is read), so that reading and
+  // collating never leave the GPU idle.
+  struct StepInput {
+    int64_t step = -1;
+    std::vector<model::Batch> micro_batches;  // this rank's, collated
+    int64_t local_targets = 0, local_tokens = 0;
+    int64_t global_targets = 0;  // over the data-parallel ranks
+  };
+  StepInput read_step_input(int64_t step);
   StepMetrics run_step(int64_t step);
+  // Casts the LoRA masters into lora_compute_ (made at the first call, refreshed in place after that).
+  void refresh_lora_compute();
   // fp16: unscales this rank's gradients and says whether any rank's hold an inf or NaN (collective).
   bool unscale_gradients_found_inf();
   // The LR schedule's position at 0-based `step`: behind it by the optimizer steps skipped on overflow.
@@ -164,7 +178,12 @@ class Trainer {
   std::optional<model::LoraWeights> lora_;
   // lora_ cast for compute: made at the first step, refreshed in place at each later one (LoraCompute::refresh).
   std::optional<model::LoraCompute> lora_compute_;
+  // lora_compute_ holds the masters' current values: set by the refresh after each update, cleared by
+  // anything else that writes the masters.
+  bool lora_compute_current_ = false;
   std::vector<at::Tensor> gradient_views_;  // gradient_views()
+  // The next step's input, read during the current step (run_step); empty before the first.
+  std::optional<StepInput> next_input_;
   model::Gradients grads_;  // views of flat_->grads() (ZeRO-2/3: of gradient_slots_)
   std::unique_ptr<AdamW> optimizer_;
   std::optional<LossScaler> loss_scaler_;  // fp16 compute only (dynamic loss scaling)

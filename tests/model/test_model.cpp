@@ -1091,6 +1091,77 @@ TEST(Model, TiledMlpAndActivationOffloadingInATrainingStep) {
   EXPECT_EQ(tiled_mlp_shards(opt, 524288, 4096), 1);
 }
 
+// recompute_num_layers (Megatron's recompute_method: block): the first N layers are checkpointed, the
+// others recompute only their cheap activations. Bitwise the same step for every N, dropout masks
+// included, with the checkpointed inputs offloaded; each layer checkpointed adds exactly one layer's
+// recompute GEMMs, so the layers above N really keep their activations.
+TEST(Model, RecomputingOnlyTheFirstLayersGivesTheSameStep) {
+  const Qwen3Config c = tiny_config(false, 3);
+  const Qwen3Weights w = tiny_weights(c, 111);
+  const LoraWeights lora = tiny_lora(c, 0.2, false, 112);
+  const Batch batch = tiny_batch(c.vocab_size, 113);
+  Qwen3Model model(c, w);
+  struct Step {
+    LossSum loss;
+    Gradients grads;
+    int gemms = 0;
+  };
+  auto run = [&](bool ckpt, int64_t recompute_num_layers, ActivationOffload* offload, bool residuals = false) {
+    Step s;
+    s.grads.lora = lora.zeros_like();
+    s.grads.weights = w.zeros_like();
+    StepOptions opt;
+    opt.gradient_checkpointing = ckpt;
+    opt.recompute_num_layers = recompute_num_layers;
+    opt.checkpoint_residuals = residuals;
+    opt.activation_offload = offload;
+    opt.dropout_seed = 7;
+    opt.loss_denominator = 9;
+    const qft::test::OpCounter counter;
+    s.loss = model.forward_backward(batch, &lora, s.grads, opt);
+    s.gemms = counter.gemms();
+    return s;
+  };
+  const Step none = run(false, -1, nullptr);
+  const Step all = run(true, -1, nullptr);
+  const int per_layer = (all.gemms - none.gemms) / 3;
+  ASSERT_GT(per_layer, 0);
+  ASSERT_EQ(all.gemms - none.gemms, 3 * per_layer);
+  // checkpoint_residuals: o's base GEMM and its LoRA up-projection are not run again in a recompute.
+  const Step residuals = run(true, -1, nullptr, true);
+  const int per_layer_with_residual = (residuals.gemms - none.gemms) / 3;
+  EXPECT_EQ(residuals.gemms - none.gemms, 3 * per_layer_with_residual);
+  EXPECT_EQ(per_layer_with_residual, per_layer - 2);
+  for (const auto& [n, with_residual] : {std::pair{int64_t{0}, false}, {int64_t{1}, false}, {int64_t{2}, false},
+                                         {int64_t{3}, false}, {int64_t{-1}, true}, {int64_t{2}, true}}) {
+    SCOPED_TRACE(fmt::format("recompute_num_layers {} checkpoint_residuals {}", n, with_residual));
+    ActivationOffload offload(std::max<int64_t>(n, 1) + (n < 0 ? 1 : 0));  // 2 of 3 layers when n is -1
+    const Step s = run(true, n, n != 0 ? &offload : nullptr, with_residual);
+    const int64_t checkpointed = n < 0 ? 3 : n;
+    EXPECT_EQ(s.gemms - none.gemms, checkpointed * (with_residual ? per_layer_with_residual : per_layer));
+    EXPECT_EQ(s.loss.loss_sum, none.loss.loss_sum);
+    const auto a = s.grads.lora->named_tensors(), b = none.grads.lora->named_tensors();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+    const auto wa = s.grads.weights->named_tensors(c), wb = none.grads.weights->named_tensors(c);
+    for (size_t i = 0; i < wa.size(); ++i) EXPECT_TRUE(at::equal(wa[i].second, wb[i].second)) << wa[i].first;
+    // The offloaded layers' inputs, and with checkpoint_residuals their mid residuals: [20, hidden] fp64 each.
+    if (n != 0)
+      EXPECT_EQ(offload.host_bytes(), offload.offloaded_layers() * (with_residual ? 2 : 1) * 20 * c.hidden_size * 8);
+  }
+  // Which layers do what.
+  StepOptions opt;
+  opt.gradient_checkpointing = true;
+  opt.recompute_num_layers = 2;
+  EXPECT_EQ(layer_recompute(opt, 1), LayerRecompute::full);
+  EXPECT_EQ(layer_recompute(opt, 2), LayerRecompute::cheap);
+  opt.recompute_num_layers = -1;
+  EXPECT_EQ(layer_recompute(opt, 2), LayerRecompute::full);
+  opt.gradient_checkpointing = false;
+  EXPECT_EQ(layer_recompute(opt, 0), LayerRecompute::none);
+  opt.selective_recompute = true;
+  EXPECT_EQ(layer_recompute(opt, 0), LayerRecompute::cheap);
+}
+
 TEST(ActivationOffload, RestoresWhatWasSavedAndRefusesWhatWasNot) {
   ActivationOffload offload(2);
   EXPECT_TRUE(offload.offloads(0) && offload.offloads(1) && !offload.offloads(2));
@@ -1106,4 +1177,13 @@ TEST(ActivationOffload, RestoresWhatWasSavedAndRefusesWhatWasNot) {
   EXPECT_TRUE(at::equal(offload.restore(0, at::Tensor()), a));
   // Layer 0 was given back already: a second restore has nothing to return.
   EXPECT_THROW(offload.restore(0, at::Tensor()), qft::Error);
+  // A layer's mid residual travels beside its input, each restored as itself; one never saved is refused.
+  EXPECT_FALSE(offload.save(0, a, ActivationOffload::Part::input).defined());
+  EXPECT_FALSE(offload.save(0, b, ActivationOffload::Part::mid_residual).defined());
+  EXPECT_FALSE(offload.save(1, kept, ActivationOffload::Part::input).defined());
+  EXPECT_TRUE(at::equal(offload.restore(1, at::Tensor()), kept));  // starts both of layer 0's
+  EXPECT_THROW(offload.restore(1, at::Tensor(), ActivationOffload::Part::mid_residual), qft::Error);
+  EXPECT_TRUE(at::equal(offload.restore(0, at::Tensor(), ActivationOffload::Part::mid_residual), b));
+  EXPECT_TRUE(at::equal(offload.restore(0, at::Tensor()), a));
+  EXPECT_EQ(offload.host_bytes(), 3 * 12 * 4);
 }

@@ -598,7 +598,7 @@ Batch tiny_batch(uint64_t seed) {
 
 TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
   for (bool tied : {false, true})
-    for (const char* recompute : {"none", "full", "selective"})
+    for (const char* recompute : {"none", "full", "selective", "first layer", "residuals"})
       for (bool sp : {false, true})
       for (auto& s : tp_setups()) {
         SCOPED_TRACE(fmt::format("{}, tied {}, recompute {}, sequence parallel {}", s->name, tied, recompute, sp));
@@ -609,7 +609,10 @@ TEST(TensorParallelModel, StepMatchesQwen3ModelForLoraAndFullFineTuning) {
         const LoraWeights lora = tiny_lora(c, 230 + s->data);
         const Batch batch = tiny_batch(240 + s->data);
         StepOptions options;
-        options.gradient_checkpointing = std::string(recompute) == "full";
+        const std::string mode = recompute;
+        options.gradient_checkpointing = mode == "full" || mode == "first layer" || mode == "residuals";
+        options.checkpoint_residuals = mode == "residuals";  // o's GEMM and all-reduce are not recomputed
+        if (mode == "first layer") options.recompute_num_layers = 1;  // the other: selective
         options.selective_recompute = std::string(recompute) == "selective";
         options.loss_denominator = 9.0;
         options.loss_chunk_tokens = 4;

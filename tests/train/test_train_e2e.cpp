@@ -394,6 +394,22 @@ TEST_F(TrainE2E, LongContextKeysAreCheckedAtStart) {
   // The tiny model has 2 layers: known once it is loaded, before anything is written.
   EXPECT_CONTAINS(error(with(offload, "training.activation_offloading_layers=3")),
                   "training.activation_offloading_layers is 3, but the model has 2 layers");
+  // recompute_num_layers: with full recompute only, at most the model's layers, and offloading only the
+  // layers it checkpoints.
+  EXPECT_CONTAINS(error({"training.recompute_num_layers=1"}),
+                  "recompute_num_layers picks how many layers full recompute checkpoints");
+  EXPECT_CONTAINS(error({"training.gradient_checkpointing=true", "training.recompute_granularity=selective",
+                         "training.recompute_num_layers=1"}),
+                  "gradient_checkpointing: true with recompute_granularity: full");
+  EXPECT_CONTAINS(error({"training.gradient_checkpointing=true", "training.recompute_num_layers=-2"}),
+                  "recompute_num_layers' must be a number of layers (0 or more), or -1 (all)");
+  EXPECT_CONTAINS(error({"training.gradient_checkpointing=true", "training.recompute_num_layers=3"}),
+                  "training.recompute_num_layers is 3, but the model has 2 layers");
+  EXPECT_CONTAINS(error(with(with(offload, "training.recompute_num_layers=1"), "training.activation_offloading_layers=2")),
+                  "training.activation_offloading_layers is 2, but training.recompute_num_layers checkpoints only 1 layers");
+  EXPECT_CONTAINS(error({"training.checkpoint_residuals=true"}),
+                  "checkpoint_residuals keeps a second tensor per checkpointed layer: it needs "
+                  "gradient_checkpointing: true with recompute_granularity: full");
   EXPECT_FALSE(fs::exists(fs::path(dir_ / "refused") / "trainer_log.jsonl"));
   EXPECT_CONTAINS(error({"training.tiled_mlps=true"}), "did you mean 'tiled_mlp'?");
 }

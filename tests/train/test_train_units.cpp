@@ -162,15 +162,15 @@ TEST(AdamW, FirstStepMovesEachElementByTheLearningRate) {
 
 TEST(ClipGradNorm, ScalesAllGradientsByOneCoefficient) {
   at::Tensor a = at::tensor({3.0f, 0.0f}), b = at::tensor({4.0f});
-  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0), 5.0, 1e-6);
+  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0).item<double>(), 5.0, 1e-6);
   const double coef = 1.0 / (5.0 + 1e-6);
   EXPECT_NEAR(a[0].item<double>(), 3.0 * coef, 1e-6);
   EXPECT_NEAR(b[0].item<double>(), 4.0 * coef, 1e-6);
   at::Tensor c = at::tensor({0.3f}), d = at::tensor({0.4f});
-  EXPECT_NEAR(clip_grad_norm({c, d}, 1.0), 0.5, 1e-6);  // below the limit: unchanged
+  EXPECT_NEAR(clip_grad_norm({c, d}, 1.0).item<double>(), 0.5, 1e-6);  // below the limit: unchanged
   EXPECT_FLOAT_EQ(c[0].item<float>(), 0.3f);
   at::Tensor e = at::tensor({30.0f, 40.0f});
-  EXPECT_NEAR(clip_grad_norm({e}, 0.0), 50.0, 1e-4);  // max_norm 0: measure only
+  EXPECT_NEAR(clip_grad_norm({e}, 0.0).item<double>(), 50.0, 1e-4);  // max_norm 0: measure only
   EXPECT_FLOAT_EQ(e[1].item<float>(), 40.0f);
 }
 
@@ -297,15 +297,19 @@ TEST_F(ConfigTest, ResolvedYamlLoadsBackToTheSameConfig) {
   // The long-context keys that apply only with their switch are written only with it.
   EXPECT_EQ(resolved.find("tiled_mlp_num_shards"), std::string::npos);
   EXPECT_EQ(resolved.find("activation_offloading_layers"), std::string::npos);
+  EXPECT_EQ(resolved.find("recompute_num_layers"), std::string::npos);
   const TrainConfig long_context = load_train_config(
       dir_ / "cfg.yaml", {"training.learning_rate=3e-4", "training.tiled_mlp=true", "training.tiled_mlp_num_shards=4",
                           "training.gradient_checkpointing=true", "training.activation_offloading=true",
-                          "training.activation_offloading_layers=2"});
+                          "training.activation_offloading_layers=2", "training.recompute_num_layers=3",
+                          "training.checkpoint_residuals=true"});
   write_text(dir_ / "resolved_long.yaml", long_context.resolved_yaml());
   const TrainConfig back = load_train_config(dir_ / "resolved_long.yaml");
   EXPECT_EQ(back.to_json(), long_context.to_json());
   EXPECT_EQ(back.training.tiled_mlp_num_shards, 4);
   EXPECT_EQ(back.training.activation_offloading_layers, 2);
+  EXPECT_EQ(back.training.recompute_num_layers, 3);
+  EXPECT_TRUE(back.training.checkpoint_residuals);
   // None of them changes the math: a resume may switch them.
   EXPECT_EQ(long_context.math_fingerprint(), config.math_fingerprint());
 }
@@ -781,6 +785,30 @@ TEST(MemoryPlan, ActivationEstimateIsWithinFifteenPercentOfPeaksMeasuredOnAnH200
   const double ratio = static_cast<double>(estimate_activation_bytes(selective)) / estimate_activation_bytes(whole);
   EXPECT_GT(ratio, 0.55);
   EXPECT_LT(ratio, 0.75);
+  // recompute_num_layers: all layers is full recompute, none is selective, and in between each layer
+  // checkpointed trades selective's activations for one layer input; only checkpointed inputs are offloaded.
+  ActivationShape block = recompute;
+  block.recompute_num_layers = 36;
+  EXPECT_EQ(estimate_activation_bytes(block), estimate_activation_bytes(recompute));
+  block.recompute_num_layers = 0;
+  EXPECT_EQ(estimate_activation_bytes(block), estimate_activation_bytes(selective));
+  int64_t previous = estimate_activation_bytes(selective);
+  for (const int64_t n : {1, 18, 33}) {
+    block.recompute_num_layers = n;
+    const int64_t bytes = estimate_activation_bytes(block);
+    EXPECT_LT(bytes, previous) << n;
+    EXPECT_GT(bytes, estimate_activation_bytes(recompute)) << n;
+    previous = bytes;
+  }
+  block.recompute_num_layers = 33;
+  block.offloaded_layers = 36;
+  EXPECT_EQ(estimate_offloaded_bytes(block), int64_t{33} * 8192 * 4096 * 2);
+  // checkpoint_residuals: two kept tensors per checkpointed layer, on the device or offloaded.
+  ActivationShape residuals = block;
+  residuals.checkpoint_residuals = true;
+  EXPECT_EQ(estimate_offloaded_bytes(residuals), 2 * estimate_offloaded_bytes(block));
+  residuals.offloaded_layers = block.offloaded_layers = 0;
+  EXPECT_EQ(estimate_activation_bytes(residuals) - estimate_activation_bytes(block), int64_t{33} * 8192 * 4096 * 2);
 }
 
 TEST(MemoryPlan, TiledMlpAndOffloadingShrinkTheLongContextEstimate) {
