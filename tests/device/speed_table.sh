@@ -67,7 +67,8 @@ declare -A SPEC=(
   [8b_qlora_mb4_rc]="8B 4 2048 1 qlora" [8b_mb4_rc_off]="8B 4 2048 1 lora" [8b_qlora_mb4_rc_off]="8B 4 2048 1 qlora"
   [1.7b_mb8_sel]="1.7B 8 2048 1 lora" [8b_mb4_sel]="8B 4 2048 1 lora" [8b_mb4_rc_off_n33]="8B 4 2048 1 lora"
   [8b_mb4_rc_off_n34]="8B 4 2048 1 lora" [8b_mb4_rc_n34]="8B 4 2048 1 lora" [8b_mb4_rc_off_n32]="8B 4 2048 1 lora"
-  [8b_mb4_rc_off_n32_res]="8B 4 2048 1 lora" [1.7b_mb8_rc_res]="1.7B 8 2048 1 lora")
+  [8b_mb4_rc_off_n32_res]="8B 4 2048 1 lora" [1.7b_mb8_rc_res]="1.7B 8 2048 1 lora"
+  [1.7b_mb8_rc_n8_res]="1.7B 8 2048 1 lora" [1.7b_mb8_rc_n10_res]="1.7B 8 2048 1 lora")
 : > "$OUT/results.txt"
 # Logs stay in $W (the device tool returns at most 8 files); results.txt grows line by line and is
 # echoed as it grows. DEADLINE (s): cases and parts not started by then are skipped.
