@@ -60,7 +60,8 @@ int64_t estimate_activation_bytes(const ActivationShape& s) {
   // Besides the kept inputs: the layers above the checkpointed ones, or the one layer being recomputed.
   const int64_t layer_activations =
       C < L ? std::max(per_layer, (L - C) * (per_layer - dropped) + dropped) : per_layer;
-  const int64_t saved = s.gradient_checkpointing ? inputs_on_device * kept_per_layer(s) * residual * b + layer_activations
+  const int64_t kept_inputs = inputs_on_device * kept_per_layer(s) * residual * b;
+  const int64_t saved = s.gradient_checkpointing ? kept_inputs + layer_activations
                         : s.selective_recompute  ? L * (per_layer - dropped) + dropped
                                                  : L * per_layer;
   // Backward of one layer: the MLP gradients and a few hidden-size ones, flash attention's fp32 dq.

@@ -425,8 +425,8 @@ nlohmann::json TrainConfig::math_fingerprint() const {
   // Run length, logging, saving, recomputation, loss chunking and where things go do not change the
   // numbers of the steps taken, so a resume may change them.
   for (const char* key : {"max_steps", "num_train_epochs", "logging_steps", "save_steps", "resume_from_checkpoint",
-                          "gradient_checkpointing", "recompute_granularity", "recompute_num_layers", "checkpoint_residuals",
-                          "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
+                          "gradient_checkpointing", "recompute_granularity", "recompute_num_layers",
+                          "checkpoint_residuals", "use_fused_kernels", "loss_chunk_tokens", "eval_strategy",
                           "tiled_mlp", "tiled_mlp_num_shards", "activation_offloading",
                           "activation_offloading_layers",
                           "eval_steps",

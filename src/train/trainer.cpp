@@ -799,7 +799,8 @@ int64_t Trainer::scheduler_step(int64_t step) const {
 }
 
 void Trainer::refresh_lora_compute() {
-  if (!(lora_compute_ && lora_compute_->refresh(*lora_))) lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
+  if (!(lora_compute_ && lora_compute_->refresh(*lora_)))
+    lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
   lora_compute_current_ = true;
 }
 

@@ -405,8 +405,9 @@ TEST_F(TrainE2E, LongContextKeysAreCheckedAtStart) {
                   "recompute_num_layers' must be a number of layers (0 or more), or -1 (all)");
   EXPECT_CONTAINS(error({"training.gradient_checkpointing=true", "training.recompute_num_layers=3"}),
                   "training.recompute_num_layers is 3, but the model has 2 layers");
-  EXPECT_CONTAINS(error(with(with(offload, "training.recompute_num_layers=1"), "training.activation_offloading_layers=2")),
-                  "training.activation_offloading_layers is 2, but training.recompute_num_layers checkpoints only 1 layers");
+  EXPECT_CONTAINS(
+      error(with(with(offload, "training.recompute_num_layers=1"), "training.activation_offloading_layers=2")),
+      "training.activation_offloading_layers is 2, but training.recompute_num_layers checkpoints only 1 layers");
   EXPECT_CONTAINS(error({"training.checkpoint_residuals=true"}),
                   "checkpoint_residuals keeps a second tensor per checkpointed layer: it needs "
                   "gradient_checkpointing: true with recompute_granularity: full");
