@@ -201,6 +201,9 @@ Trainer::Trainer(TrainConfig config, parallel::Communicator& world, int local_ra
                        : "");
     }
   }
+  QFT_CHECK(config_.training.recompute_num_layers <= model_config_.num_hidden_layers,
+            "{}: training.recompute_num_layers is {}, but the model has {} layers", config_.source,
+            config_.training.recompute_num_layers, model_config_.num_hidden_layers);
   const int64_t checkpointed = checkpointed_layers();
   if (config_.training.activation_offloading) {
     const int64_t asked = config_.training.activation_offloading_layers;
@@ -317,8 +320,6 @@ int64_t Trainer::checkpointed_layers() const {
   const TrainingOptions& t = config_.training;
   const int64_t L = model_config_.num_hidden_layers;
   if (!t.gradient_checkpointing || t.recompute_granularity != "full") return 0;
-  QFT_CHECK(t.recompute_num_layers <= L, "{}: training.recompute_num_layers is {}, but the model has {} layers",
-            config_.source, t.recompute_num_layers, L);
   return t.recompute_num_layers < 0 ? L : t.recompute_num_layers;
 }
 
@@ -646,9 +647,9 @@ Trainer::StepMetrics Trainer::run_step(int64_t step) {
   if (flat_->has_gradients()) flat_->grads().zero_();
   reducer_->start_step();
   // The adapters in the compute dtype, cast once for every micro-batch of the step: the fp32 masters
-  // change only in the optimizer update at its end. The cast buffers are made once and refreshed (by the
-  // previous step, right after its update).
-  if (!full_finetuning_ && !lora_compute_current_) refresh_lora_compute();
+  // change only in the optimizer update at the end of a step, which refreshes the cast right after it
+  // (restore_checkpoint writes them before the first step, load_best_model_at_end after the last).
+  if (!full_finetuning_ && !lora_compute_) refresh_lora_compute();
   // Under ZeRO-2/3 every micro-batch runs collectives per layer, so a rank with fewer micro-batches (an
   // epoch's last step) runs filler ones that add nothing.
   const size_t micro_batch_count =
@@ -801,7 +802,6 @@ int64_t Trainer::scheduler_step(int64_t step) const {
 void Trainer::refresh_lora_compute() {
   if (!(lora_compute_ && lora_compute_->refresh(*lora_)))
     lora_compute_ = model::LoraCompute::make(*lora_, compute_dtype_);
-  lora_compute_current_ = true;
 }
 
 void Trainer::refresh_compute_weights() {
@@ -1020,7 +1020,6 @@ TrainSummary Trainer::train() {
     if (best_params_.defined()) {
       // load_best_model_at_end: the final adapter/model is the one of the best evaluation.
       flat_->params().copy_(best_params_);
-      lora_compute_current_ = false;
       if (full_finetuning_) refresh_compute_weights();
       if (rank_ == 0) {
         spdlog::info("load_best_model_at_end: the final {} is the one of step {} (eval_loss {:.4f})",

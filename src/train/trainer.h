@@ -176,11 +176,8 @@ class Trainer {
   // rank's shard of the masters (weight_shard_ is its compute copy, gathered per layer).
   std::unique_ptr<FlatParameters> flat_;
   std::optional<model::LoraWeights> lora_;
-  // lora_ cast for compute: made at the first step, refreshed in place at each later one (LoraCompute::refresh).
+  // lora_ cast for compute: made at the first step, refreshed in place after each update (LoraCompute::refresh).
   std::optional<model::LoraCompute> lora_compute_;
-  // lora_compute_ holds the masters' current values: set by the refresh after each update, cleared by
-  // anything else that writes the masters.
-  bool lora_compute_current_ = false;
   std::vector<at::Tensor> gradient_views_;  // gradient_views()
   // The next step's input, read during the current step (run_step); empty before the first.
   std::optional<StepInput> next_input_;

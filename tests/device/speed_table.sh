@@ -56,26 +56,29 @@ PY
 fi
 CASES=${CASES-0.6b_mb8_rc 8b_mb2}
 PEERS=${PEERS-eager liger compile}
-# name: preset micro-batch seq recompute kind; a name ending in _off also offloads the checkpointed layer
-# inputs to pinned host memory (training.activation_offloading), one ending in _sel recomputes selectively
-# (training.recompute_granularity: selective), and _nN checkpoints only the first N layers
-# (training.recompute_num_layers: N; the others recompute selectively), and _res keeps each checkpointed
-# layer's mid residual too (training.checkpoint_residuals).
+# name: preset micro-batch seq recompute kind. A case is one of these, or one with recompute ("_rc")
+# followed by options: _off offloads the checkpointed layer inputs to pinned host memory
+# (training.activation_offloading), _nN checkpoints only the first N layers (training.recompute_num_layers:
+# N; the others recompute selectively), _res keeps each checkpointed layer's mid residual too
+# (training.checkpoint_residuals); or "_sel" in place of "_rc": recompute selectively
+# (training.recompute_granularity: selective). E.g. 8b_mb4_rc_off_n32_res, 1.7b_mb8_sel.
 declare -A SPEC=(
   [0.6b_mb8_rc]="0.6B 8 2048 1 lora" [1.7b_mb8_rc]="1.7B 8 2048 1 lora" [8b_mb2]="8B 2 2048 0 lora"
   [8b_mb4_rc]="8B 4 2048 1 lora" [8b_seq32k_rc]="8B 1 32768 1 lora" [0.6b_full_mb8_rc]="0.6B 8 2048 1 full"
-  [8b_qlora_mb4_rc]="8B 4 2048 1 qlora" [8b_mb4_rc_off]="8B 4 2048 1 lora" [8b_qlora_mb4_rc_off]="8B 4 2048 1 qlora"
-  [1.7b_mb8_sel]="1.7B 8 2048 1 lora" [8b_mb4_sel]="8B 4 2048 1 lora" [8b_mb4_rc_off_n33]="8B 4 2048 1 lora"
-  [8b_mb4_rc_off_n34]="8B 4 2048 1 lora" [8b_mb4_rc_n34]="8B 4 2048 1 lora" [8b_mb4_rc_off_n32]="8B 4 2048 1 lora"
-  [8b_mb4_rc_off_n32_res]="8B 4 2048 1 lora" [1.7b_mb8_rc_res]="1.7B 8 2048 1 lora"
-  [1.7b_mb8_rc_n8_res]="1.7B 8 2048 1 lora" [1.7b_mb8_rc_n10_res]="1.7B 8 2048 1 lora")
+  [8b_qlora_mb4_rc]="8B 4 2048 1 qlora")
+# The SPEC entry a case name's options build on.
+base_case() { sed -E 's/_sel$/_rc/; s/_(off|n[0-9]+|res)//g' <<< "$1"; }
 : > "$OUT/results.txt"
+: > $W/spec.txt
 # Logs stay in $W (the device tool returns at most 8 files); results.txt grows line by line and is
 # echoed as it grows. DEADLINE (s): cases and parts not started by then are skipped.
 DEADLINE=${DEADLINE:-480}
 for case in $CASES; do
   [ $SECONDS -gt $DEADLINE ] && { echo "$case skipped (deadline)"; continue; }
-  read -r preset mb seq rc kind <<< "${SPEC[$case]}"
+  spec=${SPEC[$(base_case $case)]:-}
+  [ -n "$spec" ] || { echo "$case: unknown case"; continue; }
+  read -r preset mb seq rc kind <<< "$spec"
+  echo "$case $spec" >> $W/spec.txt
   model=$W/model_$preset
   [ -d $model ] || $QFT init-model --preset $preset --dtype bf16 --seed 0 --output $model > "$W/init_$preset.log" 2>&1
   rows=$W/rows_${seq}.jsonl
@@ -83,7 +86,7 @@ for case in $CASES; do
   gc=$([ $rc = 1 ] && echo true || echo false)
   finetuning=$([ $kind = full ] && echo full || echo lora)
   four_bit=$([ $kind = qlora ] && echo ", load_in_4bit: true" || echo "")
-  offload=$([[ $case == *_off || $case == *_off_n* ]] && echo ", activation_offloading: true" || echo "")
+  offload=$([[ $case == *_off* ]] && echo ", activation_offloading: true" || echo "")
   [[ $case =~ _n([0-9]+)(_|$) ]] && offload="$offload, recompute_num_layers: ${BASH_REMATCH[1]}"
   [[ $case == *_res ]] && offload="$offload, checkpoint_residuals: true"
   [[ $case == *_sel ]] && offload=", recompute_granularity: selective"
@@ -190,11 +193,10 @@ PY
     echo "QLORA32 failed:"; grep -m3 -iE "error|out of memory" "$W/qft_q32.log" | cut -c1-300
   fi
 fi
-for name in "${!SPEC[@]}"; do echo "$name ${SPEC[$name]}"; done > $W/spec.txt
 python3 - "$OUT/results.txt" $W/spec.txt <<'PY'
 import collections, sys
 SHAPES = {"0.6B": (1024, 3072, 28, 16, 8, 128), "1.7B": (2048, 6144, 28, 16, 8, 128), "8B": (4096, 12288, 36, 32, 8, 128)}
-# The cases' shapes as the SPEC table above says them (name preset mb seq rc kind).
+# The shapes of the cases run (name preset mb seq rc kind), as the loop above found them.
 SPEC = {name: (preset, int(seq)) for name, preset, mb, seq, rc, kind in (l.split() for l in open(sys.argv[2]))}
 res = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
